@@ -1,0 +1,242 @@
+"""scan(): gather trainable parameters' gradients, scan them in one fused pass, build the report."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Union
+
+import torch
+
+from . import _native
+from ._oracle import tensor_stats
+from ._records import ParamRecord, ScanReport
+
+Named = Iterable[tuple[str, torch.Tensor]]
+Source = Union[torch.nn.Module, Mapping[str, torch.Tensor], Named]
+
+_LORA_A = re.compile(r"lora_A")
+
+
+def named_trainable(source: Source) -> list[tuple[str, torch.Tensor]]:
+    """(name, parameter) pairs with requires_grad=True from a module, a mapping or pairs."""
+    if isinstance(source, torch.nn.Module):
+        pairs = list(source.named_parameters())
+    elif isinstance(source, Mapping):
+        pairs = list(source.items())
+    else:
+        pairs = []
+        for i, item in enumerate(source):
+            if isinstance(item, torch.Tensor):
+                pairs.append((f"param{i}", item))
+            else:
+                name, tensor = item
+                pairs.append((str(name), tensor))
+    return [(n, p) for n, p in pairs if isinstance(p, torch.Tensor) and p.requires_grad]
+
+
+def _expected_zero_names(pairs: list[tuple[str, torch.Tensor]]) -> set[str]:
+    """lora_A weights whose lora_B partner is all zero: their gradient is exactly zero by construction."""
+    by_name = dict(pairs)
+    out = set()
+    for name, _ in pairs:
+        if _LORA_A.search(name):
+            partner = by_name.get(name.replace("lora_A", "lora_B"))
+            if partner is not None and not bool(partner.detach().count_nonzero()):
+                out.add(name)
+    return out
+
+
+def _dense_view(name: str, g: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+    """A tensor whose elements can be scanned as one span, and the implicit zeros it leaves out.
+
+    Returns (None, 0) for inputs the native core does not read (integers, other float types): the
+    caller gives those to the torch path.
+    """
+    if g.is_complex():
+        raise ValueError(
+            f"parameter {name!r} has a complex gradient ({g.dtype}); the scanner reads real floating-point "
+            "gradients: scan torch.view_as_real(grad) instead")
+    if g.device.type == "meta":
+        raise ValueError(f"parameter {name!r} has its gradient on the meta device: there is no data to scan")
+    implicit_zeros = 0
+    if g.layout == torch.sparse_coo:
+        g = g.coalesce()
+        values = g.values()
+        implicit_zeros = g.numel() - values.numel()
+        g = values
+    elif g.layout != torch.strided:
+        dense = g.to_dense()
+        g = dense
+    if g.dtype not in _native.DTYPE_CODES:
+        return None, implicit_zeros
+    if not g.is_contiguous():
+        # A permuted but dense tensor occupies one contiguous span: statistics ignore element order.
+        if not g.is_non_overlapping_and_dense():
+            g = g.contiguous()
+        elif g.numel() > 0:
+            g = g.as_strided((g.numel(),), (1,))
+    return g, implicit_zeros
+
+
+@dataclass
+class Pending:
+    """A launched scan: results may still be on their way from the device."""
+
+    records: list[ParamRecord]
+    # (indices into records, counts, stats, implicit zeros per index, keep-alive)
+    parts: list[tuple[list[int], torch.Tensor, torch.Tensor, list[int], object]] = field(default_factory=list)
+    backend: str = "torch"
+    step: int | None = None
+    event: object = None
+
+    def finish(self) -> ScanReport:
+        if self.event is not None:
+            self.event.synchronize()
+        for idx, counts, stats, implicit, _ in self.parts:
+            c = counts.cpu().tolist()
+            s = stats.cpu().tolist()
+            for j, i in enumerate(idx):
+                r = self.records[i]
+                r.nan, r.posinf, r.neginf, r.zero = c[j]
+                r.zero += implicit[j]
+                r.sumsq, r.absmax = s[j]
+        self.parts = []
+        return ScanReport(self.records, self.backend, step=self.step)
+
+
+def launch(pairs: list[tuple[str, torch.Tensor | None]], *, backend: str = "auto", grads: bool = True,
+           expected_zero: set[str] | None = None, step: int | None = None, asynchronous: bool = False,
+           num_threads: int | None = None) -> Pending:
+    """Start scanning; with grads=True the tensors' ``.grad`` are scanned, else the tensors themselves."""
+    if backend not in ("auto", "native", "torch"):
+        raise ValueError(f"backend must be 'auto', 'native' or 'torch', not {backend!r}")
+    use_native = backend != "torch" and _native.available()
+    if backend == "native" and not _native.available():
+        raise RuntimeError(f"benchsuite._core is not available ({_native.IMPORT_ERROR}); reinstall benchsuite "
+                           "with a C++ compiler, or pass backend='torch'")
+    if backend == "auto" and not _native.available():
+        _native.warn_once("core", f"benchsuite._core is not available ({_native.IMPORT_ERROR}); "
+                                  "using the pure-torch scanner (same results, slower)")
+    expected_zero = expected_zero or set()
+    records: list[ParamRecord] = []
+    groups: dict[torch.device, list[tuple[int, torch.Tensor, int]]] = {}
+    for name, t in pairs:
+        g = (t.grad if t is not None else None) if grads else t
+        src = t if t is not None else g
+        rec = ParamRecord(name=name, dtype=str(src.dtype).replace("torch.", "") if src is not None else "unknown",
+                          numel=src.numel() if src is not None else 0, none=g is None,
+                          device=str(src.device) if src is not None else "cpu",
+                          expected_zero=name in expected_zero)
+        records.append(rec)
+        if g is None:
+            continue
+        rec.dtype = str(g.dtype).replace("torch.", "")
+        rec.device = str(g.device)
+        dense, implicit = _dense_view(name, g.detach())
+        if dense is None or not use_native:
+            base = g.detach()
+            if base.layout == torch.sparse_coo:
+                base = base.coalesce().values()
+            elif base.layout != torch.strided:
+                base = base.to_dense()
+            st = tensor_stats(base)
+            rec.nan, rec.posinf, rec.neginf, rec.zero, rec.sumsq, rec.absmax = st
+            rec.zero += implicit
+            continue
+        groups.setdefault(dense.device, []).append((len(records) - 1, dense, implicit))
+
+    pending = Pending(records, step=step)
+    used = set()
+    for device, items in groups.items():
+        idx = [i for i, _, _ in items]
+        tensors = [d for _, d, _ in items]
+        implicit = [z for _, _, z in items]
+        if device.type == "cpu":
+            counts, stats = _native.scan_cpu(tensors, num_threads)
+            pending.parts.append((idx, counts, stats, implicit, tensors))
+            used.add("cpu")
+        elif device.type == "cuda" and _native.cuda_available():
+            try:
+                counts, stats, table = _native.launch_cuda(tensors, device)
+            except RuntimeError as exc:
+                _native.warn_once("cuda", f"the CUDA scanner failed ({exc}); using the torch scanner on GPU tensors")
+                _torch_fill(records, items)
+                continue
+            if asynchronous:
+                # Device-to-host copies with non_blocking land in pinned memory: no wait here.
+                counts = counts.to("cpu", non_blocking=True)
+                stats = stats.to("cpu", non_blocking=True)
+            pending.parts.append((idx, counts, stats, implicit, (tensors, table)))
+            used.add("cuda")
+        else:
+            # Other devices (mps, xpu, cuda without a compiled kernel): torch computes the same statistics.
+            _torch_fill(records, items)
+    if asynchronous and "cuda" in used:
+        event = torch.cuda.Event()
+        event.record()
+        pending.event = event
+    pending.backend = "cuda" if "cuda" in used else ("cpu" if "cpu" in used else "torch")
+    return pending
+
+
+def _torch_fill(records: list[ParamRecord], items: list[tuple[int, torch.Tensor, int]]) -> None:
+    for i, dense, implicit in items:
+        r = records[i]
+        r.nan, r.posinf, r.neginf, r.zero, r.sumsq, r.absmax = tensor_stats(dense)
+        r.zero += implicit
+
+
+def scan(source: Source, *, backend: str = "auto", step: int | None = None,
+         num_threads: int | None = None) -> ScanReport:
+    """Scan the gradients of every trainable parameter of ``source`` (a module, a mapping or name/param pairs).
+
+    One fused pass over all gradient buffers reports, per parameter, whether ``.grad`` is None, the
+    counts of NaN, +Inf, -Inf and exact zeros, the sum of squares and the max |x| of the finite values.
+    ``backend``: "auto" (native core when built, else torch), "native" or "torch".
+    """
+    pairs = named_trainable(source)
+    return launch(pairs, backend=backend, expected_zero=_expected_zero_names(pairs), step=step,
+                  num_threads=num_threads).finish()
+
+
+def scan_tensors(tensors: Source, *, backend: str = "auto", num_threads: int | None = None) -> ScanReport:
+    """Scan the tensors themselves (not their gradients): benchmarks and tests use this."""
+    if isinstance(tensors, Mapping):
+        pairs = list(tensors.items())
+    else:
+        pairs = [(f"t{i}", t) if isinstance(t, torch.Tensor) else (str(t[0]), t[1]) for i, t in enumerate(tensors)]
+    return launch(pairs, backend=backend, grads=False, num_threads=num_threads).finish()
+
+
+class AsyncScanner:
+    """Scans without stalling the training loop: step N's scan is launched and read at step N+1.
+
+    >>> scanner = AsyncScanner(model)
+    >>> loss.backward(); previous = scanner.step(); optimizer.step()   # previous: report of step N-1
+    >>> last = scanner.flush()
+
+    On CUDA the kernel and the copy of its results run on the current stream; reading them one step
+    later finds them done, so no step waits for the scan. On the CPU the scan itself runs at launch.
+    """
+
+    def __init__(self, source: Source, backend: str = "auto"):
+        self.source = source
+        self.backend = backend
+        self._pending: Pending | None = None
+        self._count = 0
+
+    def launch(self, step: int | None = None) -> None:
+        pairs = named_trainable(self.source)
+        self._pending = launch(pairs, backend=self.backend, expected_zero=_expected_zero_names(pairs),
+                               step=self._count if step is None else step, asynchronous=True)
+        self._count += 1
+
+    def step(self, step: int | None = None) -> ScanReport | None:
+        """Launch this step's scan and return the previous step's report (None at the first call)."""
+        previous = self.flush()
+        self.launch(step)
+        return previous
+
+    def flush(self) -> ScanReport | None:
+        pending, self._pending = self._pending, None
+        return pending.finish() if pending is not None else None

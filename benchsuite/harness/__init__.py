@@ -1,0 +1,1 @@
+"""The case harness: discovery, isolated execution, verdicts, reports and pinned environments."""

@@ -1,0 +1,185 @@
+"""Running one case: each scenario (trigger, then every fix) in its own forked process.
+
+A scenario process records what the libraries raised, warned and logged, and what the training loop
+saw; it sends that outcome back over a pipe. A scenario that dies (a signal, os._exit) is an outcome
+too. Forking keeps scenarios apart: a fix that patches a class cannot leak into the next one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+from ..case import Case, _current_result, healthy_problems
+from .discover import load_case
+from .versions import environment, is_affected
+
+STATUSES = ("reproduced", "not-reproduced", "fix-failed", "error", "timeout", "crashed", "skipped")
+
+
+class _Capture(logging.Handler):
+    def __init__(self, sink: list[str]):
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.append(f"[{record.name}] {record.getMessage()}")
+        except Exception:  # pragma: no cover
+            pass
+
+
+def _observe(fn, ctx) -> dict:
+    """Run a scenario in this process and describe what happened (JSON-able)."""
+    messages: list[str] = []
+    handler = _Capture(messages)
+    loggers = [logging.getLogger(), logging.getLogger("transformers"), logging.getLogger("peft")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    outcome: dict = {}
+    result = None
+    _current_result[0] = None
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = fn(ctx)
+        except BaseException as exc:  # the symptom may be an exception
+            outcome["exception"] = {
+                "type": type(exc).__name__,
+                "mro": [c.__name__ for c in type(exc).__mro__],
+                "message": str(exc),
+                "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:],
+            }
+            result = _current_result[0]  # steps that ran before the failure
+    for lg in loggers:
+        lg.removeHandler(handler)
+    outcome["seconds"] = round(time.perf_counter() - t0, 3)
+    warned = [f"{w.category.__name__}: {w.message}" for w in caught] + messages
+    # Keep each distinct message once, in order.
+    outcome["warnings"] = list(dict.fromkeys(warned))[:50]
+    if result is not None:
+        outcome.update(result.summary())
+    return outcome
+
+
+def run_scenario(fn, ctx) -> dict:
+    """Fork, observe the scenario in the child, return its outcome (or how the child died)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        code = 0
+        try:
+            payload = json.dumps(_observe(fn, ctx), default=str).encode()
+        except BaseException as exc:  # pragma: no cover - a failure of the harness itself
+            payload = json.dumps({"exception": {"type": "HarnessError", "mro": ["HarnessError"],
+                                                "message": repr(exc), "traceback": traceback.format_exc()}}).encode()
+            code = 1
+        with os.fdopen(write_fd, "wb") as w:
+            w.write(payload)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as r:
+        data = r.read()
+    _, status = os.waitpid(pid, 0)
+    if data:
+        return json.loads(data)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return {"crashed": f"killed by signal {sig} ({signal.Signals(sig).name})", "warnings": []}
+    return {"crashed": f"exited with code {os.WEXITSTATUS(status)} before reporting", "warnings": []}
+
+
+def skip_reason(case: Case, model_path: str | None) -> str | None:
+    import importlib.util
+    missing = [p for p in case.requires if importlib.util.find_spec(p.replace("-", "_")) is None]
+    if missing:
+        return f"needs {', '.join(missing)} (not installed)"
+    if case.requires_cuda:
+        import torch
+        if not torch.cuda.is_available():
+            return "needs a CUDA GPU (none visible)"
+    if model_path and not case.supports_model:
+        return "builds its own model; --model is not supported by this case"
+    return None
+
+
+def execute(path: Path, model_path: str | None = None) -> dict:
+    """The full result of one case: status, expectation, fixes, evidence, environment."""
+    from ..case import Context
+    t0 = time.perf_counter()
+    env = environment()
+    res: dict = {"id": path.stem, "file": str(path), "environment": env}
+    try:
+        case = load_case(path)
+    except BaseException as exc:
+        res.update(status="error", expected=None,
+                   reason=f"could not load case file {path.name}: {type(exc).__name__}: {exc}",
+                   detail=traceback.format_exc()[-2000:])
+        res["duration_s"] = round(time.perf_counter() - t0, 3)
+        return res
+    res.update(case.metadata())
+    res["expected"] = "reproduced" if is_affected(case.affected, env) else "not-reproduced"
+    reason = skip_reason(case, model_path)
+    if reason:
+        res.update(status="skipped", reason=reason, fixes=[])
+        res["duration_s"] = round(time.perf_counter() - t0, 3)
+        return res
+    with tempfile.TemporaryDirectory(prefix=f"benchsuite-{case.id}-") as work:
+        # Remote code is copied into a modules cache: one per case, so parallel cases never share it.
+        os.environ["HF_MODULES_CACHE"] = os.path.join(work, "hf_modules")
+        ctx = Context(work, model_path=model_path)
+        trigger = run_scenario(case.trigger_fn, ctx)
+        seen, evidence = case.symptom.match(trigger)
+        res["evidence"] = {**evidence, "trigger": _brief(trigger)}
+        fixes = []
+        for fx in case.fixes:
+            out = run_scenario(fx.fn, ctx)
+            fix_seen, fix_evidence = case.symptom.match(out)
+            problems = healthy_problems(out)
+            works = not fix_seen and not problems
+            if seen:
+                agrees = works == fx.works
+            else:  # nothing to fix here: a fix must at least leave training healthy
+                agrees = False if (fx.works and not works) else None
+            fixes.append({"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": works,
+                          "agrees": agrees, "symptom_seen": fix_seen, "problems": problems,
+                          "evidence": fix_evidence, "outcome": _brief(out)})
+        res["fixes"] = fixes
+    if trigger.get("crashed"):
+        res.update(status="crashed", reason=f"trigger {trigger['crashed']}")
+    elif not seen and trigger.get("exception"):
+        e = trigger["exception"]
+        res.update(status="error", reason=f"trigger raised {e['type']}: {e['message'][:300]} (not the symptom)",
+                   detail=e["traceback"])
+    elif any(f["agrees"] is False for f in fixes):
+        bad = [f["name"] for f in fixes if f["agrees"] is False]
+        res.update(status="fix-failed", reason=f"fix(es) not as declared: {', '.join(bad)}",
+                   symptom_seen=seen)
+    else:
+        res["status"] = "reproduced" if seen else "not-reproduced"
+    res["duration_s"] = round(time.perf_counter() - t0, 3)
+    return res
+
+
+def _brief(outcome: dict) -> dict:
+    keep = ("exception", "crashed", "steps", "losses", "trainable_params", "no_grad", "unchanged",
+            "nonfinite_grads", "grad_problems", "seconds", "extra")
+    out = {k: outcome[k] for k in keep if k in outcome and outcome[k] not in (None, [], {})}
+    if "exception" in out:
+        out["exception"] = {k: out["exception"][k] for k in ("type", "message")}
+    for k in ("no_grad", "unchanged", "nonfinite_grads"):
+        if k in out and len(out[k]) > 8:
+            out[k] = out[k][:8] + [f"... {len(out[k]) - 8} more"]
+    out["warnings"] = outcome.get("warnings", [])[:10]
+    return out

@@ -1,0 +1,139 @@
+"""The runner process: imports the heavy libraries once, then forks one child per case.
+
+Started by `benchsuite run` with the Python of the target environment (the current one or a pinned
+virtualenv). Each child runs one case and writes its result file; the server watches for timeouts
+and crashes and prints one protocol line per finished case on stdout. The parent must not touch a
+CUDA device before forking (importing torch does not).
+
+    python -m benchsuite.harness.server --jobs 2 --timeout 300 [--model PATH] CASE_FILE...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MARK = "@@benchsuite-result@@ "
+
+
+def _warm_imports() -> None:
+    for name in ("torch", "transformers", "peft", "accelerate"):
+        try:
+            __import__(name)
+        except Exception:  # a case that needs it will report the failure itself
+            pass
+    try:  # the classes every case uses: importing them once here saves each fork the lazy import
+        import transformers
+        _ = transformers.LlamaForCausalLM, transformers.AutoModelForSequenceClassification
+        import peft  # noqa: F401
+        from peft import LoraConfig, get_peft_model  # noqa: F401
+    except Exception:
+        pass
+
+
+def _child(path: Path, result_file: Path, log_file: Path, model: str | None, threads: int) -> None:
+    os.setpgid(0, 0)  # its own group: a timeout kills the case and its scenario processes together
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    code = 0
+    try:
+        import torch
+        torch.set_num_threads(threads)
+        from .execute import execute
+        result = execute(path, model)
+    except BaseException as exc:  # pragma: no cover - harness failure, still a result
+        import traceback
+        result = {"id": path.stem, "status": "error", "reason": f"harness error: {exc!r}",
+                  "detail": traceback.format_exc()}
+        code = 1
+    tmp = result_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, default=str))
+    tmp.rename(result_file)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _emit(result: dict) -> None:
+    sys.stdout.write(MARK + json.dumps(result, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def serve(paths: list[Path], jobs: int, timeout: float, model: str | None) -> None:
+    _warm_imports()
+    from .versions import environment
+    env = environment()
+    work = Path(tempfile.mkdtemp(prefix="benchsuite-run-"))
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    pending = list(paths)
+    running: dict[int, tuple[Path, float, Path, Path]] = {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            path = pending.pop(0)
+            result_file, log_file = work / f"{path.stem}.json", work / f"{path.stem}.log"
+            pid = os.fork()
+            if pid == 0:
+                _child(path, result_file, log_file, model, threads)
+            running[pid] = (path, time.monotonic(), result_file, log_file)
+        time.sleep(0.02)
+        for pid, (path, start, result_file, log_file) in list(running.items()):
+            elapsed = time.monotonic() - start
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == 0 and elapsed <= timeout:
+                continue
+            if done == 0:  # over time: kill the case's whole process group
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+                result = {"id": path.stem, "status": "timeout",
+                          "reason": f"no result after {timeout:.0f} s; killed", "log_tail": _tail(log_file)}
+            elif result_file.exists():
+                result = json.loads(result_file.read_text())
+            else:
+                if os.WIFSIGNALED(status):
+                    sig = os.WTERMSIG(status)
+                    how = f"killed by signal {sig} ({signal.Signals(sig).name})"
+                else:
+                    how = f"exited with code {os.WEXITSTATUS(status)}"
+                result = {"id": path.stem, "status": "crashed", "reason": f"case process {how} before reporting",
+                          "log_tail": _tail(log_file)}
+            del running[pid]
+            result.setdefault("environment", env)
+            result.setdefault("duration_s", round(elapsed, 3))
+            if result.get("status") in ("error", "crashed", "timeout", "fix-failed"):
+                result.setdefault("log_tail", _tail(log_file))
+            _emit(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchsuite.harness.server")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("cases", nargs="*", type=Path)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    serve(args.cases, args.jobs, args.timeout, args.model)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""`benchsuite scan-bench`: the fused scanner against torch ways of computing the same statistics.
+
+Methods (same per-tensor outputs as the scanner, except the roofline):
+  fused     benchsuite.gradscan.scan_tensors (one pass in benchsuite._core)
+  loop      a per-parameter torch loop (isnan/isposinf/isneginf/eq/where/sum/max per tensor, one sync)
+  foreach   the fastest torch composite we could write: three multi-tensor passes
+            (_foreach_norm with ord 2, inf and 0), exact per-tensor recount only where a norm is non-finite
+  amp_check torch._amp_foreach_non_finite_check_and_unscale_ at scale 1 (CUDA only, fp32/fp16): what
+            GradScaler runs; it yields one found-inf flag, not per-tensor statistics
+  roofline  one torch.sum over a single flat buffer of the same number of bytes
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from .gradscan import scan_tensors, tensor_stats
+
+
+def gpt2_124m_shapes() -> list[tuple[int, ...]]:
+    d, v, ctx, layers = 768, 50257, 1024, 12
+    shapes: list[tuple[int, ...]] = [(v, d), (ctx, d)]
+    for _ in range(layers):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return shapes + [(d,), (d,)]
+
+
+def llama_7b_shapes() -> list[tuple[int, ...]]:
+    d, ff, v, layers = 4096, 11008, 32000, 32
+    shapes: list[tuple[int, ...]] = [(v, d)]
+    for _ in range(layers):
+        shapes += [(d, d)] * 4 + [(ff, d), (ff, d), (d, ff), (d,), (d,)]
+    return shapes + [(d,), (v, d)]
+
+
+def many_small_shapes(count: int = 1000, size: int = 1024) -> list[tuple[int, ...]]:
+    return [(size,)] * count
+
+
+LISTS: dict[str, Callable[[], list[tuple[int, ...]]]] = {
+    "gpt2-124m": gpt2_124m_shapes,
+    "llama-7b": llama_7b_shapes,
+    "1000-small": many_small_shapes,
+}
+
+
+def make_tensors(shapes, dtype, device, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    out = []
+    for s in shapes:
+        t = torch.empty(s, dtype=dtype, device=device)
+        # randn on the device is fast; the generator only fixes the CPU case
+        if t.device.type == "cpu":
+            t.normal_(generator=g)
+        else:
+            t.normal_()
+        out.append(t)
+    return out
+
+
+def loop_stats(tensors: list[torch.Tensor]) -> list[list[float]]:
+    rows = []
+    for t in tensors:
+        x = t.detach()
+        a = x.abs()
+        fin = torch.isfinite(x)
+        f = torch.where(fin, a, torch.zeros((), dtype=a.dtype, device=a.device)).to(torch.float64)
+        rows.append(torch.stack([torch.isnan(x).sum().double(), torch.isposinf(x).sum().double(),
+                                 torch.isneginf(x).sum().double(), (x == 0).sum().double(),
+                                 (f * f).sum(), f.max() if f.numel() else f.new_zeros(())]))
+    return torch.stack(rows).tolist() if rows else []
+
+
+def foreach_stats(tensors: list[torch.Tensor]) -> list[list[float]]:
+    out: list[list[float]] = [[] for _ in tensors]
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for dtype, idx in by_dtype.items():
+        group = [tensors[i] for i in idx]
+        l2 = torch.stack(torch._foreach_norm(group, 2)).double()
+        linf = torch.stack(torch._foreach_norm(group, math.inf)).double()
+        l0 = torch.stack(torch._foreach_norm(group, 0)).double()
+        host = torch.stack([l2, linf, l0], 1).tolist()  # the one sync
+        for j, (i, (n2, ninf, n0)) in enumerate(zip(idx, host)):
+            if math.isfinite(n2) and math.isfinite(ninf):
+                out[i] = [0, 0, 0, group[j].numel() - n0, n2 * n2, ninf]
+            else:  # rare: a non-finite value somewhere, so recount exactly
+                out[i] = list(tensor_stats(group[j]))
+    return out
+
+
+def fused_stats(tensors: list[torch.Tensor]) -> list[list[float]]:
+    return [[r.nan, r.posinf, r.neginf, r.zero, r.sumsq, r.absmax] for r in scan_tensors(tensors)]
+
+
+def amp_check(tensors: list[torch.Tensor]) -> None:
+    found = torch.zeros((), device=tensors[0].device)
+    inv = torch.ones((), device=tensors[0].device)
+    torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, inv)
+
+
+def _time(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> dict:
+    for _ in range(warmup):
+        fn()
+    times, host = [], []
+    cuda = device.type == "cuda"
+    for _ in range(reps):
+        if cuda:
+            torch.cuda.synchronize(device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            h0 = time.perf_counter()
+            start.record()
+            fn()
+            host.append(time.perf_counter() - h0)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    res = {"median_s": statistics.median(times), "min_s": min(times), "reps": reps}
+    if host:
+        res["host_median_s"] = statistics.median(host)
+    return res
+
+
+def bench_list(name: str, dtype: torch.dtype, device: torch.device, reps: int) -> dict:
+    shapes = LISTS[name]()
+    tensors = make_tensors(shapes, dtype, device)
+    nbytes = sum(t.numel() * t.element_size() for t in tensors)
+    flat = torch.empty(nbytes // torch.tensor([], dtype=dtype).element_size(), dtype=dtype, device=device).normal_()
+    methods: dict[str, Callable[[], object]] = {
+        "fused": lambda: scan_tensors(tensors),
+        "loop": lambda: loop_stats(tensors),
+        "foreach": lambda: foreach_stats(tensors),
+        "roofline": lambda: flat.sum().item() if device.type == "cpu" else flat.sum(),
+    }
+    if device.type == "cuda" and dtype in (torch.float32, torch.float16):
+        methods["amp_check"] = lambda: amp_check(tensors)
+    results = {}
+    for m, fn in methods.items():
+        r = _time(fn, device, reps if m != "loop" else max(1, reps // 2))
+        r["gbps"] = nbytes / r["median_s"] / 1e9
+        results[m] = r
+    fused = results["fused"]["median_s"]
+    ratios = {f"{m}_over_fused": results[m]["median_s"] / fused for m in results if m != "fused"}
+    ratios["fused_gbps_over_roofline_gbps"] = results["fused"]["gbps"] / results["roofline"]["gbps"]
+    # The comparison is only meaningful if every method computed the same thing.
+    ref = loop_stats(tensors)
+    agree = all(_close(a, b) for a, b in zip(fused_stats(tensors), ref)) and \
+        all(_close(a, b) for a, b in zip(foreach_stats(tensors), ref))
+    del tensors, flat
+    return {"list": name, "dtype": str(dtype).replace("torch.", ""), "device": str(device),
+            "tensors": len(shapes), "elements": sum(math.prod(s) for s in shapes), "bytes": nbytes,
+            "methods": results, "ratios": ratios, "outputs_agree": agree}
+
+
+def _close(a, b, rtol=1e-3) -> bool:
+    return all(abs(x - y) <= rtol * max(abs(x), abs(y), 1e-30) for x, y in zip(a, b))
+
+
+def run(lists: list[str], dtypes: list[str], device: str, reps: int) -> dict:
+    from .info import collect
+    dev = torch.device(device)
+    out = {"machine_info": collect(), "benchmarks": []}
+    for name in lists:
+        for dt in dtypes:
+            dtype = getattr(torch, dt)
+            try:
+                out["benchmarks"].append(bench_list(name, dtype, dev, reps))
+            except (RuntimeError, MemoryError) as exc:  # out of memory on a small machine: record, go on
+                out["benchmarks"].append({"list": name, "dtype": dt, "device": device, "error": str(exc)[:500]})
+    return out
+
+
+def render(result: dict) -> str:
+    lines = [f"{'list':<11} {'dtype':<9} {'device':<6} {'fused GB/s':>10} {'loop/fused':>10} "
+             f"{'foreach/fused':>13} {'amp/fused':>9} {'fused/roofline GB/s':>19} {'fused ms':>9} {'host us':>8}"]
+    for b in result["benchmarks"]:
+        if "error" in b:
+            lines.append(f"{b['list']:<11} {b['dtype']:<9} {b['device']:<6} error: {b['error'][:80]}")
+            continue
+        r, m = b["ratios"], b["methods"]
+        amp = f"{r['amp_check_over_fused']:.2f}x" if "amp_check_over_fused" in r else "-"
+        host = f"{m['fused']['host_median_s'] * 1e6:.0f}" if "host_median_s" in m["fused"] else "-"
+        lines.append(f"{b['list']:<11} {b['dtype']:<9} {b['device']:<6} {m['fused']['gbps']:>10.1f} "
+                     f"{r['loop_over_fused']:>9.1f}x {r['foreach_over_fused']:>12.1f}x {amp:>9} "
+                     f"{r['fused_gbps_over_roofline_gbps']:>18.0%} {m['fused']['median_s'] * 1e3:>9.2f} {host:>8}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    lists = args.lists.split(",") if args.lists else (
+        ["gpt2-124m", "llama-7b", "1000-small"] if device.startswith("cuda") else ["gpt2-124m", "1000-small"])
+    unknown = [n for n in lists if n not in LISTS]
+    if unknown:
+        raise SystemExit(f"benchsuite scan-bench: unknown list(s) {unknown}; choose from {sorted(LISTS)}")
+    dtypes = args.dtypes.split(",") if args.dtypes else ["float32", "bfloat16"]
+    result = run(lists, dtypes, device, args.reps)
+    print(render(result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,75 @@
+"""LoRA + reentrant gradient checkpointing without the input-grad hook: the adapters never train.
+
+MedicalGPT's reward/SFT scripts wrap the model with get_peft_model and then switch checkpointing on
+(TrainingArguments(gradient_checkpointing=True) calls model.gradient_checkpointing_enable()). On
+transformers 4.35-4.57 that is reentrant checkpointing (4.35-4.37 by torch's default, 4.38-4.57 by
+{"use_reentrant": True}) and nothing makes the embedding output require grad for a peft model. The
+reentrant autograd Function then sees no input that requires grad: torch warns "None of the inputs
+have requires_grad=True. Gradients will be None" and the LoRA weights inside the checkpointed blocks
+get no gradient. With a sequence-classification head outside those blocks training runs on and only
+the head learns: silent. transformers 5.0 switched to non-reentrant and installs the hook itself.
+"""
+from benchsuite.case import Case, Symptom
+
+case = Case(
+    id="reentrant-checkpoint-frozen-inputs",
+    title="get_peft_model + reentrant gradient checkpointing: LoRA weights get no gradient, only the head trains",
+    references=["shibing624/MedicalGPT#359", "huggingface/trl#835", "locuslab/open-unlearning#178"],
+    tags=["gradient-checkpointing", "lora", "reward-model", "silent"],
+    affected={"transformers": ">=4.35,<5"},
+    symptom=Symptom(
+        description="UserWarning 'None of the inputs have requires_grad=True. Gradients will be None'; "
+                    "every LoRA gradient is None and lora_B stays zero while the score head trains",
+        warning=r"None of the inputs have requires_grad=True",
+        no_grad=r"lora_[AB]",
+        unchanged=r"lora_B",
+    ),
+    supports_model=True,
+    fixed_in="transformers 5.0 (non-reentrant default, input-grad hook installed for every model)",
+    notes="Explicit reentrant checkpointing without the hook fails on every version; the default does on 4.35-4.57.",
+)
+
+
+def _train(ctx, enable_kwargs=None, input_hook=False, lr=1e-2, cast_fp32=False):
+    from peft import get_peft_model
+
+    model = ctx.seq_cls_model(num_labels=1)
+    if cast_fp32:
+        model = model.float()
+    model.config.use_cache = False
+    model = get_peft_model(model, ctx.lora_config(model, "SEQ_CLS"))
+    # What TrainingArguments(gradient_checkpointing=True) does inside Trainer.__init__/train.
+    if enable_kwargs is None:
+        model.gradient_checkpointing_enable()
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=enable_kwargs)
+    if input_hook:
+        model.enable_input_require_grads()
+    return ctx.train(model, lr=lr, loss_fn=ctx.pairwise_loss, batch=ctx.reward_batch(model))
+
+
+@case.trigger
+def trigger(ctx):
+    return _train(ctx)
+
+
+@case.fix("model.enable_input_require_grads() after enabling checkpointing")
+def enable_input_require_grads(ctx):
+    return _train(ctx, input_hook=True)
+
+
+@case.fix("gradient_checkpointing_kwargs={'use_reentrant': False}")
+def non_reentrant(ctx):
+    return _train(ctx, enable_kwargs={"use_reentrant": False})
+
+
+@case.fix("cast everything to float32 (circulated remedy)", works=False,
+          note="the weights already are float32: dtype is not the cause")
+def cast_float32(ctx):
+    return _train(ctx, cast_fp32=True)
+
+
+@case.fix("check that the learning rate is not 0 (circulated remedy)", works=False,
+          note="a healthy learning rate cannot train weights that get no gradient")
+def nonzero_learning_rate(ctx):
+    return _train(ctx, lr=2e-4)

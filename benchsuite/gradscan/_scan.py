@@ -71,11 +71,22 @@ def _dense_view(name: str, g: torch.Tensor) -> tuple[torch.Tensor | None, int]:
         return None, implicit_zeros
     if not g.is_contiguous():
         # A permuted but dense tensor occupies one contiguous span: statistics ignore element order.
-        if not g.is_non_overlapping_and_dense():
+        if not _dense_permutation(g):
             g = g.contiguous()
         elif g.numel() > 0:
             g = g.as_strided((g.numel(),), (1,))
     return g, implicit_zeros
+
+
+def _dense_permutation(t: torch.Tensor) -> bool:
+    """True when the tensor's elements fill one gap-free span (a permutation of a contiguous tensor)."""
+    dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz != 1)
+    expected = 1
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 @dataclass

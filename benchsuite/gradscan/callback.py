@@ -76,7 +76,11 @@ class GradScanHook:
 
     def attach(self, optimizer: torch.optim.Optimizer):
         """Scan before every optimizer.step(); returns the handle (``.remove()`` to detach)."""
-        return optimizer.register_step_pre_hook(lambda opt, args, kwargs: self())
+        def pre_step(opt, args, kwargs):
+            self()
+            return None  # a step pre-hook must return None or new (args, kwargs)
+
+        return optimizer.register_step_pre_hook(pre_step)
 
     def close(self) -> None:
         if self._log:

@@ -1,0 +1,189 @@
+"""The harness end to end: the seed cases' verdicts, and bad input that must not spoil a run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from packaging.version import Version
+
+from benchsuite.harness.discover import case_files, default_cases_dir
+
+SEEDS = ["reentrant-checkpoint-frozen-inputs", "lora-loaded-frozen", "chatglm-seqcls-output-attentions"]
+CLI = [sys.executable, "-m", "benchsuite"]
+
+
+def run_cli(*args, timeout=600, check_codes=(0,)):
+    proc = subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode in check_codes, proc.stdout + proc.stderr
+    return proc
+
+
+def results_by_id(path: Path) -> dict:
+    return {r["id"]: r for r in json.loads(path.read_text())["results"]}
+
+
+def test_catalogue_ids_are_pinned():
+    # Renames are deliberate: update this set with the case files.
+    assert set(case_files(default_cases_dir())) >= set(SEEDS)
+
+
+def fixes(result):
+    return {f["name"]: f["works"] for f in result["fixes"]}
+
+
+def check_seed_verdicts(res: dict, transformers_version: str):
+    for cid in SEEDS:
+        assert res[cid]["status"] == res[cid]["expected"], res[cid]
+    old = Version(transformers_version) < Version("5")
+    reentrant = res["reentrant-checkpoint-frozen-inputs"]
+    assert reentrant["status"] == ("reproduced" if old else "not-reproduced")
+    if old:
+        assert "None of the inputs have requires_grad=True" in reentrant["evidence"]["warning"]
+        assert any("lora_B" in n for n in reentrant["evidence"]["unchanged"])
+        assert fixes(reentrant) == {"enable_input_require_grads": True, "non_reentrant": True,
+                                    "cast_float32": False, "nonzero_learning_rate": False}
+    frozen = res["lora-loaded-frozen"]
+    assert frozen["status"] == "reproduced" and frozen["evidence"]["trainable_params"] == 0
+    assert fixes(frozen) == {"is_trainable": True, "unfreeze_lora": True}
+    glm = res["chatglm-seqcls-output-attentions"]
+    assert glm["status"] == "reproduced"
+    assert "output_attentions" in glm["evidence"]["exception"]
+    assert fixes(glm) == {"patch_forward_kwargs": True, "no_seq_cls_task_type": True,
+                          "native_seq_cls_model": True, "disable_checkpointing": False}
+
+
+def test_seed_cases_in_current_environment(tmp_path):
+    import transformers
+    out = tmp_path / "r.json"
+    run_cli("run", *SEEDS, "--json", str(out), "--junit", str(tmp_path / "r.xml"), "--markdown", str(tmp_path / "r.md"))
+    res = results_by_id(out)
+    check_seed_verdicts(res, transformers.__version__)
+    env = res[SEEDS[0]]["environment"]
+    assert env["transformers"] == transformers.__version__ and env["torch"] and env["device"] == "cpu"
+    suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "3" and suite.get("failures") == "0" and suite.get("errors") == "0"
+    assert all(c in (tmp_path / "r.md").read_text() for c in SEEDS)
+
+
+@pytest.mark.network
+def test_seed_cases_in_pinned_transformers_4_57(tmp_path):
+    out = tmp_path / "r.json"
+    run_cli("run", *SEEDS, "--with", "transformers==4.57.6", "--json", str(out))
+    res = results_by_id(out)
+    assert {r["environment"]["transformers"] for r in res.values()} == {"4.57.6"}
+    check_seed_verdicts(res, "4.57.6")
+    assert all(r["status"] == "reproduced" for r in res.values())
+
+
+def test_pinned_environment_that_cannot_be_built(tmp_path):
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "lora-loaded-frozen", "--with", "transformers=4.57.6", "--json", str(out),
+                   check_codes=(1,))
+    assert "NAME==VERSION" in proc.stderr
+    assert results_by_id(out)["lora-loaded-frozen"]["status"] == "error"
+
+
+BAD_CASES = {
+    "quick-ok": """
+        from benchsuite.case import Case, Symptom
+        case = Case(id="quick-ok", title="raises as reported", references=["example/project#1"],
+                    symptom=Symptom("KeyError at the trigger", exception="KeyError", message="boom"))
+
+        @case.trigger
+        def trigger(ctx):
+            raise KeyError("boom")
+
+        @case.fix("do not raise")
+        def no_raise(ctx):
+            import torch
+            torch.manual_seed(0)
+            lin = torch.nn.Linear(3, 1)
+            return ctx.train(lin, batch=torch.randn(4, 3), loss_fn=lambda m, b: m(b).pow(2).mean())
+    """,
+    "broken-syntax": "def oops(:\n",
+    "hangs": """
+        import time
+        from benchsuite.case import Case, Symptom
+        case = Case(id="hangs", title="never returns", references=["example/project#2"],
+                    symptom=Symptom("hang", exception="RuntimeError"))
+
+        @case.trigger
+        def trigger(ctx):
+            time.sleep(3600)
+    """,
+    "kills-itself": """
+        import os, signal
+        from benchsuite.case import Case, Symptom
+        case = Case(id="kills-itself", title="SIGKILL in the trigger", references=["example/project#3"],
+                    symptom=Symptom("crash", exception="RuntimeError"))
+
+        @case.trigger
+        def trigger(ctx):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """,
+    "dies-at-import": "import os\nos._exit(3)\n",
+}
+
+
+def write_cases(folder: Path, names) -> Path:
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / f"{name}.py").write_text(textwrap.dedent(BAD_CASES[name]))
+    return folder
+
+
+def test_bad_input_is_reported_and_the_run_goes_on(tmp_path):
+    cases = write_cases(tmp_path / "cases", BAD_CASES)
+    out = tmp_path / "r.json"
+    proc = run_cli("run", *BAD_CASES, "no-such-case", "--cases-dir", str(cases), "--timeout", "8",
+                   "--json", str(out), "--junit", str(tmp_path / "r.xml"), check_codes=(2,))
+    assert "unknown case id 'no-such-case'" in proc.stderr
+    res = results_by_id(out)
+    assert res["quick-ok"]["status"] == "reproduced" and res["quick-ok"]["fixes"][0]["works"] is True
+    assert res["broken-syntax"]["status"] == "error" and "SyntaxError" in res["broken-syntax"]["reason"]
+    assert res["hangs"]["status"] == "timeout"
+    assert res["kills-itself"]["status"] == "crashed" and "SIGKILL" in res["kills-itself"]["reason"]
+    assert res["dies-at-import"]["status"] == "crashed"
+    assert res["no-such-case"]["status"] == "error"
+    root = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
+    assert root.get("tests") == "6" and root.get("errors") == "5"
+
+
+def test_interrupted_run_keeps_finished_results(tmp_path):
+    cases = write_cases(tmp_path / "cases", ["quick-ok", "hangs"])
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(CLI + ["run", "quick-ok", "hangs", "--cases-dir", str(cases), "--json", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if out.exists() and "quick-ok" in results_by_id(out):
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)
+    res = results_by_id(out)
+    assert res["quick-ok"]["status"] == "reproduced" and "hangs" not in res
+
+
+def test_list_shows_catalogue_and_broken_files(tmp_path):
+    proc = run_cli("list")
+    assert all(c in proc.stdout for c in SEEDS)
+    cases = write_cases(tmp_path / "cases", ["quick-ok", "broken-syntax"])
+    proc = run_cli("list", "--cases-dir", str(cases), check_codes=(1,))
+    assert "BROKEN CASE FILE" in proc.stdout and "quick-ok" in proc.stdout
+
+
+def test_info_shows_build_facts():
+    out = run_cli("info").stdout
+    assert "extension benchsuite._core" in out and "transformers" in out
+    info = json.loads(run_cli("info", "--json").stdout)
+    assert info["extension"]["importable"] is True
+    assert isinstance(info["extension"]["cuda"], bool)

@@ -1,0 +1,63 @@
+"""The scan-bench comparisons as pytest-benchmark tests (CI runs them once with --benchmark-disable)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchsuite import scanbench
+
+
+@pytest.fixture(scope="module")
+def gpt2_fp32():
+    return scanbench.make_tensors(scanbench.gpt2_124m_shapes(), torch.float32, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def flat_fp32(gpt2_fp32):
+    return torch.randn(sum(t.numel() for t in gpt2_fp32))
+
+
+def test_fused(benchmark, gpt2_fp32):
+    rows = benchmark(scanbench.fused_stats, gpt2_fp32)
+    assert len(rows) == 148
+
+
+def test_loop(benchmark, gpt2_fp32):
+    rows = benchmark(scanbench.loop_stats, gpt2_fp32)
+    assert len(rows) == 148
+
+
+def test_foreach(benchmark, gpt2_fp32):
+    rows = benchmark(scanbench.foreach_stats, gpt2_fp32)
+    assert len(rows) == 148
+
+
+def test_roofline(benchmark, flat_fp32):
+    assert benchmark(lambda: flat_fp32.sum().item()) == pytest.approx(float(flat_fp32.double().sum()), rel=1e-3, abs=1.0)
+
+
+def test_methods_agree_on_planted_values(gpt2_fp32):
+    ts = [t.clone() for t in gpt2_fp32[:6]]
+    ts[1][0, 0], ts[2][3], ts[3][0] = float("nan"), float("-inf"), 0.0
+    ref = scanbench.loop_stats(ts)
+    for got, rtol in ((scanbench.fused_stats(ts), 1e-6), (scanbench.foreach_stats(ts), 1e-2)):
+        for a, b in zip(got, ref):
+            assert a[:4] == b[:4]  # counts are exact in both
+            assert a[4] == pytest.approx(b[4], rel=rtol) and a[5] == pytest.approx(b[5], rel=1e-6)
+
+
+def test_scan_bench_command_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchsuite", "scan-bench", "--lists", "1000-small",
+                           "--dtypes", "float32", "--reps", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    b = data["benchmarks"][0]
+    assert b["list"] == "1000-small" and b["tensors"] == 1000 and b["outputs_agree"] is True
+    assert set(b["methods"]) >= {"fused", "loop", "foreach", "roofline"}
+    assert data["machine_info"]["packages"]["torch"]

@@ -44,6 +44,16 @@ def _run(args) -> int:
     return main(args)
 
 
+def _matrix(args) -> int:
+    from .harness.matrix import main
+    return main(args)
+
+
+def _bisect(args) -> int:
+    from .harness.bisect import main
+    return main(args)
+
+
 def _scan_bench(args) -> int:
     from .scanbench import main
     return main(args)
@@ -75,6 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run in a cached virtualenv with this pin (repeatable); torch stays the current one")
     p.add_argument("--model", default=None, metavar="PATH", help="a local checkpoint, for cases that support it")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("matrix", help="run cases across pinned environments: a case x environment table")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--with", dest="with_", action="append", default=[], metavar="PKG==V1,V2",
+                   help="versions of a package (repeatable; environments are the combinations)")
+    p.add_argument("--cases-dir", default=None)
+    p.add_argument("--json", default=None, metavar="PATH")
+    p.add_argument("--markdown", default=None, metavar="PATH")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S")
+    p.add_argument("--jobs", type=int, default=2)
+    p.set_defaults(func=_matrix)
+
+    p = sub.add_parser("bisect", help="find the release of a package where a case's status changes")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--package", required=True)
+    p.add_argument("--from", dest="from_", default=None, metavar="VERSION")
+    p.add_argument("--to", default=None, metavar="VERSION")
+    p.add_argument("--with", dest="with_", action="append", default=[], metavar="PKG==VER",
+                   help="extra pins for every probe")
+    p.add_argument("--cases-dir", default=None)
+    p.add_argument("--json", default=None, metavar="PATH")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S")
+    p.set_defaults(func=_bisect)
 
     p = sub.add_parser("scan-bench", help="benchmark the fused gradient scan against torch")
     p.add_argument("--json", default=None, metavar="PATH")

@@ -38,7 +38,9 @@ def build_facts() -> dict:
             facts["cuda_devices_seen"] = core.cuda_device_count()
         except RuntimeError as exc:
             facts["cuda_devices_seen"] = 0
-            facts["cuda_runtime_note"] = str(exc)
+            # With no NVIDIA driver at all the runtime says "driver version is insufficient".
+            facts["cuda_runtime_note"] = ("no usable NVIDIA driver on this machine (GPU tests are skipped); "
+                                          f"the runtime said: {str(exc).replace('benchsuite._core: ', '')}")
     return facts
 
 

@@ -34,6 +34,16 @@ def named_trainable(source: Source) -> list[tuple[str, torch.Tensor]]:
     return [(n, p) for n, p in pairs if isinstance(p, torch.Tensor) and p.requires_grad]
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
 def _expected_zero_names(pairs: list[tuple[str, torch.Tensor]]) -> set[str]:
     """lora_A weights whose lora_B partner is all zero: their gradient is exactly zero by construction."""
     by_name = dict(pairs)
@@ -131,19 +141,22 @@ def launch(pairs: list[tuple[str, torch.Tensor | None]], *, backend: str = "auto
     expected_zero = expected_zero or set()
     records: list[ParamRecord] = []
     groups: dict[torch.device, list[tuple[int, torch.Tensor, int]]] = {}
+    codes = _native.DTYPE_CODES
     for name, t in pairs:
         g = (t.grad if t is not None else None) if grads else t
-        src = t if t is not None else g
-        rec = ParamRecord(name=name, dtype=str(src.dtype).replace("torch.", "") if src is not None else "unknown",
+        src = g if g is not None else t
+        rec = ParamRecord(name=name, dtype=_dtype_name(src.dtype) if src is not None else "unknown",
                           numel=src.numel() if src is not None else 0, none=g is None,
                           device=str(src.device) if src is not None else "cpu",
                           expected_zero=name in expected_zero)
         records.append(rec)
         if g is None:
             continue
-        rec.dtype = str(g.dtype).replace("torch.", "")
-        rec.device = str(g.device)
-        dense, implicit = _dense_view(name, g.detach())
+        # The common case first: a dense, contiguous gradient of a dtype the core reads.
+        if g.layout == torch.strided and g.dtype in codes and g.is_contiguous() and g.device.type != "meta":
+            dense, implicit = g, 0
+        else:
+            dense, implicit = _dense_view(name, g.detach())
         if dense is None or not use_native:
             base = g.detach()
             if base.layout == torch.sparse_coo:

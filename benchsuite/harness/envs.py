@@ -7,16 +7,22 @@ environment sees through a .pth file (the core links no libtorch, so it serves e
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 
 DEFAULT_PACKAGES = ("transformers", "peft", "accelerate")
+# Unpinned companions are held to releases from before the pinned packages' release plus this many
+# days: today's peft imports names that a 2024 transformers does not have.
+CONTEMPORARY_DAYS = 30
 
 
 class EnvError(RuntimeError):
@@ -68,8 +74,37 @@ def parse_pins(pins: list[str]) -> dict[str, str]:
     return out
 
 
+def release_date(package: str, ver: str) -> datetime.datetime | None:
+    """Upload time of a release, from the index's JSON simple API (PEP 691/700); None if unavailable."""
+    index = os.environ.get("PIP_INDEX_URL") or os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
+    req = urllib.request.Request(f"{index.rstrip('/')}/{package}/",
+                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            files = json.load(resp).get("files", [])
+    except (OSError, ValueError):
+        return None
+    prefix = f"{package.replace('-', '_')}-{ver}"
+    times = [f["upload-time"] for f in files
+             if f.get("upload-time") and f["filename"].replace("-", "_").startswith(prefix.replace("-", "_"))
+             and f["filename"][len(prefix):len(prefix) + 1] in ("-", ".")]
+    if not times:
+        return None
+    return min(datetime.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in times)
+
+
+def contemporary_limits(pins: dict[str, str]) -> dict[str, str]:
+    """--exclude-newer-package limits for the unpinned default packages, anchored on the pins' dates."""
+    dates = [d for d in (release_date(k, v) for k, v in pins.items()) if d]
+    if not dates:
+        return {}
+    limit = (max(dates) + datetime.timedelta(days=CONTEMPORARY_DAYS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {p: limit for p in DEFAULT_PACKAGES if p not in pins}
+
+
 def env_key(pins: dict[str, str]) -> str:
-    text = "|".join([sys.version, version("torch")] + [f"{k}=={v}" for k, v in sorted(pins.items())])
+    text = "|".join([sys.version, version("torch"), f"contemporary{CONTEMPORARY_DAYS}"]
+                    + [f"{k}=={v}" for k, v in sorted(pins.items())])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -123,7 +158,11 @@ def ensure(pins_list: list[str], log=print) -> Path:
         cmd = [uv, "pip", "install", "--quiet", "--python", str(python)] + reqs
         for loc in find_links():
             cmd += ["--find-links", loc]
-        _run(cmd, f"install {' '.join(reqs[1:])}")
+        limits = contemporary_limits(pins)
+        for package, limit in limits.items():
+            cmd += ["--exclude-newer-package", f"{package}={limit}"]
+        _run(cmd, f"install {' '.join(reqs[1:])}" + (f" (companions up to {next(iter(limits.values()))[:10]})"
+                                                         if limits else ""))
         (venv / ".ready").write_text("\n".join(reqs) + "\n")
     site = _site_packages(venv)
     site.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,7 @@ class Fix:
     fn: Callable
     works: bool = True  # what the case declares: False for a remedy that circulates but should not work
     note: str = ""
+    applies: dict[str, str] = field(default_factory=dict)  # versions where the fix can be applied at all
 
 
 @dataclass
@@ -103,9 +104,12 @@ class Case:
         self.trigger_fn = fn
         return fn
 
-    def fix(self, title: str, works: bool = True, note: str = "") -> Callable[[Callable], Callable]:
+    def fix(self, title: str, works: bool = True, note: str = "",
+            applies: dict[str, str] | None = None) -> Callable[[Callable], Callable]:
+        """Register a fix. ``applies``: package specifiers outside which the fix does not exist (an
+        argument added in some release, say); there it is reported as not applicable, never run."""
         def register(fn: Callable) -> Callable:
-            self.fixes.append(Fix(fn.__name__, title, fn, works, note))
+            self.fixes.append(Fix(fn.__name__, title, fn, works, note, dict(applies or {})))
             return fn
         return register
 
@@ -114,7 +118,8 @@ class Case:
                 "affected": self.affected, "symptom": self.symptom.description, "notes": self.notes,
                 "fixed_in": self.fixed_in, "requires": self.requires, "requires_cuda": self.requires_cuda,
                 "supports_model": self.supports_model,
-                "fixes": [{"name": f.name, "title": f.title, "declared_works": f.works, "note": f.note}
+                "fixes": [{"name": f.name, "title": f.title, "declared_works": f.works, "note": f.note,
+                           "applies": f.applies}
                           for f in self.fixes]}
 
 

@@ -2,7 +2,7 @@
 
 MedicalGPT's reward/SFT scripts wrap the model with get_peft_model and then switch checkpointing on
 (TrainingArguments(gradient_checkpointing=True) calls model.gradient_checkpointing_enable()). On
-transformers 4.35-4.57 that is reentrant checkpointing (4.35-4.37 by torch's default, 4.38-4.57 by
+transformers up to 4.57 that is reentrant checkpointing (up to 4.37 by torch's default, 4.38-4.57 by
 {"use_reentrant": True}) and nothing makes the embedding output require grad for a peft model. The
 reentrant autograd Function then sees no input that requires grad: torch warns "None of the inputs
 have requires_grad=True. Gradients will be None" and the LoRA weights inside the checkpointed blocks
@@ -16,7 +16,9 @@ case = Case(
     title="get_peft_model + reentrant gradient checkpointing: LoRA weights get no gradient, only the head trains",
     references=["shibing624/MedicalGPT#359", "huggingface/trl#835", "locuslab/open-unlearning#178"],
     tags=["gradient-checkpointing", "lora", "reward-model", "silent"],
-    affected={"transformers": ">=4.35,<5"},
+    # Bisected over 135 releases 4.30.0..5.23.0 (docs/results/bisect-reentrant-checkpoint-frozen-inputs.json):
+    # reproduced through 4.57.6, fixed from 5.0.0; 4.30-4.34 reproduce too, through torch's own reentrant default.
+    affected={"transformers": "<5"},
     symptom=Symptom(
         description="UserWarning 'None of the inputs have requires_grad=True. Gradients will be None'; "
                     "every LoRA gradient is None and lora_B stays zero while the score head trains",
@@ -26,7 +28,9 @@ case = Case(
     ),
     supports_model=True,
     fixed_in="transformers 5.0 (non-reentrant default, input-grad hook installed for every model)",
-    notes="Explicit reentrant checkpointing without the hook fails on every version; the default does on 4.35-4.57.",
+    notes="Explicit reentrant checkpointing without the hook fails on every version; the default does up to 4.57 "
+          "(before 4.35 through torch's reentrant default, 4.35-4.37 likewise, 4.38-4.57 by transformers' own "
+          "use_reentrant=True). Releases before 4.30 were not probed.",
 )
 
 
@@ -58,7 +62,7 @@ def enable_input_require_grads(ctx):
     return _train(ctx, input_hook=True)
 
 
-@case.fix("gradient_checkpointing_kwargs={'use_reentrant': False}")
+@case.fix("gradient_checkpointing_kwargs={'use_reentrant': False}", applies={"transformers": ">=4.35"})
 def non_reentrant(ctx):
     return _train(ctx, enable_kwargs={"use_reentrant": False})
 

@@ -103,7 +103,7 @@ def contemporary_limits(pins: dict[str, str]) -> dict[str, str]:
 
 
 def env_key(pins: dict[str, str]) -> str:
-    text = "|".join([sys.version, version("torch"), f"contemporary{CONTEMPORARY_DAYS}"]
+    text = "|".join([sys.version, version("torch"), f"contemporary{CONTEMPORARY_DAYS}", "setuptools<81"]
                     + [f"{k}=={v}" for k, v in sorted(pins.items())])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -154,7 +154,8 @@ def ensure(pins_list: list[str], log=print) -> Path:
         log(f"building environment [{desc}] in {venv} (torch {version('torch')} reused)")
         _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], "create the virtualenv")
         reqs = [torch_requirement()] + [f"{k}=={v}" for k, v in sorted(pins.items())]
-        reqs += [p for p in DEFAULT_PACKAGES if p not in pins] + ["packaging"]
+        # setuptools: releases from before 2024 import pkg_resources, which uv's virtualenvs lack.
+        reqs += [p for p in DEFAULT_PACKAGES if p not in pins] + ["packaging", "setuptools<81"]
         cmd = [uv, "pip", "install", "--quiet", "--python", str(python)] + reqs
         for loc in find_links():
             cmd += ["--find-links", loc]

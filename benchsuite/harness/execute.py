@@ -144,6 +144,10 @@ def execute(path: Path, model_path: str | None = None) -> dict:
         res["evidence"] = {**evidence, "trigger": _brief(trigger)}
         fixes = []
         for fx in case.fixes:
+            if fx.applies and not is_affected(fx.applies, env):
+                fixes.append({"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": None,
+                              "agrees": None, "not_applicable": f"needs {fx.applies}"})
+                continue
             out = run_scenario(fx.fn, ctx)
             fix_seen, fix_evidence = case.symptom.match(out)
             problems = healthy_problems(out)

@@ -54,6 +54,11 @@ def _bisect(args) -> int:
     return main(args)
 
 
+def _watch(args) -> int:
+    from .watch.cli import main
+    return main(args)
+
+
 def _scan_bench(args) -> int:
     from .scanbench import main
     return main(args)
@@ -108,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="PATH")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S")
     p.set_defaults(func=_bisect)
+
+    p = sub.add_parser("watch", help="run a training command with the gradient scanner attached: watch -- CMD ...")
+    p.add_argument("--policy", choices=["warn", "raise", "record"], default="warn",
+                   help="warn: one line per new problem; raise: stop the script at the first; record: log only")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="scan every N-th optimizer step")
+    p.add_argument("--log", default=None, metavar="PATH", help="per-step JSONL (one file per rank)")
+    p.add_argument("--json", default=None, metavar="PATH", help="the final summary as JSON")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    p.set_defaults(func=_watch)
 
     p = sub.add_parser("scan-bench", help="benchmark the fused gradient scan against torch")
     p.add_argument("--json", default=None, metavar="PATH")

@@ -1,0 +1,1 @@
+"""`benchsuite watch -- COMMAND`: the gradient scanner on an unmodified training script."""

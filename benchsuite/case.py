@@ -34,6 +34,7 @@ class Symptom:
     unchanged: str | None = None
     no_trainable: bool = False
     nonfinite_loss: bool = False
+    observed: str | None = None
 
     def match(self, outcome: dict) -> tuple[bool, dict]:
         """(observed, evidence) for one scenario's outcome."""
@@ -71,6 +72,11 @@ class Symptom:
             if bad:
                 evidence["nonfinite_losses"] = len(bad)
             checks.append(bool(bad))
+        if self.observed:
+            value = (outcome.get("extra") or {}).get(self.observed)
+            if value:
+                evidence[self.observed] = value
+            checks.append(bool(value))
         return (bool(checks) and all(checks)), evidence
 
 
@@ -94,6 +100,8 @@ class Case:
     tags: list[str] = field(default_factory=list)
     requires: list[str] = field(default_factory=list)  # packages that must be importable, else skipped
     requires_cuda: bool = False
+    requires_gpu_below: tuple[int, int] | None = None  # needs a GPU older than this compute capability
+    applies: dict[str, str] = field(default_factory=dict)  # versions where the scenario exists at all
     supports_model: bool = False  # honours --model PATH
     notes: str = ""
     fixed_in: str = ""  # e.g. "transformers 5.0": a fix that is an upgrade, checked by the matrix
@@ -117,6 +125,7 @@ class Case:
         return {"id": self.id, "title": self.title, "references": self.references, "tags": self.tags,
                 "affected": self.affected, "symptom": self.symptom.description, "notes": self.notes,
                 "fixed_in": self.fixed_in, "requires": self.requires, "requires_cuda": self.requires_cuda,
+                "applies": self.applies,
                 "supports_model": self.supports_model,
                 "fixes": [{"name": f.name, "title": f.title, "declared_works": f.works, "note": f.note,
                            "applies": f.applies}
@@ -135,8 +144,11 @@ class TrainResult:
     trainable: list[str] = field(default_factory=list)
     changed: dict[str, bool] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    precomputed: dict | None = None  # a summary made elsewhere (another process's training loop)
 
     def summary(self) -> dict:
+        if self.precomputed is not None:
+            return {**self.precomputed, "extra": {**self.precomputed.get("extra", {}), **self.extra}}
         got_grad = {r.name for rep in self.reports for r in rep if not r.none}
         nonfinite = sorted({r.name for rep in self.reports for r in rep if r.nonfinite})
         # Exactly zero at every step, never None: structural (e.g. a reward head's bias under a
@@ -232,9 +244,20 @@ class Context:
         kw.update(overrides)
         return LoraConfig(**kw)
 
+    def dataset(self, model, n: int = 4, seq_len: int = 16, task: str = "causal") -> list[dict]:
+        """A tiny in-memory dataset for transformers.Trainer (rows of equal length)."""
+        b = self.batch(model, batch_size=n, seq_len=seq_len, task=task)
+        return [{k: v[i] for k, v in b.items()} for i in range(n)]
+
+    def trainer_train(self, model, dataset: list | None = None, optimizer=None, **training_args) -> TrainResult:
+        """transformers.Trainer on the CPU (see trainer_train below)."""
+        return trainer_train(self, model, dataset if dataset is not None else self.dataset(model), optimizer,
+                             **training_args)
+
     # -- training
     def train(self, model, batch: dict | None = None, steps: int = 3, lr: float = 1e-2, task: str = "causal",
-              loss_fn: Callable | None = None, optimizer_cls=None) -> TrainResult:
+              loss_fn: Callable | None = None, optimizer_cls=None, train_mode: bool = True,
+              autocast_dtype=None, scaler=None, scheduler_fn: Callable | None = None) -> TrainResult:
         """A few optimizer steps; scans every trainable gradient before each step.
 
         Raises what the libraries raise (the harness records it). With no trainable parameter the
@@ -245,22 +268,72 @@ class Context:
 
         from .gradscan import scan
         torch.manual_seed(self.seed)
-        model.train()
+        if train_mode:
+            model.train()
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         result = TrainResult(trainable=[n for n, _ in named])
         _current_result[0] = result
         before = {n: p.detach().clone() for n, p in named}
         opt = (optimizer_cls or torch.optim.AdamW)([p for _, p in named], lr=lr)
+        scheduler = scheduler_fn(opt) if scheduler_fn else None
         batch = batch if batch is not None else self.batch(model, task=task)
         for step in range(steps):
-            loss = loss_fn(model, batch) if loss_fn else model(**batch).loss
-            loss.backward()
+            with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = loss_fn(model, batch) if loss_fn else model(**batch).loss
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # scan the true gradients; raises for fp16 trainable weights
+            else:
+                loss.backward()
             result.reports.append(scan(model, step=step))
             result.losses.append(float(loss.detach()))
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            if scheduler is not None:
+                scheduler.step()
             opt.zero_grad(set_to_none=True)
         result.changed = {n: not torch.equal(before[n], p.detach()) for n, p in named}
         return result
+
+
+def trainer_train(ctx: Context, model, dataset: list, optimizer=None, **training_args) -> TrainResult:
+    """Train with transformers.Trainer on the CPU; gradients are scanned before every optimizer step
+    through torch's global optimizer hook (every transformers version has it, unlike the callback)."""
+    import tempfile
+
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from .gradscan import scan
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    result = TrainResult(trainable=[n for n, _ in named])
+    _current_result[0] = result
+    before = {n: p.detach().clone() for n, p in named}
+    step = [0]
+
+    def pre_step(opt, args, kwargs):
+        result.reports.append(scan(model, step=step[0]))
+        step[0] += 1
+        return None
+
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    handle = register_optimizer_step_pre_hook(pre_step)
+    kw = dict(output_dir=tempfile.mkdtemp(dir=ctx.workdir), max_steps=3, per_device_train_batch_size=2,
+              learning_rate=1e-2, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
+              disable_tqdm=True, seed=ctx.seed)
+    kw.update(training_args)
+    try:
+        trainer = Trainer(model=model, args=TrainingArguments(**kw), train_dataset=dataset,
+                          optimizers=(optimizer, None) if optimizer is not None else (None, None))
+        trainer.train()
+    finally:
+        handle.remove()
+    result.losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    result.changed = {n: not torch.equal(before[n], p.detach()) for n, p in named}
+    return result
 
 
 # The result being filled, so an exception mid-training still reports the steps that ran.

@@ -54,6 +54,11 @@ def _bisect(args) -> int:
     return main(args)
 
 
+def _bench(args) -> int:
+    from .bench.grid import main
+    return main(args)
+
+
 def _watch(args) -> int:
     from .watch.cli import main
     return main(args)
@@ -113,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="PATH")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S")
     p.set_defaults(func=_bisect)
+
+    p = sub.add_parser("bench", help="memory and throughput over checkpointing x accumulation x precision x adapter")
+    p.add_argument("--model", default="tiny-llama", help="tiny-llama, tiny-qwen2, tiny-chatglm or a local PATH")
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--batch", type=int, default=4, help="effective batch (split by accumulation)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="checkpointing=off,reentrant,non-reentrant accumulation=1,4 precision=fp32,fp16,bf16 "
+                        "adapter=full,lora (defaults: all of these)")
+    p.add_argument("--steps", type=int, default=1, help="measured steps per configuration (median)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default=None)
+    p.add_argument("--scan", action="store_true", help="also time every step with the gradient scanner on")
+    p.add_argument("--max-memory-mb", type=int, default=None, help="cap each configuration's memory (CPU)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per configuration")
+    p.add_argument("--json", default=None, metavar="PATH")
+    p.add_argument("--markdown", default=None, metavar="PATH")
+    p.add_argument("--plot", default=None, metavar="PATH")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("watch", help="run a training command with the gradient scanner attached: watch -- CMD ...")
     p.add_argument("--policy", choices=["warn", "raise", "record"], default="warn",

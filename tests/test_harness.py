@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,9 +31,28 @@ def results_by_id(path: Path) -> dict:
     return {r["id"]: r for r in json.loads(path.read_text())["results"]}
 
 
+CATALOGUE = {
+    "bf16-unsupported-hardware", "chatglm-seqcls-output-attentions", "ddp-reentrant-marked-ready-twice",
+    "eval-mode-disables-checkpointing", "fp16-overflow-nan", "fp16-unscale-fp16-grads", "gradscaler-skipped-steps",
+    "grad-accumulation-loss-normalization", "lora-loaded-frozen", "peft-wrap-before-checkpointing",
+    "reentrant-checkpoint-frozen-inputs", "reentrant-checkpoint-no-grad-fn", "remote-code-checkpointing-kwargs-ignored",
+    "remote-code-old-checkpointing-enable", "seqcls-custom-head-not-trained", "target-modules-mismatch",
+    "torch-use-reentrant-warning", "transformers-v5-nonreentrant-default", "use-cache-with-checkpointing",
+    "zero3-peft-nonreentrant",
+}
+
+
 def test_catalogue_ids_are_pinned():
     # Renames are deliberate: update this set with the case files.
-    assert set(case_files(default_cases_dir())) >= set(SEEDS)
+    assert set(case_files(default_cases_dir())) == CATALOGUE
+
+
+def test_every_case_names_its_public_reports():
+    from benchsuite.harness.discover import load_case
+    for cid, path in case_files(default_cases_dir()).items():
+        case = load_case(path)
+        assert case.references and all(re.fullmatch(r"[\w.-]+/[\w.-]+#\d+", r) for r in case.references), cid
+        assert case.symptom.description and case.title, cid
 
 
 def fixes(result):
@@ -187,3 +207,32 @@ def test_info_shows_build_facts():
     info = json.loads(run_cli("info", "--json").stdout)
     assert info["extension"]["importable"] is True
     assert isinstance(info["extension"]["cuda"], bool)
+
+
+def test_interrupting_a_run_leaves_no_case_process_behind(tmp_path):
+    cases = write_cases(tmp_path / "cases", ["hangs"])
+    proc = subprocess.Popen(CLI + ["run", "hangs", "--cases-dir", str(cases)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    marker = str(cases / "hangs.py")
+    deadline = time.time() + 60
+    while time.time() < deadline and not _processes_with(marker):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)
+    deadline = time.time() + 10
+    while time.time() < deadline and _processes_with(marker):
+        time.sleep(0.2)
+    assert _processes_with(marker) == []
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(d.name))
+            except OSError:
+                pass
+    return found

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..case import Case, _current_result, healthy_problems
 from .discover import load_case
+from .proc import die_with_parent
 from .versions import environment, is_affected
 
 STATUSES = ("reproduced", "not-reproduced", "fix-failed", "error", "timeout", "crashed", "skipped")
@@ -75,6 +76,7 @@ def run_scenario(fn, ctx) -> dict:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
+        die_with_parent()
         os.close(read_fd)
         code = 0
         try:
@@ -105,10 +107,17 @@ def skip_reason(case: Case, model_path: str | None) -> str | None:
     missing = [p for p in case.requires if importlib.util.find_spec(p.replace("-", "_")) is None]
     if missing:
         return f"needs {', '.join(missing)} (not installed)"
-    if case.requires_cuda:
+    if case.applies and not is_affected(case.applies, environment()):
+        return f"the reported setup does not exist in this environment (needs {case.applies})"
+    if case.requires_cuda or case.requires_gpu_below:
         import torch
         if not torch.cuda.is_available():
             return "needs a CUDA GPU (none visible)"
+        if case.requires_gpu_below:
+            cap = torch.cuda.get_device_capability(0)
+            if cap >= tuple(case.requires_gpu_below):
+                return (f"needs a GPU below compute capability {'.'.join(map(str, case.requires_gpu_below))} "
+                        f"(found {cap[0]}.{cap[1]})")
     if model_path and not case.supports_model:
         return "builds its own model; --model is not supported by this case"
     return None

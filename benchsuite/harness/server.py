@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .proc import die_with_parent
+
 MARK = "@@benchsuite-result@@ "
 
 
@@ -38,6 +40,7 @@ def _warm_imports() -> None:
 
 def _child(path: Path, result_file: Path, log_file: Path, model: str | None, threads: int) -> None:
     os.setpgid(0, 0)  # its own group: a timeout kills the case and its scenario processes together
+    die_with_parent()
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

@@ -146,6 +146,12 @@ class ChatGLMForConditionalGeneration(ChatGLMPreTrainedModel):
     def get_input_embeddings(self):
         return self.transformer.get_input_embeddings()
 
+    def get_output_embeddings(self):
+        return self.transformer.output_layer
+
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
     def forward(self, input_ids=None, position_ids=None, attention_mask=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, return_last_logit=False):

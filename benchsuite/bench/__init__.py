@@ -1,0 +1,1 @@
+"""`benchsuite bench`: memory and throughput of checkpointing, accumulation, precision and LoRA."""

@@ -1,0 +1,219 @@
+"""One benchmark configuration, run inside a forked child (see grid.py)."""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+
+MODELS = ("tiny-llama", "tiny-qwen2", "tiny-chatglm")
+# Sized so that activations dominate weights at the default batch and sequence length: the effect of
+# checkpointing is then plainly visible in a CPU measurement.
+TINY = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=4, vocab_size=2048, max_position_embeddings=4096)
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def build_model(name: str, workdir: str):
+    import torch
+    torch.manual_seed(0)
+    if name == "tiny-llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+        return LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=False))
+    if name == "tiny-qwen2":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+        return Qwen2ForCausalLM(Qwen2Config(**TINY, tie_word_embeddings=False))
+    if name == "tiny-chatglm":
+        from transformers import AutoModelForCausalLM
+
+        from ..models import write_chatglm
+        path = write_chatglm(os.path.join(workdir, "chatglm"), num_layers=4, hidden_size=256, ffn_hidden_size=688,
+                             kv_channels=64, num_attention_heads=4, padded_vocab_size=2048, seq_length=4096)
+        return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=True, torch_dtype=torch.float32)
+
+
+def _warm_libraries(cfg: dict, device) -> None:
+    import gc
+
+    import torch
+    if cfg["model"] not in MODELS:
+        return
+    from transformers import LlamaConfig, LlamaForCausalLM
+    small = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=4, vocab_size=256)).to(device)
+    if cfg["checkpointing"] != "off":
+        small.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": cfg["checkpointing"] == "reentrant"})
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["precision"])
+    opt = torch.optim.AdamW(small.parameters(), lr=1e-4)
+    ids = torch.randint(1, 256, (2, 32), device=device)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        loss = small(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    del small, opt, loss
+    gc.collect()
+
+
+def _layers(model):
+    names = ("DecoderLayer", "GLMBlock", "Block")
+    return [m for m in model.modules() if type(m).__name__.endswith(names) and type(m).__name__ != "ModuleList"]
+
+
+def run(cfg: dict) -> dict:
+    import torch
+
+    from ..case import Context
+    device = torch.device(cfg.get("device", "cpu"))
+    cuda = device.type == "cuda"
+    res: dict = {}
+    if cfg["precision"] not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"unknown precision {cfg['precision']!r} (fp32, fp16 or bf16)")
+    if cfg["checkpointing"] not in ("off", "reentrant", "non-reentrant"):
+        raise ValueError(f"unknown checkpointing {cfg['checkpointing']!r} (off, reentrant or non-reentrant)")
+    if cfg["adapter"] not in ("full", "lora"):
+        raise ValueError(f"unknown adapter {cfg['adapter']!r} (full or lora)")
+    if cfg["batch"] % cfg["accumulation"]:
+        raise ValueError(f"batch {cfg['batch']} is not divisible by accumulation {cfg['accumulation']}")
+    # Libraries map their kernels' code lazily: one step of a miniature of the same model with the same
+    # options first, so that the baseline below already holds them and the peak is the model's own.
+    _warm_libraries(cfg, device)
+    # CPU peak memory: resident-set high-water mark above the level before the model exists.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+    base_rss = _status_kb("VmRSS") * 1024
+    if cfg.get("max_memory_mb"):
+        limit = _status_kb("VmSize") * 1024 + int(cfg["max_memory_mb"]) * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        base_gpu = torch.cuda.memory_allocated(device)
+
+    model = build_model(cfg["model"], cfg["workdir"]).to(device)
+    model.config.use_cache = False
+    if cfg["adapter"] == "lora":
+        from peft import get_peft_model
+        model = get_peft_model(model, Context(cfg["workdir"]).lora_config(model, "CAUSAL_LM"))
+    if cfg["checkpointing"] != "off":
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": cfg["checkpointing"] == "reentrant"})
+        if cfg["adapter"] == "lora":
+            model.enable_input_require_grads()  # what a working LoRA + checkpointing setup needs
+    # Recompute is any module of a decoder layer running forward while backward() runs.
+    in_backward = [False]
+    calls = [0]
+
+    def count(module, args):
+        if in_backward[0]:
+            calls[0] += 1
+    for layer in _layers(model):
+        for sub in layer.modules():
+            sub.register_forward_pre_hook(count)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    from .estimate import estimate, shape_of
+    shape = shape_of(model, sum(p.numel() for p in trainable))
+    res.update(estimate(shape, batch=cfg["batch"], seq=cfg["seq_len"], accumulation=cfg["accumulation"],
+                        precision=cfg["precision"], checkpointing=cfg["checkpointing"]))
+    res["params"], res["trainable_params"], res["layers"] = shape.params, shape.trainable, len(_layers(model))
+
+    opt = torch.optim.AdamW(trainable, lr=1e-4)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["precision"])
+    scaler = torch.amp.GradScaler(device.type) if cfg["precision"] == "fp16" else None
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, shape.vocab, (cfg["batch"], cfg["seq_len"]), generator=g).to(device)
+    micro = cfg["batch"] // cfg["accumulation"]
+    hook = None
+    if cfg.get("scan"):
+        from ..gradscan import GradScanHook
+        hook = GradScanHook(model, policy="record", keep=False)
+
+    def step(scan: bool) -> float:
+        total = 0.0
+        for k in range(cfg["accumulation"]):
+            chunk = ids[k * micro:(k + 1) * micro]
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = model(input_ids=chunk, labels=chunk, use_cache=False).loss / cfg["accumulation"]
+            in_backward[0] = True
+            try:
+                (scaler.scale(loss) if scaler else loss).backward()
+            finally:
+                in_backward[0] = False
+            total += float(loss.detach())
+        if scan:
+            if scaler:
+                scaler.unscale_(opt)
+            hook()
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        return total
+
+    def timed(n: int, scan: bool) -> tuple[list[float], list[float], int]:
+        times, losses, c0 = [], [], calls[0]
+        for _ in range(n):
+            if cuda:
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            losses.append(step(scan))
+            if cuda:
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+        return times, losses, calls[0] - c0
+
+    timed(cfg["warmup"], False)
+    times, losses, ncalls = timed(cfg["steps"], False)
+    res["step_time_s"] = statistics.median(times)
+    res["step_times_s"] = times
+    res["tokens_per_s"] = cfg["batch"] * cfg["seq_len"] / res["step_time_s"]
+    res["losses"] = losses
+    res["loss_finite"] = all(x == x and abs(x) != float("inf") for x in losses)
+    res["recomputed_module_calls_per_step"] = ncalls / max(1, cfg["steps"])
+    res["recompute_observed"] = ncalls > 0
+    if cuda:
+        res["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) - base_gpu
+        res["peak_memory_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+        res["peak_memory_source"] = "torch.cuda.max_memory_allocated"
+        res["nvml_used_bytes"] = _nvml_process_bytes(device)
+    else:
+        res["peak_memory_bytes"] = _status_kb("VmHWM") * 1024 - base_rss
+        res["peak_memory_source"] = "process peak RSS (VmHWM) above the level before the model was built"
+    if hook is not None:
+        scan_times, _, _ = timed(cfg["steps"], True)
+        res["scan_step_time_s"] = statistics.median(scan_times)
+        res["scan_seconds_per_step"] = hook.seconds / max(1, hook.scans)
+        res["scan_overhead_fraction"] = res["scan_seconds_per_step"] / res["step_time_s"]
+    return res
+
+
+def _nvml_process_bytes(device) -> int | None:
+    """This process's memory on the device as NVML sees it (None where NVML cannot say)."""
+    try:
+        import pynvml
+        import torch
+        pynvml.nvmlInit()
+        uuid = str(torch.cuda.get_device_properties(device).uuid)
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            u = pynvml.nvmlDeviceGetUUID(h)
+            u = u.decode() if isinstance(u, bytes) else u
+            if uuid.replace("GPU-", "") in u:
+                for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h):
+                    if p.pid == os.getpid():
+                        return p.usedGpuMemory
+        return None
+    except Exception:
+        return None

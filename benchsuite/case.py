@@ -228,6 +228,27 @@ class Context:
         from .models import tiny_llama
         return tiny_llama("seq_cls", seed=self.seed, num_labels=num_labels)
 
+    def chatglm_path(self) -> str:
+        """A ChatGLM-style remote-code checkpoint: the user's --model, else benchsuite's own, written once."""
+        import os
+
+        from .models import write_chatglm
+        if self.model_path:
+            return self.model_path
+        path = os.path.join(self.workdir, "chatglm")
+        if not os.path.exists(os.path.join(path, "config.json")):
+            write_chatglm(path, seed=self.seed)
+        return path
+
+    def chatglm(self, task: str = "causal", path: str | None = None, num_labels: int = 1):
+        """Load it through transformers' trust_remote_code path, as users do."""
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        path = path or self.chatglm_path()
+        if task == "seq_cls":
+            return AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True,
+                                                                      num_labels=num_labels)
+        return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)
+
     @staticmethod
     def lora_targets(model) -> list[str] | str:
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}

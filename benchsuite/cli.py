@@ -28,6 +28,10 @@ def _list(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 1 if broken else 0
+    if args.markdown:
+        from .harness.catalogue_doc import write
+        write([r for r in rows if "broken" not in r], args.markdown, args.matrix)
+        print(f"wrote {args.markdown}")
     for r in rows:
         if "broken" in r:
             print(f"{r['id']}\n    BROKEN CASE FILE: {r['broken']}")
@@ -81,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="show the case catalogue")
     p.add_argument("--cases-dir", default=None)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--markdown", default=None, metavar="PATH", help="write the catalogue page (docs/catalogue.md)")
+    p.add_argument("--matrix", default=None, metavar="JSON", help="with --markdown: a matrix result to include")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("run", help="run cases, each in a fresh process, and give a verdict per case")

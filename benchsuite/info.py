@@ -5,13 +5,7 @@ import importlib
 import platform
 import sys
 
-
-def package_version(name: str) -> str | None:
-    try:
-        from importlib.metadata import version
-        return version(name)
-    except Exception:
-        return None
+from .harness.versions import installed as package_version
 
 
 def device_summary() -> dict:

@@ -21,6 +21,8 @@ case = Case(
     references=["shibing624/MedicalGPT#343", "shibing624/MedicalGPT#341", "shibing624/MedicalGPT#300"],
     tags=["remote-code", "lora", "reward-model", "gradient-checkpointing", "crash"],
     affected={},  # every peft release passes output_attentions from its SEQ_CLS forward
+    # On 4.35.x this setup stops earlier, at gradient_checkpointing_enable(): remote-code-old-checkpointing-enable.
+    applies={"transformers": "!=4.35.*"},
     symptom=Symptom(
         description="TypeError: ChatGLMForSequenceClassification.forward() got an unexpected keyword argument "
                     "'output_attentions' at the first training forward",
@@ -33,14 +35,7 @@ case = Case(
 
 
 def _chatglm(ctx, patch_forward=False):
-    import os
-
-    from transformers import AutoModelForSequenceClassification
-
-    from benchsuite.models import write_chatglm
-
-    path = ctx.model_path or write_chatglm(os.path.join(ctx.workdir, "chatglm"), seed=ctx.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True, num_labels=1)
+    model = ctx.chatglm("seq_cls")
     if patch_forward:
         import inspect
 

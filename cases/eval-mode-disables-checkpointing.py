@@ -22,41 +22,29 @@ case = Case(
 )
 
 
-def _layers(model):
-    return [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "GLMBlock"))]
-
-
 def _train(ctx, train_mode):
+    from benchsuite.checkpointing import RecomputeCounter
+
     model = ctx.causal_model()
     model.config.use_cache = False
     model.gradient_checkpointing_enable()
     if not train_mode:
         model.eval()
-    in_backward, recomputed = [False], [0]
-
-    def count(module, args):
-        recomputed[0] += in_backward[0]
-
-    for layer in _layers(model):
-        for sub in layer.modules():
-            sub.register_forward_pre_hook(count)
+    counter = RecomputeCounter(model)
 
     def loss_fn(m, batch):
         loss = m(**batch).loss
         real_backward = loss.backward
 
         def backward(*a, **k):
-            in_backward[0] = True
-            try:
+            with counter.backward():
                 return real_backward(*a, **k)
-            finally:
-                in_backward[0] = False
         loss.backward = backward
         return loss
 
     result = ctx.train(model, loss_fn=loss_fn, train_mode=train_mode)
-    result.extra["recomputed_module_calls"] = recomputed[0]
-    result.extra["no_recompute"] = recomputed[0] == 0
+    result.extra["recomputed_module_calls"] = counter.calls
+    result.extra["no_recompute"] = counter.calls == 0
     return result
 
 

@@ -25,20 +25,19 @@ case = Case(
 
 def _train(ctx, patch_modeling=False):
     import os
+    import shutil
 
     import torch.utils.checkpoint as cp
-    from transformers import AutoModelForCausalLM
 
-    from benchsuite.models import write_chatglm
-
-    path = write_chatglm(os.path.join(ctx.workdir, "chatglm"), seed=ctx.seed)
-    if patch_modeling:  # what users do: edit the remote code's checkpoint call
+    path = ctx.chatglm_path()
+    if patch_modeling:  # what users do: edit the remote code's checkpoint call (in a copy of the folder)
+        path = shutil.copytree(path, os.path.join(ctx.workdir, "chatglm-patched"))
         f = os.path.join(path, "modeling_chatglm.py")
         text = open(f).read()
         old = "torch.utils.checkpoint.checkpoint(layer, hidden_states, attention_mask)"
         assert old in text
         open(f, "w").write(text.replace(old, old[:-1] + ", use_reentrant=False)"))
-    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)
+    model = ctx.chatglm("causal", path=path)
     modes = []
     real = cp.checkpoint
 

@@ -24,14 +24,7 @@ case = Case(
 
 
 def _chatglm(ctx):
-    import os
-
-    from transformers import AutoModelForCausalLM
-
-    from benchsuite.models import write_chatglm
-
-    path = write_chatglm(os.path.join(ctx.workdir, "chatglm"), seed=ctx.seed)
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)
+    return ctx.chatglm("causal")
 
 
 @case.trigger

@@ -24,15 +24,10 @@ case = Case(
 
 def _train(ctx, modules_to_save=None):
     import inspect
-    import os
 
     from peft import get_peft_model
-    from transformers import AutoModelForSequenceClassification
 
-    from benchsuite.models import write_chatglm
-
-    path = write_chatglm(os.path.join(ctx.workdir, "chatglm"), seed=ctx.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True, num_labels=1)
+    model = ctx.chatglm("seq_cls")
     cls = type(model)
     original = cls.forward
     accepted = set(inspect.signature(original).parameters)

@@ -20,15 +20,9 @@ case = Case(
 
 
 def _train(ctx, targets):
-    import os
-
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    from benchsuite.models import write_chatglm
-
-    path = write_chatglm(os.path.join(ctx.workdir, "chatglm"), seed=ctx.seed)
-    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)
+    model = ctx.chatglm("causal")
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM"))
     return ctx.train(model)
 

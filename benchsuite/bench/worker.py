@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import resource
+
+from ..checkpointing import RecomputeCounter, decoder_layers
 import statistics
 import time
 
@@ -63,11 +65,6 @@ def _warm_libraries(cfg: dict, device) -> None:
     gc.collect()
 
 
-def _layers(model):
-    names = ("DecoderLayer", "GLMBlock", "Block")
-    return [m for m in model.modules() if type(m).__name__.endswith(names) and type(m).__name__ != "ModuleList"]
-
-
 def run(cfg: dict) -> dict:
     import torch
 
@@ -110,22 +107,13 @@ def run(cfg: dict) -> dict:
             gradient_checkpointing_kwargs={"use_reentrant": cfg["checkpointing"] == "reentrant"})
         if cfg["adapter"] == "lora":
             model.enable_input_require_grads()  # what a working LoRA + checkpointing setup needs
-    # Recompute is any module of a decoder layer running forward while backward() runs.
-    in_backward = [False]
-    calls = [0]
-
-    def count(module, args):
-        if in_backward[0]:
-            calls[0] += 1
-    for layer in _layers(model):
-        for sub in layer.modules():
-            sub.register_forward_pre_hook(count)
+    recompute = RecomputeCounter(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     from .estimate import estimate, shape_of
     shape = shape_of(model, sum(p.numel() for p in trainable))
     res.update(estimate(shape, batch=cfg["batch"], seq=cfg["seq_len"], accumulation=cfg["accumulation"],
                         precision=cfg["precision"], checkpointing=cfg["checkpointing"]))
-    res["params"], res["trainable_params"], res["layers"] = shape.params, shape.trainable, len(_layers(model))
+    res["params"], res["trainable_params"], res["layers"] = shape.params, shape.trainable, len(decoder_layers(model))
 
     opt = torch.optim.AdamW(trainable, lr=1e-4)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["precision"])
@@ -144,11 +132,8 @@ def run(cfg: dict) -> dict:
             chunk = ids[k * micro:(k + 1) * micro]
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = model(input_ids=chunk, labels=chunk, use_cache=False).loss / cfg["accumulation"]
-            in_backward[0] = True
-            try:
+            with recompute.backward():
                 (scaler.scale(loss) if scaler else loss).backward()
-            finally:
-                in_backward[0] = False
             total += float(loss.detach())
         if scan:
             if scaler:
@@ -163,7 +148,7 @@ def run(cfg: dict) -> dict:
         return total
 
     def timed(n: int, scan: bool) -> tuple[list[float], list[float], int]:
-        times, losses, c0 = [], [], calls[0]
+        times, losses, c0 = [], [], recompute.calls
         for _ in range(n):
             if cuda:
                 torch.cuda.synchronize(device)
@@ -172,7 +157,7 @@ def run(cfg: dict) -> dict:
             if cuda:
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)
-        return times, losses, calls[0] - c0
+        return times, losses, recompute.calls - c0
 
     timed(cfg["warmup"], False)
     times, losses, ncalls = timed(cfg["steps"], False)

@@ -23,4 +23,5 @@ class ChatGLMConfig(_BaseConfig):
         self.hidden_dropout = hidden_dropout
         self.classifier_dropout = classifier_dropout
         self.use_cache = use_cache
+        kwargs.setdefault("tie_word_embeddings", False)  # as ChatGLM's own config: output layer not tied
         super().__init__(**kwargs)

@@ -56,11 +56,12 @@ def _expected_zero_names(pairs: list[tuple[str, torch.Tensor]]) -> set[str]:
     return out
 
 
-def _dense_view(name: str, g: torch.Tensor) -> tuple[torch.Tensor | None, int]:
-    """A tensor whose elements can be scanned as one span, and the implicit zeros it leaves out.
+def _dense_view(name: str, g: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
+    """(tensor to scan, implicit zeros it leaves out, whether the native core can read it).
 
-    Returns (None, 0) for inputs the native core does not read (integers, other float types): the
-    caller gives those to the torch path.
+    Sparse gradients are scanned through their coalesced values (the rest are zeros); integer and
+    other floating types go to the torch path; a non-contiguous tensor is scanned as one span when it
+    is a permutation of a dense block, else through a contiguous copy.
     """
     if g.is_complex():
         raise ValueError(
@@ -75,17 +76,16 @@ def _dense_view(name: str, g: torch.Tensor) -> tuple[torch.Tensor | None, int]:
         implicit_zeros = g.numel() - values.numel()
         g = values
     elif g.layout != torch.strided:
-        dense = g.to_dense()
-        g = dense
+        g = g.to_dense()
     if g.dtype not in _native.DTYPE_CODES:
-        return None, implicit_zeros
+        return g, implicit_zeros, False
     if not g.is_contiguous():
         # A permuted but dense tensor occupies one contiguous span: statistics ignore element order.
         if not _dense_permutation(g):
             g = g.contiguous()
         elif g.numel() > 0:
             g = g.as_strided((g.numel(),), (1,))
-    return g, implicit_zeros
+    return g, implicit_zeros, True
 
 
 def _dense_permutation(t: torch.Tensor) -> bool:
@@ -154,17 +154,11 @@ def launch(pairs: list[tuple[str, torch.Tensor | None]], *, backend: str = "auto
             continue
         # The common case first: a dense, contiguous gradient of a dtype the core reads.
         if g.layout == torch.strided and g.dtype in codes and g.is_contiguous() and g.device.type != "meta":
-            dense, implicit = g, 0
+            dense, implicit, readable = g, 0, True
         else:
-            dense, implicit = _dense_view(name, g.detach())
-        if dense is None or not use_native:
-            base = g.detach()
-            if base.layout == torch.sparse_coo:
-                base = base.coalesce().values()
-            elif base.layout != torch.strided:
-                base = base.to_dense()
-            st = tensor_stats(base)
-            rec.nan, rec.posinf, rec.neginf, rec.zero, rec.sumsq, rec.absmax = st
+            dense, implicit, readable = _dense_view(name, g.detach())
+        if not (readable and use_native):
+            rec.nan, rec.posinf, rec.neginf, rec.zero, rec.sumsq, rec.absmax = tensor_stats(dense)
             rec.zero += implicit
             continue
         groups.setdefault(dense.device, []).append((len(records) - 1, dense, implicit))

@@ -102,12 +102,12 @@ def run_scenario(fn, ctx) -> dict:
     return {"crashed": f"exited with code {os.WEXITSTATUS(status)} before reporting", "warnings": []}
 
 
-def skip_reason(case: Case, model_path: str | None) -> str | None:
+def skip_reason(case: Case, model_path: str | None, env: dict) -> str | None:
     import importlib.util
     missing = [p for p in case.requires if importlib.util.find_spec(p.replace("-", "_")) is None]
     if missing:
         return f"needs {', '.join(missing)} (not installed)"
-    if case.applies and not is_affected(case.applies, environment()):
+    if case.applies and not is_affected(case.applies, env):
         return f"the reported setup does not exist in this environment (needs {case.applies})"
     if case.requires_cuda or case.requires_gpu_below:
         import torch
@@ -139,7 +139,7 @@ def execute(path: Path, model_path: str | None = None) -> dict:
         return res
     res.update(case.metadata())
     res["expected"] = "reproduced" if is_affected(case.affected, env) else "not-reproduced"
-    reason = skip_reason(case, model_path)
+    reason = skip_reason(case, model_path, env)
     if reason:
         res.update(status="skipped", reason=reason, fixes=[])
         res["duration_s"] = round(time.perf_counter() - t0, 3)

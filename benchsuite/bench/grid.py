@@ -222,7 +222,11 @@ def main(args) -> int:
     if args.markdown:
         write_atomic(args.markdown, md)
     if args.plot:
-        plot(results, args.plot, f"{args.model}, batch {args.batch} x {args.seq_len}, {device}: "
-                                 "peak memory vs throughput")
+        try:
+            plot(results, args.plot, f"{args.model}, batch {args.batch} x {args.seq_len}, {device}: "
+                                     "peak memory vs throughput")
+        except ImportError as exc:  # results are already written: say what is missing, keep them
+            print(f"benchsuite bench: no plot ({exc}); pip install matplotlib", file=sys.stderr)
+            return 2
     print(f"{len(configs)} configuration(s) in {meta['duration_s']:.0f} s", file=sys.stderr)
     return 0 if all(r.get("status") == "ok" for r in results) else 1

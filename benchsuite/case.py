@@ -271,9 +271,41 @@ class Context:
         return [{k: v[i] for k, v in b.items()} for i in range(n)]
 
     def trainer_train(self, model, dataset: list | None = None, optimizer=None, **training_args) -> TrainResult:
-        """transformers.Trainer on the CPU (see trainer_train below)."""
-        return trainer_train(self, model, dataset if dataset is not None else self.dataset(model), optimizer,
-                             **training_args)
+        """Train with transformers.Trainer on the CPU; gradients are scanned before every optimizer step
+        through torch's global optimizer hook (every transformers version has it, unlike the callback)."""
+        dataset = dataset if dataset is not None else self.dataset(model)
+        import tempfile
+
+        import torch
+        from transformers import Trainer, TrainingArguments
+
+        from .gradscan import scan
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        result = TrainResult(trainable=[n for n, _ in named])
+        _current_result[0] = result
+        before = {n: p.detach().clone() for n, p in named}
+        step = [0]
+
+        def pre_step(opt, args, kwargs):
+            result.reports.append(scan(model, step=step[0]))
+            step[0] += 1
+            return None
+
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+        handle = register_optimizer_step_pre_hook(pre_step)
+        kw = dict(output_dir=tempfile.mkdtemp(dir=self.workdir), max_steps=3, per_device_train_batch_size=2,
+                  learning_rate=1e-2, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
+                  disable_tqdm=True, seed=self.seed)
+        kw.update(training_args)
+        try:
+            trainer = Trainer(model=model, args=TrainingArguments(**kw), train_dataset=dataset,
+                              optimizers=(optimizer, None) if optimizer is not None else (None, None))
+            trainer.train()
+        finally:
+            handle.remove()
+        result.losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+        result.changed = {n: not torch.equal(before[n], p.detach()) for n, p in named}
+        return result
 
     # -- training
     def train(self, model, batch: dict | None = None, steps: int = 3, lr: float = 1e-2, task: str = "causal",
@@ -318,43 +350,6 @@ class Context:
             opt.zero_grad(set_to_none=True)
         result.changed = {n: not torch.equal(before[n], p.detach()) for n, p in named}
         return result
-
-
-def trainer_train(ctx: Context, model, dataset: list, optimizer=None, **training_args) -> TrainResult:
-    """Train with transformers.Trainer on the CPU; gradients are scanned before every optimizer step
-    through torch's global optimizer hook (every transformers version has it, unlike the callback)."""
-    import tempfile
-
-    import torch
-    from transformers import Trainer, TrainingArguments
-
-    from .gradscan import scan
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    result = TrainResult(trainable=[n for n, _ in named])
-    _current_result[0] = result
-    before = {n: p.detach().clone() for n, p in named}
-    step = [0]
-
-    def pre_step(opt, args, kwargs):
-        result.reports.append(scan(model, step=step[0]))
-        step[0] += 1
-        return None
-
-    from torch.optim.optimizer import register_optimizer_step_pre_hook
-    handle = register_optimizer_step_pre_hook(pre_step)
-    kw = dict(output_dir=tempfile.mkdtemp(dir=ctx.workdir), max_steps=3, per_device_train_batch_size=2,
-              learning_rate=1e-2, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
-              disable_tqdm=True, seed=ctx.seed)
-    kw.update(training_args)
-    try:
-        trainer = Trainer(model=model, args=TrainingArguments(**kw), train_dataset=dataset,
-                          optimizers=(optimizer, None) if optimizer is not None else (None, None))
-        trainer.train()
-    finally:
-        handle.remove()
-    result.losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
-    result.changed = {n: not torch.equal(before[n], p.detach()) for n, p in named}
-    return result
 
 
 # The result being filled, so an exception mid-training still reports the steps that ran.

@@ -163,7 +163,6 @@ def bench_list(name: str, dtype: torch.dtype, device: torch.device, reps: int) -
         got = fn(tensors)
         agree &= all(a[:4] == b[:4] and abs(a[5] - b[5]) <= 1e-6 * abs(b[5]) for a, b in zip(got, ref))
         results[m]["sumsq_max_rel_err"] = max(abs(a[4] - b[4]) / max(abs(b[4]), 1e-30) for a, b in zip(got, ref))
-    del tensors, flat
     return {"list": name, "dtype": str(dtype).replace("torch.", ""), "device": str(device),
             "tensors": len(shapes), "elements": sum(math.prod(s) for s in shapes), "bytes": nbytes,
             "methods": results, "ratios": ratios, "outputs_agree": agree}

@@ -62,7 +62,7 @@ class GradScanHook:
         if self.keep:
             self.reports.append(report)
         if self._log:
-            self._log.write(json.dumps(_log_line(report)) + "\n")
+            self._log.write(json.dumps(log_line(report)) + "\n")
             self._log.flush()
         if report.problems:
             if self.policy == "raise":
@@ -88,7 +88,8 @@ class GradScanHook:
             self._log = None
 
 
-def _log_line(report: ScanReport) -> dict:
+def log_line(report: ScanReport) -> dict:
+    """One JSONL record of a scan: its summary and the records of the parameters with a problem."""
     bad = {n for p in report.problems for n in p.names}
     line = report.to_dict(records=False)
     line["time"] = time.time()

@@ -34,7 +34,7 @@ def render(cases: list[dict], matrix: dict | None = None, matrix_path: str | Non
         lines += [f"## {c['id']}", "", f"**{c['title']}**", "",
                   f"- Symptom: {c['symptom']}",
                   f"- Declared affected: {affected}" + (f"; fixed in {c['fixed_in']}" if c.get("fixed_in") else ""),
-                  f"- References: " + ", ".join(_link(r) for r in c["references"])]
+                  "- References: " + ", ".join(_link(r) for r in c["references"])]
         if c.get("requires") or c.get("requires_cuda"):
             lines.append(f"- Needs: {', '.join(c.get('requires') or [])}{' a CUDA GPU' if c.get('requires_cuda') else ''}")
         if c.get("notes"):

@@ -22,9 +22,6 @@ from .discover import load_case
 from .proc import die_with_parent
 from .versions import environment, is_affected
 
-STATUSES = ("reproduced", "not-reproduced", "fix-failed", "error", "timeout", "crashed", "skipped")
-
-
 class _Capture(logging.Handler):
     def __init__(self, sink: list[str]):
         super().__init__(logging.WARNING)

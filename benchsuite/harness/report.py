@@ -40,7 +40,7 @@ def table(results: list[dict]) -> str:
     fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
     lines = [fmt(head), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in rows]
     for r in results:
-        if r.get("reason") and r.get("status") != "skipped" or r.get("status") == "skipped":
+        if r.get("reason"):
             lines.append(f"  {r['id']}: {r.get('reason', '')}")
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ from .server import MARK
 
 
 def run_cases(paths: list[Path], *, python: str = sys.executable, jobs: int = 2, timeout: float = 300.0,
-              model: str | None = None, on_result=None, extra_env: dict | None = None) -> list[dict]:
+              model: str | None = None, on_result=None) -> list[dict]:
     """Run case files in a fresh runner process; returns results in the order they finished."""
     if not paths:
         return []
@@ -22,7 +22,7 @@ def run_cases(paths: list[Path], *, python: str = sys.executable, jobs: int = 2,
     if model:
         cmd += ["--model", str(Path(model).resolve())]
     cmd += [str(p.resolve()) for p in paths]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     results: list[dict] = []
     with tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
@@ -103,7 +103,7 @@ def main(args) -> int:
         if env:
             meta["environment"] = env
             report.write_all(results, meta, **outputs)
-            print(f"environment: " + ", ".join(f"{k} {env.get(k)}" for k in
+            print("environment: " + ", ".join(f"{k} {env.get(k)}" for k in
                                                 ("python", "torch", "transformers", "peft", "trl") if env.get(k)))
     print(report.table(results))
     for k, v in outputs.items():

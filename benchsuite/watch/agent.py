@@ -148,12 +148,9 @@ class Watcher:
             return
         if self._log is None:
             self._log = open(self.log_path, "a", encoding="utf-8")
-        bad = {n for p in report.problems for n in p.names}
-        line = {"rank": self.rank, "pid": os.getpid(), "step": step, "source": source, "time": time.time(),
-                "scan_seconds": round(elapsed, 6), "total_norm": report.total_norm, "backend": report.backend,
-                "problems": [{"kind": p.kind, "names": p.names} for p in report.problems],
-                "new_problems": [{"kind": k, "names": v} for k, v in new],
-                "params": [r.to_dict() for r in report.records if r.name in bad]}
+        from benchsuite.gradscan.callback import log_line
+        line = {**log_line(report), "rank": self.rank, "pid": os.getpid(), "source": source,
+                "scan_seconds": round(elapsed, 6), "new_problems": [{"kind": k, "names": v} for k, v in new]}
         self._log.write(json.dumps(line) + "\n")
         self._log.flush()
 

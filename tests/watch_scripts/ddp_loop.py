@@ -1,5 +1,4 @@
 """Two ranks with DDP over gloo (run with torchrun); rank 1 plants a NaN at step 2."""
-import os
 
 import torch
 import torch.distributed as dist

@@ -2,7 +2,6 @@
 --frozen loads the adapter with PeftModel.from_pretrained (no is_trainable) and trains the head only;
 --exit-code N ends the script with that code after training."""
 import argparse
-import os
 import sys
 import tempfile
 

@@ -1,9 +1,10 @@
 """The case API: what a file in cases/ declares and the helpers its scenarios use.
 
 A case file defines ``case = Case(...)``, one trigger (the reported setup) and the fixes people were
-given. Each scenario is a function ``fn(ctx) -> TrainResult | None`` run in its own forked process;
-the harness records what it raised, warned and logged, and the gradients it saw, then matches the
-case's Symptom against that. See docs/adding-a-case.md.
+given. Each scenario is a function ``fn(ctx) -> TrainResult`` run in its own forked process: it
+returns what ``ctx.train``/``ctx.trainer_train`` gave it, or ``ctx.observed(**flags)`` when there is
+nothing to train, or it raises. The harness records what it raised, warned and logged, and the
+gradients it saw, then matches the case's Symptom against that. See docs/adding-a-case.md.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 # ---------------------------------------------------------------- declarations
 
@@ -35,6 +37,72 @@ class Symptom:
     no_trainable: bool = False
     nonfinite_loss: bool = False
     observed: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.conditions():
+            raise ValueError("Symptom declares no condition: give at least one of exception, message, warning, "
+                             "no_grad, unchanged, no_trainable, nonfinite_loss, observed (without one, every run "
+                             "would be 'not-reproduced')")
+        for key in ("message", "warning", "no_grad", "unchanged"):
+            _check_regex(f"Symptom({key}=...)", getattr(self, key))
+
+    def conditions(self) -> list[str]:
+        """The conditions this symptom declares, by field name."""
+        return [k for k in ("exception", "message", "warning", "no_grad", "unchanged", "no_trainable",
+                            "nonfinite_loss", "observed") if getattr(self, k)]
+
+    def needs_training(self) -> list[str]:
+        """Conditions that only a run with training steps can decide."""
+        return [k for k in ("no_grad", "unchanged", "no_trainable", "nonfinite_loss") if getattr(self, k)]
+
+    def unjudgeable(self, outcome: dict, role: str = "trigger") -> str | None:
+        """Why this outcome cannot decide the symptom either way (None: it can).
+
+        A scenario that raised or crashed is judged on that. Otherwise a condition on gradients or losses
+        needs training (not ctx.observed; for the trigger, at least one step: a fix that trained no step
+        is judged not working instead), and ``observed=`` needs the flag in the outcome's extra: without
+        them "not seen" would be a verdict with no evidence behind it.
+        """
+        if outcome.get("exception") or outcome.get("crashed"):
+            return None
+        needs = self.needs_training()
+        if needs and outcome.get("trains") is False:
+            return (f"it returned ctx.observed(...) (no training), but the symptom's {', '.join(needs)} "
+                    "condition(s) need training steps: return the result of ctx.train(...) or "
+                    "ctx.trainer_train(...)")
+        if needs and role == "trigger" and not outcome.get("steps"):
+            return (f"it ran no training step, so the symptom's {', '.join(needs)} condition(s) could not be "
+                    "checked")
+        if self.observed and self.observed not in (outcome.get("extra") or {}):
+            return (f"its outcome has no extra[{self.observed!r}] (Symptom(observed={self.observed!r})): set "
+                    f"result.extra[{self.observed!r}] = True/False, or return ctx.observed({self.observed}=...)")
+        return None
+
+    def describe_absence(self, outcome: dict) -> str:
+        """What was checked and not found, condition by condition (for a 'not-reproduced' verdict)."""
+        parts = []
+        exc = outcome.get("exception")
+        if self.exception or self.message:
+            want = " ".join(x for x in (self.exception, f"/{self.message}/" if self.message else None) if x)
+            parts.append(f"raised {exc['type']}, not {want}" if exc else f"no exception ({want})")
+        if self.warning:
+            parts.append(f"no warning or log record matched /{self.warning}/ "
+                         f"({len(outcome.get('warnings', []))} seen)")
+        for key, what in (("no_grad", "without a gradient"), ("unchanged", "left unchanged")):
+            rx = getattr(self, key)
+            if rx:
+                parts.append(f"no trainable parameter matching /{rx}/ {what}")
+        if self.no_trainable:
+            parts.append(f"{outcome.get('trainable_params')} trainable parameter(s)")
+        if self.nonfinite_loss:
+            parts.append("every loss finite")
+        if self.observed:
+            parts.append(f"{self.observed}={(outcome.get('extra') or {}).get(self.observed)!r}")
+        if outcome.get("trains") is False:
+            ran = "nothing to train (ctx.observed)"
+        else:
+            ran = f"{outcome.get('steps', 0)} training step(s), {outcome.get('trainable_params', 0)} trainable parameter(s)"
+        return f"{ran}; " + "; ".join(parts)
 
     def match(self, outcome: dict) -> tuple[bool, dict]:
         """(observed, evidence) for one scenario's outcome."""
@@ -63,7 +131,7 @@ class Symptom:
                     evidence[key] = names[:8] + ([f"... {len(names) - 8} more"] if len(names) > 8 else [])
                 checks.append(bool(names) and outcome.get("steps", 0) > 0)
         if self.no_trainable:
-            none = outcome.get("trainable_params") == 0
+            none = outcome.get("trains") is not False and outcome.get("trainable_params") == 0
             if none:
                 evidence["trainable_params"] = 0
             checks.append(none)
@@ -78,6 +146,42 @@ class Symptom:
                 evidence[self.observed] = value
             checks.append(bool(value))
         return (bool(checks) and all(checks)), evidence
+
+
+def _check_regex(what: str, rx: str | None) -> None:
+    if rx is None:
+        return
+    try:
+        re.compile(rx)
+    except re.error as exc:
+        raise ValueError(f"{what}: {rx!r} is not a valid regular expression ({exc})") from None
+
+
+def _check_specifiers(what: str, specs: dict[str, str]) -> None:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    if not isinstance(specs, dict):
+        raise ValueError(f"{what} takes {{package: specifier}}, e.g. {{'transformers': '>=4.35,<5'}}; got {specs!r}")
+    for package, spec in specs.items():
+        try:
+            SpecifierSet(spec)
+        except (InvalidSpecifier, TypeError):
+            raise ValueError(f"{what}: {package}: {spec!r} is not a version specifier (e.g. '>=4.35,<5')") from None
+
+
+_ISSUE_REF = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+#[1-9][0-9]*")
+_FILE_REF = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+@[^\s:@]+:[^\s]+")
+
+
+def check_reference(ref) -> None:
+    """A public report: ``owner/repo#N`` (an issue or pull request), ``owner/repo@ref:path`` (a file at a
+    tag, branch or commit) or an https URL. Anything else raises ValueError."""
+    if isinstance(ref, str):
+        if _ISSUE_REF.fullmatch(ref) or _FILE_REF.fullmatch(ref):
+            return
+        url = urlparse(ref)
+        if url.scheme == "https" and "." in url.netloc and not any(c.isspace() for c in ref):
+            return
+    raise ValueError(f"reference {ref!r} is not owner/repo#N, owner/repo@ref:path or an https:// URL")
 
 
 @dataclass
@@ -105,8 +209,26 @@ class Case:
     supports_model: bool = False  # honours --model PATH
     notes: str = ""
     fixed_in: str = ""  # e.g. "transformers 5.0": a fix that is an upgrade, checked by the matrix
+    # Regex of trainable parameter names whose gradient is exactly zero at every step by construction
+    # (say, a reward head's bias under a pairwise loss): not held against a fix. See healthy_problems.
+    expected_zero: str | None = None
     trigger_fn: Callable | None = None
     fixes: list[Fix] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        where = f"case {self.id!r}"
+        if isinstance(self.references, str) or not self.references:
+            raise ValueError(f"{where}: references must be a non-empty list of the public reports")
+        for ref in self.references:
+            try:
+                check_reference(ref)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+        if not isinstance(self.symptom, Symptom):
+            raise ValueError(f"{where}: symptom must be a benchsuite.case.Symptom")
+        _check_specifiers(f"{where}: affected", self.affected)
+        _check_specifiers(f"{where}: applies", self.applies)
+        _check_regex(f"{where}: expected_zero", self.expected_zero)
 
     def trigger(self, fn: Callable) -> Callable:
         self.trigger_fn = fn
@@ -116,6 +238,8 @@ class Case:
             applies: dict[str, str] | None = None) -> Callable[[Callable], Callable]:
         """Register a fix. ``applies``: package specifiers outside which the fix does not exist (an
         argument added in some release, say); there it is reported as not applicable, never run."""
+        _check_specifiers(f"case {self.id!r}: fix {title!r}: applies", dict(applies or {}))
+
         def register(fn: Callable) -> Callable:
             self.fixes.append(Fix(fn.__name__, title, fn, works, note, dict(applies or {})))
             return fn
@@ -127,6 +251,7 @@ class Case:
                 "fixed_in": self.fixed_in, "requires": self.requires, "requires_cuda": self.requires_cuda,
                 "applies": self.applies,
                 "supports_model": self.supports_model,
+                "expected_zero": self.expected_zero,
                 "fixes": [{"name": f.name, "title": f.title, "declared_works": f.works, "note": f.note,
                            "applies": f.applies}
                           for f in self.fixes]}
@@ -137,7 +262,8 @@ class Case:
 
 @dataclass
 class TrainResult:
-    """What a scenario's training loop saw; the harness turns it into the outcome."""
+    """A scenario's outcome: what its training loop saw (``ctx.train``, ``ctx.trainer_train``), or, from
+    ``ctx.observed(**flags)``, the facts of a scenario with nothing to train (``trains=False``)."""
 
     losses: list[float] = field(default_factory=list)
     reports: list = field(default_factory=list)  # benchsuite.gradscan.ScanReport per step
@@ -145,17 +271,24 @@ class TrainResult:
     changed: dict[str, bool] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     precomputed: dict | None = None  # a summary made elsewhere (another process's training loop)
+    trains: bool = True  # False: ctx.observed(), an explicit outcome without training
 
     def summary(self) -> dict:
         if self.precomputed is not None:
             return {**self.precomputed, "extra": {**self.precomputed.get("extra", {}), **self.extra}}
+        if not self.trains:
+            return {"trains": False, "extra": self.extra}
         got_grad = {r.name for rep in self.reports for r in rep if not r.none}
         nonfinite = sorted({r.name for rep in self.reports for r in rep if r.nonfinite})
-        # Exactly zero at every step, never None: structural (e.g. a reward head's bias under a
-        # pairwise loss, which cancels in r_chosen - r_rejected), not a broken graph.
+        # Exactly zero (never None) at every step. The scanner marks a zero that is zero by construction
+        # at that step (gradscan's _expected_zero_names: a LoRA factor whose partner is still all zero);
+        # a parameter so marked at every step is explained, the others are for the harness to judge.
         zero_sets = [{r.name for r in rep if r.all_zero} for rep in self.reports]
         always_zero = [n for n in self.trainable if zero_sets and all(n in z for z in zero_sets)]
+        excused_sets = [{r.name for r in rep if r.all_zero and r.expected_zero} for rep in self.reports]
+        by_construction = [n for n in always_zero if all(n in z for z in excused_sets)]
         return {
+            "trains": True,
             "steps": len(self.losses),
             "losses": self.losses,
             "trainable_params": len(self.trainable),
@@ -163,6 +296,7 @@ class TrainResult:
             "nonfinite_grads": nonfinite,
             "unchanged": [n for n, c in self.changed.items() if not c],
             "always_zero_grad": always_zero,
+            "zero_by_construction": by_construction,
             "grad_problems": [p.__dict__ for p in self.reports[-1].problems] if self.reports else [],
             "extra": self.extra,
         }
@@ -270,26 +404,54 @@ class Context:
         b = self.batch(model, batch_size=n, seq_len=seq_len, task=task)
         return [{k: v[i] for k, v in b.items()} for i in range(n)]
 
-    def trainer_train(self, model, dataset: list | None = None, optimizer=None, **training_args) -> TrainResult:
-        """Train with transformers.Trainer on the CPU; gradients are scanned before every optimizer step
-        through torch's global optimizer hook (every transformers version has it, unlike the callback)."""
+    @staticmethod
+    def observed(**flags) -> TrainResult:
+        """The outcome of a scenario with nothing to train (it loads a model, calls an API, inspects a
+        config): the facts it measured, by name, for ``Symptom(observed=...)``. A fix that returns this
+        is judged on the symptom alone (no exception, flag false), not on training health."""
+        if not flags:
+            raise ValueError("ctx.observed() needs at least one named fact, e.g. ctx.observed(head_frozen=True)")
+        return TrainResult(extra=dict(flags), trains=False)
+
+    def trainer_train(self, model, dataset: list | None = None, optimizer=None, trainer_class=None,
+                      callbacks: list | None = None, **training_args) -> TrainResult:
+        """Train with transformers.Trainer (or ``trainer_class``, a subclass) on the CPU.
+
+        Defaults: ``TrainingArguments(max_steps=3, per_device_train_batch_size=2, learning_rate=1e-2,
+        use_cpu=True, logging_steps=1, save_strategy="no", report_to="none", seed=ctx.seed)``, every one
+        overridable through ``training_args``; ``dataset`` defaults to ``ctx.dataset(model)``. Gradients are
+        scanned before every optimizer step through torch's global optimizer hook (every transformers
+        version has it). Losses are the training_step values of each optimizer step (summed over
+        accumulation), as floats at full precision: not the log history, which transformers 4.x rounds to
+        4 decimals and in which a NaN loss is replaced (logging_nan_inf_filter).
+        """
         dataset = dataset if dataset is not None else self.dataset(model)
         import tempfile
 
         import torch
-        from transformers import Trainer, TrainingArguments
+        from transformers import Trainer, TrainerCallback, TrainingArguments
 
         from .gradscan import scan
+        trainer_class = trainer_class or Trainer
+        if not (isinstance(trainer_class, type) and issubclass(trainer_class, Trainer)):
+            raise TypeError(f"trainer_class must be transformers.Trainer or a subclass, not {trainer_class!r}")
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         result = TrainResult(trainable=[n for n, _ in named])
         _current_result[0] = result
         before = {n: p.detach().clone() for n, p in named}
         step = [0]
+        micro: list[float] = []  # this optimizer step's micro-batch losses
 
         def pre_step(opt, args, kwargs):
             result.reports.append(scan(model, step=step[0]))
             step[0] += 1
             return None
+
+        class _StepLosses(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if micro:
+                    result.losses.append(math.fsum(micro))
+                    micro.clear()
 
         from torch.optim.optimizer import register_optimizer_step_pre_hook
         handle = register_optimizer_step_pre_hook(pre_step)
@@ -298,12 +460,20 @@ class Context:
                   disable_tqdm=True, seed=self.seed)
         kw.update(training_args)
         try:
-            trainer = Trainer(model=model, args=TrainingArguments(**kw), train_dataset=dataset,
-                              optimizers=(optimizer, None) if optimizer is not None else (None, None))
+            trainer = trainer_class(model=model, args=TrainingArguments(**kw), train_dataset=dataset,
+                                    optimizers=(optimizer, None) if optimizer is not None else (None, None),
+                                    callbacks=[*(callbacks or []), _StepLosses()])
+            training_step = trainer.training_step
+
+            def recording_training_step(*args, **kwargs):
+                loss = training_step(*args, **kwargs)
+                micro.append(float(loss.detach().float().mean()))
+                return loss
+
+            trainer.training_step = recording_training_step  # the instance's: subclasses' overrides still run
             trainer.train()
         finally:
             handle.remove()
-        result.losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
         result.changed = {n: not torch.equal(before[n], p.detach()) for n, p in named}
         return result
 
@@ -356,8 +526,21 @@ class Context:
 _current_result: list[TrainResult | None] = [None]
 
 
-def healthy_problems(outcome: dict) -> list[str]:
-    """Why a run is not healthy training (empty list = healthy): used to judge fixes."""
+def _names(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def healthy_problems(outcome: dict, expected_zero: str | None = None) -> list[str]:
+    """Why a run is not healthy training (empty list = healthy): used to judge fixes.
+
+    ``expected_zero``: the case's regex of parameters whose gradient is zero by construction. A trainable
+    parameter whose gradient is exactly zero at every step is a problem unless the scanner marked it zero
+    by construction at every step (a LoRA factor whose partner is still all zero) or it matches that regex:
+    otherwise the "fix" may train nothing (LoRA with lora_alpha=0, say) and could never be told apart from
+    one that works. A trainable parameter that never gets a gradient (one the model never uses) is a
+    problem too: freeze it (``requires_grad_(False)``) in the scenario.
+    An outcome from ``ctx.observed(...)`` has no training to judge: only an exception counts against it.
+    """
     problems = []
     if outcome.get("exception"):
         e = outcome["exception"]
@@ -365,6 +548,8 @@ def healthy_problems(outcome: dict) -> list[str]:
         return problems
     if outcome.get("crashed"):
         return [f"crashed: {outcome['crashed']}"]
+    if outcome.get("trains") is False:
+        return []
     if outcome.get("steps", 0) == 0:
         return ["no training step ran"]
     if outcome.get("trainable_params", 0) == 0:
@@ -372,11 +557,21 @@ def healthy_problems(outcome: dict) -> list[str]:
     if any(not math.isfinite(x) for x in outcome.get("losses", [])):
         problems.append("non-finite loss")
     if outcome.get("no_grad"):
-        problems.append(f"{len(outcome['no_grad'])} trainable parameter(s) never got a gradient")
+        problems.append(f"{len(outcome['no_grad'])} trainable parameter(s) never got a gradient: "
+                        f"{_names(outcome['no_grad'])} (freeze parameters the model does not use)")
     if outcome.get("nonfinite_grads"):
-        problems.append(f"{len(outcome['nonfinite_grads'])} parameter(s) with non-finite gradients")
-    structural = set(outcome.get("always_zero_grad", []))
-    stuck = [n for n in outcome.get("unchanged", []) if n not in structural]
+        problems.append(f"{len(outcome['nonfinite_grads'])} parameter(s) with non-finite gradients: "
+                        f"{_names(outcome['nonfinite_grads'])}")
+    always_zero = outcome.get("always_zero_grad", [])
+    explained = set(outcome.get("zero_by_construction", []))
+    if expected_zero:
+        explained |= {n for n in always_zero if re.search(expected_zero, n)}
+    unexplained = [n for n in always_zero if n not in explained]
+    if unexplained:
+        steps = outcome.get("steps", 0)
+        problems.append(f"{len(unexplained)} trainable parameter(s) had an exactly zero gradient at every step "
+                        f"({steps} step(s)) with no explanation: {_names(unexplained)}")
+    stuck = [n for n in outcome.get("unchanged", []) if n not in set(always_zero)]
     if stuck:
-        problems.append(f"{len(stuck)} trainable parameter(s) never changed")
+        problems.append(f"{len(stuck)} trainable parameter(s) never changed: {_names(stuck)}")
     return problems

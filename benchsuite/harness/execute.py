@@ -17,7 +17,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from ..case import Case, _current_result, healthy_problems
+from ..case import Case, TrainResult, _current_result, healthy_problems
 from .discover import load_case
 from .proc import die_with_parent
 from .versions import environment, is_affected
@@ -34,8 +34,14 @@ class _Capture(logging.Handler):
             pass
 
 
-def _observe(fn, ctx) -> dict:
-    """Run a scenario in this process and describe what happened (JSON-able)."""
+def _observe(fn, ctx, label: str = "scenario") -> dict:
+    """Run a scenario in this process and describe what happened (JSON-able).
+
+    A scenario either raises (recorded, with the steps that ran before) or returns its outcome: a
+    TrainResult from ctx.train/ctx.trainer_train or ctx.observed(...). Returning anything else (None: a
+    forgotten ``return``) is recorded as ``invalid_return``, which the harness reports as an error, never
+    as a verdict.
+    """
     messages: list[str] = []
     handler = _Capture(messages)
     loggers = [logging.getLogger(), logging.getLogger("transformers"), logging.getLogger("peft")]
@@ -57,6 +63,16 @@ def _observe(fn, ctx) -> dict:
                 "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:],
             }
             result = _current_result[0]  # steps that ran before the failure
+        else:
+            if not isinstance(result, TrainResult):
+                what = "None (no return statement?)" if result is None else f"a {type(result).__name__}"
+                outcome["invalid_return"] = (
+                    f"{label} {getattr(fn, '__name__', fn)!r} returned {what}, not an outcome: return "
+                    "ctx.train(...) or ctx.trainer_train(...), or ctx.observed(flag=...) when there is nothing "
+                    "to train")
+                if _current_result[0] is not None:
+                    outcome["invalid_return"] += " (it trained: return the TrainResult that ctx.train gave)"
+                result = None
     for lg in loggers:
         lg.removeHandler(handler)
     outcome["seconds"] = round(time.perf_counter() - t0, 3)
@@ -68,7 +84,7 @@ def _observe(fn, ctx) -> dict:
     return outcome
 
 
-def run_scenario(fn, ctx) -> dict:
+def run_scenario(fn, ctx, label: str = "scenario") -> dict:
     """Fork, observe the scenario in the child, return its outcome (or how the child died)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -77,7 +93,7 @@ def run_scenario(fn, ctx) -> dict:
         os.close(read_fd)
         code = 0
         try:
-            payload = json.dumps(_observe(fn, ctx), default=str).encode()
+            payload = json.dumps(_observe(fn, ctx, label), default=str).encode()
         except BaseException as exc:  # pragma: no cover - a failure of the harness itself
             payload = json.dumps({"exception": {"type": "HarnessError", "mro": ["HarnessError"],
                                                 "message": repr(exc), "traceback": traceback.format_exc()}}).encode()
@@ -145,18 +161,24 @@ def execute(path: Path, model_path: str | None = None) -> dict:
         # Remote code is copied into a modules cache: one per case, so parallel cases never share it.
         os.environ["HF_MODULES_CACHE"] = os.path.join(work, "hf_modules")
         ctx = Context(work, model_path=model_path)
-        trigger = run_scenario(case.trigger_fn, ctx)
+        trigger = run_scenario(case.trigger_fn, ctx, "trigger")
         seen, evidence = case.symptom.match(trigger)
         res["evidence"] = {**evidence, "trigger": _brief(trigger)}
+        trigger_error = _outcome_error("trigger", trigger, case, seen)
         fixes = []
         for fx in case.fixes:
             if fx.applies and not is_affected(fx.applies, env):
                 fixes.append({"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": None,
                               "agrees": None, "not_applicable": f"needs {fx.applies}"})
                 continue
-            out = run_scenario(fx.fn, ctx)
+            out = run_scenario(fx.fn, ctx, "fix")
             fix_seen, fix_evidence = case.symptom.match(out)
-            problems = healthy_problems(out)
+            error = _outcome_error("fix", out, case, fix_seen)
+            if error:  # no verdict without an outcome that can carry one
+                fixes.append({"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": None,
+                              "agrees": None, "error": error, "outcome": _brief(out)})
+                continue
+            problems = healthy_problems(out, case.expected_zero)
             works = not fix_seen and not problems
             if seen:
                 agrees = works == fx.works
@@ -166,29 +188,74 @@ def execute(path: Path, model_path: str | None = None) -> dict:
                           "agrees": agrees, "symptom_seen": fix_seen, "problems": problems,
                           "evidence": fix_evidence, "outcome": _brief(out)})
         res["fixes"] = fixes
+    fix_errors = [f for f in fixes if f.get("error")]
     if trigger.get("crashed"):
         res.update(status="crashed", reason=f"trigger {trigger['crashed']}")
+    elif trigger_error or fix_errors:
+        res.update(status="error", reason="; ".join(([trigger_error] if trigger_error else [])
+                                                    + [f"fix {f['name']!r}: {f['error']}" for f in fix_errors]))
     elif not seen and trigger.get("exception"):
         e = trigger["exception"]
         res.update(status="error", reason=f"trigger raised {e['type']}: {e['message'][:300]} (not the symptom)",
                    detail=e["traceback"])
     elif any(f["agrees"] is False for f in fixes):
-        bad = [f["name"] for f in fixes if f["agrees"] is False]
-        res.update(status="fix-failed", reason=f"fix(es) not as declared: {', '.join(bad)}",
+        bad = [_fix_disagreement(f) for f in fixes if f["agrees"] is False]
+        res.update(status="fix-failed", reason=f"fix(es) not as declared: {'; '.join(bad)}",
                    symptom_seen=seen)
     else:
         res["status"] = "reproduced" if seen else "not-reproduced"
+    if res["status"] in ("reproduced", "not-reproduced", "fix-failed"):
+        res["basis"] = _basis(case, trigger, seen, evidence)
     res["duration_s"] = round(time.perf_counter() - t0, 3)
     return res
 
 
+def _fix_disagreement(f: dict) -> str:
+    """``name (declared works=X, found ...: why)``: the evidence a fix-failed verdict rests on."""
+    if f["works"]:
+        return f"{f['name']} (declared works=False, but the symptom is gone and training is healthy)"
+    why = "; ".join((["the symptom is still seen"] if f.get("symptom_seen") else []) + (f.get("problems") or []))
+    return f"{f['name']} (declared works=True: {why[:300]})"
+
+
+def _outcome_error(role: str, outcome: dict, case: Case, seen: bool) -> str | None:
+    """Why this scenario's outcome can carry no verdict (None when it can)."""
+    if outcome.get("invalid_return"):
+        return outcome["invalid_return"]
+    if seen:
+        return None
+    why = case.symptom.unjudgeable(outcome, role)
+    return f"{role} cannot be judged: {why}" if why else None
+
+
+def _ran(outcome: dict) -> str:
+    if outcome.get("trains") is False:
+        return "nothing to train: ctx.observed"
+    ran = f"{outcome.get('steps', 0)} training step(s)"
+    if outcome.get("exception"):
+        return f"raised {outcome['exception']['type']} after {ran}"
+    return ran
+
+
+def _basis(case: Case, trigger: dict, seen: bool, evidence: dict) -> str:
+    """One line: what the trigger's verdict rests on (what was observed, or what ran and did not match)."""
+    if seen:
+        shown = []
+        for k, v in evidence.items():
+            text = ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+            shown.append(f"{k}: {text[:160]}")
+        return f"symptom seen ({_ran(trigger)}): " + " ".join("; ".join(shown).split())
+    return "symptom not seen: " + case.symptom.describe_absence(trigger)
+
+
 def _brief(outcome: dict) -> dict:
-    keep = ("exception", "crashed", "steps", "losses", "trainable_params", "no_grad", "unchanged",
-            "nonfinite_grads", "grad_problems", "seconds", "extra")
+    keep = ("exception", "crashed", "invalid_return", "trains", "steps", "losses", "trainable_params", "no_grad",
+            "unchanged", "nonfinite_grads", "always_zero_grad", "zero_by_construction", "grad_problems", "seconds",
+            "extra")
     out = {k: outcome[k] for k in keep if k in outcome and outcome[k] not in (None, [], {})}
     if "exception" in out:
         out["exception"] = {k: out["exception"][k] for k in ("type", "message")}
-    for k in ("no_grad", "unchanged", "nonfinite_grads"):
+    for k in ("no_grad", "unchanged", "nonfinite_grads", "always_zero_grad", "zero_by_construction"):
         if k in out and len(out[k]) > 8:
             out[k] = out[k][:8] + [f"... {len(out[k]) - 8} more"]
     out["warnings"] = outcome.get("warnings", [])[:10]

@@ -22,7 +22,7 @@ def fix_marks(result: dict) -> str:
     marks = []
     for f in result.get("fixes", []):
         if f["works"] is None:
-            marks.append(f"{f['name']}:n/a")
+            marks.append(f"{f['name']}:{'error' if f.get('error') else 'n/a'}")
             continue
         m = "works" if f["works"] else "no"
         if f["agrees"] is False:
@@ -64,7 +64,7 @@ def markdown(results: list[dict], meta: dict) -> str:
              "| case | status | expected | agrees | fixes | time |", "|---|---|---|---|---|---|"]
     for r in results:
         fixes = "<br>".join(
-            f"{f['title']}: {'not applicable here' if f['works'] is None else 'works' if f['works'] else 'does not work'}"
+            f"{f['title']}: {'error (see notes)' if f.get('error') else 'not applicable here' if f['works'] is None else 'works' if f['works'] else 'does not work'}"
             + (" (declared otherwise)" if f["agrees"] is False else "") for f in r.get("fixes", []))
         lines.append(f"| `{r['id']}` | {r.get('status')} | {r.get('expected') or '-'} | "
                      f"{'yes' if agrees(r) else '**no**'} | {fixes or '-'} | {r.get('duration_s', 0):.1f} s |")

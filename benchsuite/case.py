@@ -207,6 +207,9 @@ class Case:
     requires_gpu_below: tuple[int, int] | None = None  # needs a GPU older than this compute capability
     applies: dict[str, str] = field(default_factory=dict)  # versions where the scenario exists at all
     supports_model: bool = False  # honours --model PATH
+    # config.json model_type values a --model checkpoint must have for this case (e.g. ["chatglm"]);
+    # [] = any causal LM. Other checkpoints skip the case with a reason.
+    model_families: list[str] = field(default_factory=list)
     notes: str = ""
     fixed_in: str = ""  # e.g. "transformers 5.0": a fix that is an upgrade, checked by the matrix
     # Regex of trainable parameter names whose gradient is exactly zero at every step by construction
@@ -250,7 +253,7 @@ class Case:
                 "affected": self.affected, "symptom": self.symptom.description, "notes": self.notes,
                 "fixed_in": self.fixed_in, "requires": self.requires, "requires_cuda": self.requires_cuda,
                 "applies": self.applies,
-                "supports_model": self.supports_model,
+                "supports_model": self.supports_model, "model_families": self.model_families,
                 "expected_zero": self.expected_zero,
                 "fixes": [{"name": f.name, "title": f.title, "declared_works": f.works, "note": f.note,
                            "applies": f.applies}

@@ -33,7 +33,7 @@ def build_facts() -> dict:
         except RuntimeError as exc:
             facts["cuda_devices_seen"] = 0
             # With no NVIDIA driver at all the runtime says "driver version is insufficient".
-            facts["cuda_runtime_note"] = ("no usable NVIDIA driver on this machine (GPU tests are skipped); "
+            facts["cuda_runtime_note"] = ("no usable NVIDIA driver on this machine, so the CUDA kernel cannot run here; "
                                           f"the runtime said: {str(exc).replace('benchsuite._core: ', '')}")
     return facts
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -134,7 +135,7 @@ def _time(fn: Callable[[], object], device: torch.device, reps: int, warmup: int
     return res
 
 
-def bench_list(name: str, dtype: torch.dtype, device: torch.device, reps: int) -> dict:
+def bench_list(name: str, dtype: torch.dtype, device: torch.device, reps: int, log=None) -> dict:
     shapes = LISTS[name]()
     tensors = make_tensors(shapes, dtype, device)
     nbytes = sum(t.numel() * t.element_size() for t in tensors)
@@ -150,6 +151,8 @@ def bench_list(name: str, dtype: torch.dtype, device: torch.device, reps: int) -
     results = {}
     for m, fn in methods.items():
         r = _time(fn, device, reps if m != "loop" else max(1, reps // 2))
+        if log:
+            log(f"    {m:<9} {r['median_s'] * 1e3:9.2f} ms")
         r["gbps"] = nbytes / r["median_s"] / 1e9
         results[m] = r
     fused = results["fused"]["median_s"]
@@ -168,15 +171,19 @@ def bench_list(name: str, dtype: torch.dtype, device: torch.device, reps: int) -
             "methods": results, "ratios": ratios, "outputs_agree": agree}
 
 
-def run(lists: list[str], dtypes: list[str], device: str, reps: int) -> dict:
+def run(lists: list[str], dtypes: list[str], device: str, reps: int, log=None) -> dict:
     from .info import collect
     dev = torch.device(device)
     out = {"machine_info": collect(), "benchmarks": []}
+    total, n = len(lists) * len(dtypes), 0
     for name in lists:
         for dt in dtypes:
+            n += 1
+            if log:
+                log(f"[{n}/{total}] {name} {dt} on {device} ...")
             dtype = getattr(torch, dt)
             try:
-                out["benchmarks"].append(bench_list(name, dtype, dev, reps))
+                out["benchmarks"].append(bench_list(name, dtype, dev, reps, log=log))
             except (RuntimeError, MemoryError) as exc:  # out of memory on a small machine: record, go on
                 out["benchmarks"].append({"list": name, "dtype": dt, "device": device, "error": str(exc)[:500]})
     return out
@@ -198,18 +205,32 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
 def main(args) -> int:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    lists = args.lists.split(",") if args.lists else (
+    from .bench.grid import check_device
+    from .harness.report import UsageError, check_output, version, write_atomic
+    device = check_device(args.device)
+    lists = [x.strip() for x in args.lists.split(",") if x.strip()] if args.lists else (
         ["gpt2-124m", "llama-7b", "1000-small"] if device.startswith("cuda") else ["gpt2-124m", "1000-small"])
     unknown = [n for n in lists if n not in LISTS]
-    if unknown:
-        raise SystemExit(f"benchsuite scan-bench: unknown list(s) {unknown}; choose from {sorted(LISTS)}")
-    dtypes = args.dtypes.split(",") if args.dtypes else ["float32", "bfloat16"]
-    result = run(lists, dtypes, device, args.reps)
-    print(render(result))
+    if unknown or not lists:
+        raise UsageError(f"--lists: unknown list {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(LISTS)}")
+    raw = [x.strip() for x in args.dtypes.split(",") if x.strip()] if args.dtypes else ["float32", "bfloat16"]
+    bad = [d for d in raw if d.lower() not in DTYPES]
+    if bad or not raw:
+        raise UsageError(f"--dtypes: unknown dtype {bad[0] if bad else '(none)'!r}; choose from "
+                         "float32 (fp32), bfloat16 (bf16), float16 (fp16)")
+    dtypes = list(dict.fromkeys(DTYPES[d.lower()] for d in raw))
+    check_output(args.json, "--json")
+    result = run(lists, dtypes, device, args.reps, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = {"benchsuite_version": version(), "kind": "scan-bench", **result}
+    quiet = args.json == "-"
+    print(render(result), file=sys.stderr if quiet else sys.stdout)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
+        write_atomic(args.json, json.dumps(result, indent=2))
+        if not quiet:
+            print(f"wrote {args.json}", file=sys.stderr)
     return 0

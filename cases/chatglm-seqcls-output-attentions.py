@@ -30,6 +30,7 @@ case = Case(
         message=r"unexpected keyword argument 'output_attentions'",
     ),
     supports_model=True,
+    model_families=["chatglm"],
     notes="Gradient checkpointing is incidental: the keyword comes from peft's SEQ_CLS wrapper.",
     # Under the pairwise loss -log sigmoid(r_chosen - r_rejected) the head's bias cancels: its gradient is
     # exactly zero at every step (fix no_seq_cls_task_type trains the head through modules_to_save).

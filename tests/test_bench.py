@@ -12,8 +12,9 @@ CLI = [sys.executable, "-m", "benchsuite", "bench"]
 
 
 def test_default_grid_and_overrides():
-    assert len(expand(parse_grid([]))) == 36 and DEFAULT_GRID["precision"] == ["fp32", "fp16", "bf16"]
-    grid = parse_grid(["accumulation=1,2", "adapter=lora"])
+    assert len(expand(parse_grid([], "cuda"))) == 36 and DEFAULT_GRID["precision"] == ["fp32", "fp16", "bf16"]
+    assert len(expand(parse_grid([], "cpu"))) == 24  # fp16 on a CPU only when asked for
+    grid = parse_grid(["accumulation=1,2", "adapter=lora"], "cuda")
     assert grid["accumulation"] == [1, 2] and grid["adapter"] == ["lora"]
     assert len(expand(grid)) == 3 * 2 * 3 * 1
 
@@ -39,18 +40,16 @@ def test_checkpointing_without_recompute_is_flagged():
     assert "no recompute" in results[1]["checkpointing_flag"] and "not below" in results[1]["checkpointing_flag"]
 
 
-def test_small_real_grid_with_a_failing_configuration(tmp_path):
+def test_small_real_grid(tmp_path):
     out, md, png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
     proc = subprocess.run(CLI + ["--grid", "checkpointing=off,non-reentrant", "--grid", "accumulation=1,2",
-                                 "--grid", "precision=fp32,fp64", "--grid", "adapter=lora", "--seq-len", "64",
+                                 "--grid", "precision=fp32", "--grid", "adapter=lora", "--seq-len", "64",
                                  "--batch", "2", "--steps", "1", "--warmup", "0", "--scan", "--json", str(out),
                                  "--markdown", str(md), "--plot", str(png)],
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 1, proc.stderr  # the fp64 configurations fail; the grid goes on
+    assert proc.returncode == 0, proc.stderr  # (an unknown precision is a usage error: tests/test_cli.py)
     results = json.loads(out.read_text())["results"]
-    assert len(results) == 8
-    failed = [r for r in results if r["precision"] == "fp64"]
-    assert all(r["status"] == "error" and "unknown precision" in r["error"] for r in failed)
+    assert len(results) == 4
     ok = [r for r in results if r["status"] == "ok"]
     assert len(ok) == 4
     for r in ok:

@@ -105,10 +105,11 @@ def test_seed_cases_in_pinned_transformers_4_57(tmp_path):
 
 def test_pinned_environment_that_cannot_be_built(tmp_path):
     out = tmp_path / "r.json"
+    # A malformed requirement is a usage error, found before anything runs (issue 21).
     proc = run_cli("run", "lora-loaded-frozen", "--with", "transformers=4.57.6", "--json", str(out),
-                   check_codes=(1,))
-    assert "NAME==VERSION" in proc.stderr
-    assert results_by_id(out)["lora-loaded-frozen"]["status"] == "error"
+                   check_codes=(2,))
+    assert "NAME==VERSION" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
 
 
 BAD_CASES = {

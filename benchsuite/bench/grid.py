@@ -14,18 +14,42 @@ from pathlib import Path
 KEYS = ("checkpointing", "accumulation", "precision", "adapter")
 DEFAULT_GRID = {"checkpointing": ["off", "reentrant", "non-reentrant"], "accumulation": [1, 4],
                 "precision": ["fp32", "fp16", "bf16"], "adapter": ["full", "lora"]}
+# On a CPU, fp16 has no fast kernels (a step is 20-30x slower than fp32 or bf16): it is measured when
+# asked for (--grid precision=fp16), not by default.
+CPU_DEFAULT_PRECISION = ["fp32", "bf16"]
+CHOICES = {"checkpointing": ("off", "reentrant", "non-reentrant"), "precision": ("fp32", "fp16", "bf16"),
+           "adapter": ("full", "lora")}
 
 
-def parse_grid(items: list[str]) -> dict:
+def parse_grid(items: list[str], device: str = "cuda", batch: int | None = None) -> dict:
+    """The grid from --grid KEY=V1,V2 items over the defaults; UsageError for anything it cannot run."""
+    from ..harness.report import UsageError
     grid = {k: list(v) for k, v in DEFAULT_GRID.items()}
+    if not str(device).startswith("cuda"):
+        grid["precision"] = list(CPU_DEFAULT_PRECISION)
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"benchsuite bench: --grid takes KEY=V1,V2, not {item!r}")
-        key, values = item.split("=", 1)
+            raise UsageError(f"--grid takes KEY=V1,V2, not {item!r}; keys: {', '.join(KEYS)}")
+        key, values = (x.strip() for x in item.split("=", 1))
         if key not in KEYS:
-            raise SystemExit(f"benchsuite bench: unknown grid key {key!r}; keys: {', '.join(KEYS)}")
-        vals = [v.strip() for v in values.split(",") if v.strip()]
-        grid[key] = [int(v) for v in vals] if key == "accumulation" else vals
+            raise UsageError(f"--grid {item}: unknown key {key!r}; keys: {', '.join(KEYS)}")
+        vals = list(dict.fromkeys(v.strip() for v in values.split(",") if v.strip()))
+        if not vals:
+            raise UsageError(f"--grid {item}: no value given")
+        if key == "accumulation":
+            bad = [v for v in vals if not v.isdigit() or int(v) < 1]
+            if bad:
+                raise UsageError(f"--grid {item}: accumulation takes whole numbers of at least 1, not {bad[0]!r}")
+            vals = [int(v) for v in vals]
+            if batch is not None:
+                odd = [v for v in vals if batch % v]
+                if odd:
+                    raise UsageError(f"--grid {item}: --batch {batch} cannot be split into {odd[0]} equal micro-batches")
+        else:
+            bad = [v for v in vals if v not in CHOICES[key]]
+            if bad:
+                raise UsageError(f"--grid {item}: unknown {key} {bad[0]!r}; choose from {', '.join(CHOICES[key])}")
+        grid[key] = vals
     return grid
 
 
@@ -65,15 +89,23 @@ def run_one(cfg: dict, timeout: float) -> dict:
         finally:
             os._exit(code)
     t0 = time.monotonic()
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() - t0 > timeout:
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() - t0 > timeout:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return {"status": "timeout", "error": f"no result after {timeout:.0f} s"}
+            time.sleep(0.05)
+    except BaseException:  # Ctrl-C: the configuration in progress is dropped, its process with it
+        try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            return {"status": "timeout", "error": f"no result after {timeout:.0f} s"}
-        time.sleep(0.05)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        raise
     if out.exists():
         return json.loads(out.read_text())
     how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit code {os.WEXITSTATUS(status)}"
@@ -111,9 +143,10 @@ def markdown(results: list[dict], meta: dict) -> str:
     env = meta["environment"]
     lines = [f"# benchsuite bench: {meta['model']}, batch {meta['batch']} x {meta['seq_len']} tokens", "",
              f"Device {meta['device']}; torch {env.get('torch')}, transformers {env.get('transformers')}, "
-             f"peft {env.get('peft')}. {meta['steps']} measured steps after {meta['warmup']} warm-up; memory: "
+             f"peft {env.get('peft')}. {meta['steps']} measured steps after {meta['warmup']} warm-up (step time: median, "
+             f"± half the min-max range); memory: "
              f"{meta.get('memory_source', '')}.", "",
-             "| configuration | status | peak MiB | estimate MiB | est. error | step s | tokens/s | memory saved | "
+             "| configuration | status | peak MiB | estimate MiB | est. error | step s (spread) | tokens/s | memory saved | "
              "slowdown | checkpointing took effect | loss finite |" + (" scan overhead |" if meta.get("scan") else ""),
              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if meta.get("scan") else "")]
     for r in results:
@@ -123,7 +156,8 @@ def markdown(results: list[dict], meta: dict) -> str:
         ck = "-" if r["checkpointing_took_effect"] is None else ("yes" if r["checkpointing_took_effect"]
                                                                  else f"**no** ({r['checkpointing_flag']})")
         row = (f"| {label(r)} | ok | {r['peak_memory_bytes'] / 2**20:.0f} | {r['estimated_peak_memory_bytes'] / 2**20:.0f} | "
-               f"{100 * r['estimate_error_fraction']:+.0f}% | {r['step_time_s']:.3f} | {r['tokens_per_s']:.0f} | "
+               f"{100 * r['estimate_error_fraction']:+.0f}% | {r['step_time_s']:.3f} "
+               f"(±{50 * r.get('step_time_spread_fraction', 0):.0f}%) | {r['tokens_per_s']:.0f} | "
                f"{100 * r.get('memory_saved_fraction', 0):.0f}% | {r.get('slowdown', 1):.2f}x | {ck} | "
                f"{'yes' if r['loss_finite'] else '**no**'} |")
         if meta.get("scan"):
@@ -178,45 +212,100 @@ def plot(results: list[dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
+def check_device(device: str | None, option: str = "--device") -> str:
+    """cpu or cuda[:N] that this machine has; UsageError otherwise."""
+    import torch
+
+    from ..harness.report import UsageError
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{option} {device!r}: not a device (cpu or cuda[:N])") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"{option} {device}: no CUDA device is visible to torch on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"{option} {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type != "cpu":
+        raise UsageError(f"{option} {device!r}: only cpu and cuda are measured")
+    return str(dev)
+
+
 def main(args) -> int:
-    from ..harness.report import write_atomic
-    from ..harness.versions import environment
-    grid = parse_grid(args.grid)
+    from ..harness.discover import check_model_path
+    from ..harness.report import check_output
+    from .worker import MODELS
+    device = check_device(args.device)
+    grid = parse_grid(args.grid, device, args.batch)
+    model = args.model if args.model in MODELS else check_model_path(args.model)
+    for opt, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
+        check_output(path, opt)
+    if args.plot == "-":
+        from ..harness.report import UsageError
+        raise UsageError("--plot needs a file name (a PNG cannot go to stdout)")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (found now, not after the grid)
+        except ImportError as exc:
+            from ..harness.report import UsageError
+            raise UsageError(f"--plot needs matplotlib ({exc}); pip install matplotlib") from None
     configs = expand(grid)
+    root = tempfile.mkdtemp(prefix="benchsuite-bench-")
+    try:
+        # torch's compile cache folder (made empty at import) goes with the rest; removed at the end.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(root, "torchinductor"))
+        return _run_grid(args, grid, configs, model, device, root)
+    finally:
+        import shutil
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, root: str) -> int:
+    from ..harness.report import version, write_atomic
+    from ..harness.versions import environment
     for name in ("torch", "transformers", "peft"):
         __import__(name)  # warm parent: each fork starts with the libraries imported
-    import torch
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    meta = {"model": args.model, "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps,
-            "warmup": args.warmup, "device": device, "grid": grid, "scan": args.scan,
-            "environment": environment(), "command": " ".join(["benchsuite"] + sys.argv[1:]),
+    meta = {"benchsuite_version": version(), "kind": "bench", "model": args.model, "batch": args.batch,
+            "seq_len": args.seq_len, "steps": args.steps, "warmup": args.warmup, "device": device, "grid": grid,
+            "scan": args.scan, "environment": environment(), "command": " ".join(["benchsuite"] + sys.argv[1:]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    quiet = "-" in (args.json, args.markdown)
     results: list[dict] = []
     t_all = time.perf_counter()
-    for i, c in enumerate(configs, 1):
-        with tempfile.TemporaryDirectory(prefix="benchsuite-bench-") as work:
-            cfg = {**c, "model": args.model, "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps,
-                   "warmup": args.warmup, "device": device, "scan": args.scan, "workdir": work,
-                   "max_memory_mb": args.max_memory_mb}
-            t0 = time.perf_counter()
-            res = {**c, **run_one(cfg, args.timeout)}
-        res["wall_s"] = round(time.perf_counter() - t0, 2)
-        results.append(res)
-        if res.get("status") == "ok":
-            meta["memory_source"] = res["peak_memory_source"]
-            print(f"[{i}/{len(configs)}] {label(c):<32} peak {res['peak_memory_bytes'] / 2**20:7.0f} MiB "
-                  f"(est {res['estimated_peak_memory_bytes'] / 2**20:6.0f})  {res['step_time_s']:.3f} s/step  "
-                  f"{res['tokens_per_s']:8.0f} tok/s", file=sys.stderr, flush=True)
-        else:
-            print(f"[{i}/{len(configs)}] {label(c):<32} {res['status']}: {res.get('error', '')[:120]}",
-                  file=sys.stderr, flush=True)
-        derive(results)
-        if args.json:  # rewritten after every configuration: an interrupted grid keeps what finished
-            write_atomic(args.json, json.dumps({**meta, "results": results}, indent=2, default=str))
+    interrupted = False
+    try:
+        for i, c in enumerate(configs, 1):
+            with tempfile.TemporaryDirectory(prefix=f"config{i}-", dir=root) as work:
+                cfg = {**c, "model": model, "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps,
+                       "warmup": args.warmup, "device": device, "scan": args.scan, "workdir": work,
+                       "max_memory_mb": args.max_memory_mb}
+                t0 = time.perf_counter()
+                res = {**c, **run_one(cfg, args.timeout)}
+            res["wall_s"] = round(time.perf_counter() - t0, 2)
+            results.append(res)
+            if res.get("status") == "ok":
+                meta["memory_source"] = res["peak_memory_source"]
+                print(f"[{i}/{len(configs)}] {label(c):<32} peak {res['peak_memory_bytes'] / 2**20:7.0f} MiB "
+                      f"(est {res['estimated_peak_memory_bytes'] / 2**20:6.0f})  {res['step_time_s']:.3f} s/step "
+                      f"(spread {100 * res.get('step_time_spread_fraction', 0):.0f}%)  "
+                      f"{res['tokens_per_s']:8.0f} tok/s", file=sys.stderr, flush=True)
+            else:
+                print(f"[{i}/{len(configs)}] {label(c):<32} {res['status']}: {res.get('error', '')[:120]}",
+                      file=sys.stderr, flush=True)
+            derive(results)
+            if args.json and args.json != "-":  # rewritten after every configuration: an interrupted grid keeps what finished
+                write_atomic(args.json, json.dumps({**meta, "results": results}, indent=2, default=str))
+    except KeyboardInterrupt:
+        interrupted = True
+        meta["interrupted"] = True
+        print(f"\ninterrupted: {len(results)} of {len(configs)} configuration(s) finished; writing their results",
+              file=sys.stderr)
     meta["duration_s"] = round(time.perf_counter() - t_all, 1)
     derive(results)
     md = markdown(results, meta)
-    print(md)
+    print(md, file=sys.stderr if quiet else sys.stdout)
     if args.json:
         write_atomic(args.json, json.dumps({**meta, "results": results}, indent=2, default=str))
     if args.markdown:
@@ -225,8 +314,10 @@ def main(args) -> int:
         try:
             plot(results, args.plot, f"{args.model}, batch {args.batch} x {args.seq_len}, {device}: "
                                      "peak memory vs throughput")
-        except ImportError as exc:  # results are already written: say what is missing, keep them
-            print(f"benchsuite bench: no plot ({exc}); pip install matplotlib", file=sys.stderr)
-            return 2
-    print(f"{len(configs)} configuration(s) in {meta['duration_s']:.0f} s", file=sys.stderr)
+        except Exception as exc:  # results are already written: say why, keep them
+            print(f"benchsuite bench: no plot ({type(exc).__name__}: {exc})", file=sys.stderr)
+            return 1
+    print(f"{len(results)} of {len(configs)} configuration(s) in {meta['duration_s']:.0f} s", file=sys.stderr)
+    if interrupted:
+        return 130
     return 0 if all(r.get("status") == "ok" for r in results) else 1

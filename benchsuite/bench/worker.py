@@ -47,8 +47,6 @@ def _warm_libraries(cfg: dict, device) -> None:
     import gc
 
     import torch
-    if cfg["model"] not in MODELS:
-        return
     from transformers import LlamaConfig, LlamaForCausalLM
     small = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                                          num_attention_heads=4, num_key_value_heads=4, vocab_size=256)).to(device)
@@ -98,6 +96,9 @@ def run(cfg: dict) -> dict:
         base_gpu = torch.cuda.memory_allocated(device)
 
     model = build_model(cfg["model"], cfg["workdir"]).to(device)
+    # from_pretrained returns a model in eval mode, where transformers skips checkpointing altogether
+    # (the catalogue's eval-mode-disables-checkpointing): a training benchmark trains.
+    model.train()
     model.config.use_cache = False
     if cfg["adapter"] == "lora":
         from peft import get_peft_model
@@ -163,6 +164,8 @@ def run(cfg: dict) -> dict:
     times, losses, ncalls = timed(cfg["steps"], False)
     res["step_time_s"] = statistics.median(times)
     res["step_times_s"] = times
+    res["step_time_min_s"], res["step_time_max_s"] = min(times), max(times)
+    res["step_time_spread_fraction"] = (max(times) - min(times)) / res["step_time_s"]
     res["tokens_per_s"] = cfg["batch"] * cfg["seq_len"] / res["step_time_s"]
     res["losses"] = losses
     res["loss_finite"] = all(x == x and abs(x) != float("inf") for x in losses)

@@ -8,8 +8,6 @@ stepped over, never taken as a status.
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,24 +23,23 @@ USABLE = {"reproduced", "not-reproduced", "fix-failed"}
 
 
 def released_versions(package: str, lo: str | None, hi: str | None) -> list[str]:
-    proc = subprocess.run([sys.executable, "-m", "pip", "index", "versions", package],
-                          capture_output=True, text=True)
-    m = re.search(r"Available versions:\s*(.+)", proc.stdout)
-    if proc.returncode != 0 or not m:
-        raise SystemExit(f"benchsuite bisect: could not list {package}'s releases from the package index: "
-                         f"{(proc.stderr or proc.stdout).strip()[-500:]}")
-    out = []
-    for v in m.group(1).split(","):
-        try:
-            ver = Version(v.strip())
-        except InvalidVersion:
-            continue
-        if ver.is_prerelease or ver.is_devrelease:
-            continue
-        if (lo and ver < Version(lo)) or (hi and ver > Version(hi)):
-            continue
-        out.append(ver)
-    return [str(v) for v in sorted(set(out))]
+    from .envs import index_versions
+    from .report import UsageError
+    try:
+        releases = index_versions(package)
+    except EnvError as exc:
+        raise UsageError(str(exc)) from None
+    return [v for v in releases if not (lo and Version(v) < Version(lo)) and not (hi and Version(v) > Version(hi))]
+
+
+def _version_arg(text: str | None, option: str) -> str | None:
+    from .report import UsageError
+    if text is None:
+        return None
+    try:
+        return str(Version(text))
+    except InvalidVersion:
+        raise UsageError(f"{option} {text!r}: not a version (e.g. 4.30.0)") from None
 
 
 class Prober:
@@ -58,7 +55,9 @@ class Prober:
             try:
                 python = str(ensure(pins, log=self.log))
                 r = run_cases([self.path], python=python, jobs=1, timeout=self.timeout)[0]
-                entry = {"status": r.get("status"), "expected": r.get("expected"), "reason": r.get("reason")}
+                entry = {"status": r.get("status"), "expected": r.get("expected"), "reason": r.get("reason"),
+                         "environment": {k: v for k, v in (r.get("environment") or {}).items()
+                                         if k in ("transformers", "peft", "accelerate", "trl", "torch")}}
             except EnvError as exc:
                 entry = {"status": "unusable", "reason": f"cannot be installed: {str(exc)[:300]}"}
             if entry["status"] not in USABLE:
@@ -110,23 +109,43 @@ def bisect(prober: Prober, versions: list[str]) -> dict:
             "unusable_between": [v for v in versions[lo + 1:hi] if v in prober.seen]}
 
 
+def _declared_affected(affected: dict[str, str], package: str, ver: str, e: dict) -> bool | None:
+    """What the case's declaration predicts for one probe: from every declared package's version in that
+    probe's environment (the harness's own "expected"), else from the bisected package's range alone."""
+    if e.get("expected") in ("reproduced", "not-reproduced"):
+        return e["expected"] == "reproduced"
+    if package in affected or not affected:
+        return SpecifierSet(affected.get(package, "")).contains(Version(ver), prereleases=True)
+    return None  # the case declares other packages only and the probe did not say what they were
+
+
 def disagreements(affected: dict[str, str], package: str, seen: dict[str, dict]) -> list[str]:
-    """Probed releases whose observed status contradicts the declared affected range."""
-    spec = SpecifierSet(affected.get(package, ""))
+    """Probed releases whose observed status contradicts the case's declared affected versions."""
     out = []
     for ver, e in sorted(seen.items(), key=lambda kv: Version(kv[0])):
         if e.get("unusable"):
             continue
+        declared = _declared_affected(affected, package, ver, e)
+        if declared is None:
+            continue
         observed = e["status"] in ("reproduced", "fix-failed")
-        if spec.contains(Version(ver), prereleases=True) != observed:
-            out.append(f"{ver}: {e['status']} but declared {'affected' if not observed else 'not affected'}")
+        if declared != observed:
+            others = {k: v for k, v in (e.get("environment") or {}).items() if k in affected and k != package}
+            out.append(f"{ver}: {e['status']} but declared {'affected' if declared else 'not affected'}"
+                       + (f" (with {', '.join(f'{k} {v}' for k, v in others.items())})" if others else ""))
     return out
 
 
 def correction(affected: dict[str, str], package: str, result: dict, seen: dict[str, dict],
                lo: str, hi: str) -> str | None:
-    """A specifier that matches every probed release, when the declared one does not."""
+    """A specifier for ``package`` that matches every probed release, when the declaration does not.
+
+    None when the declaration agrees with every probe, and None as well when the case declares no range
+    for this package but does for others: the status change may then follow a companion package (a
+    2024 transformers comes with a 2024 peft), and a range for this package would be a guess."""
     if not disagreements(affected, package, seen):
+        return None
+    if affected and package not in affected:
         return None
     if not result.get("found"):
         status = result.get("status")
@@ -136,38 +155,72 @@ def correction(affected: dict[str, str], package: str, result: dict, seen: dict[
 
 
 def main(args) -> int:
-    from .discover import default_cases_dir, load_case, resolve
-    cases_dir = Path(args.cases_dir) if args.cases_dir else default_cases_dir()
+    from .discover import load_case, resolve
+    from .envs import parse_pins
+    from .report import UsageError, check_output, version
+    cases_dir = args.cases_dir_path
     paths, unknown = resolve([args.id], cases_dir)
     if unknown:
-        print(f"benchsuite bisect: {unknown[0][1]}", file=sys.stderr)
-        return 2
-    case = load_case(paths[0])
+        raise UsageError(unknown[0][1])
+    lo, hi = _version_arg(args.from_, "--from"), _version_arg(args.to, "--to")
+    if lo and hi and Version(lo) > Version(hi):
+        raise UsageError(f"--from {lo} is newer than --to {hi}")
+    check_output(args.json, "--json")
+    package = args.package.lower().replace("_", "-")
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    versions = released_versions(args.package, args.from_, args.to)
+    extra = parse_pins(args.with_, one_per_package=True, log=log)
+    if package in extra:
+        raise UsageError(f"--with {extra[package]}: {package} is the package being bisected")
+    try:
+        case = load_case(paths[0])
+    except Exception as exc:
+        raise UsageError(f"could not load case file {paths[0].name}: {type(exc).__name__}: {exc}") from None
+    versions = released_versions(package, lo, hi)
     if len(versions) < 2:
-        print(f"benchsuite bisect: fewer than two {args.package} releases in the range", file=sys.stderr)
-        return 2
-    log(f"bisecting {case.id} over {len(versions)} {args.package} releases {versions[0]} .. {versions[-1]}")
+        raise UsageError(f"fewer than two {package} releases in the range {lo or '-'} .. {hi or '-'}")
+    log(f"bisecting {case.id} over {len(versions)} {package} releases {versions[0]} .. {versions[-1]}")
+    declared_here = package in case.affected
+    if not declared_here:
+        log(f"note: {case.id} declares no range for {package} "
+            f"({'it declares ' + ', '.join(f'{k}{v}' for k, v in case.affected.items()) if case.affected else 'every version is affected'}); "
+            "each probe is compared with what the declaration predicts for the versions installed in it")
     t0 = time.perf_counter()
-    prober = Prober(paths[0], args.package, args.with_, args.timeout, log)
-    result = bisect(prober, versions)
-    fix = correction(case.affected, args.package, result, prober.seen, versions[0], versions[-1])
-    out = {"case": case.id, "package": args.package, "range": [versions[0], versions[-1]],
-           "releases": len(versions), "probes": len(prober.seen), "declared_affected": case.affected,
-           "result": result, "seen": prober.seen, "suggested_affected": fix,
-           "disagreements": disagreements(case.affected, args.package, prober.seen),
-           "duration_s": round(time.perf_counter() - t0, 1)}
+    prober = Prober(paths[0], package, list(extra.values()), args.timeout, log)
+    interrupted = False
+    try:
+        result = bisect(prober, versions)
+    except KeyboardInterrupt:
+        interrupted = True
+        result = {"found": False, "why": "interrupted"}
+        log("\ninterrupted: the probes that finished are kept")
+    fix = correction(case.affected, package, result, prober.seen, versions[0], versions[-1])
+    differs = disagreements(case.affected, package, prober.seen)
+    out = {"benchsuite_version": version(), "kind": "bisect", "case": case.id, "package": package,
+           "range": [versions[0], versions[-1]], "releases": len(versions), "probes": len(prober.seen),
+           "declared_affected": case.affected, "package_declared": declared_here, "result": result,
+           "seen": prober.seen, "suggested_affected": fix, "disagreements": differs,
+           "agrees_with_declaration": not differs, "duration_s": round(time.perf_counter() - t0, 1)}
+    quiet = args.json == "-"
+    say = (lambda m: print(m, file=sys.stderr)) if quiet else print
     if result.get("found"):
-        print(f"{case.id}: {result['last_status']} at {args.package} {result['last']}, "
-              f"{result['first_status']} from {result['first']} ({len(prober.seen)} of {len(versions)} releases probed)")
+        say(f"{case.id}: {result['last_status']} at {package} {result['last']}, "
+            f"{result['first_status']} from {result['first']} ({len(prober.seen)} of {len(versions)} releases probed)")
     else:
-        print(f"{case.id}: no status change found: {result['why']}")
-    print(f"declared affected: {case.affected or 'every version'}; "
-          + (f"suggested within {versions[0]}..{versions[-1]}: {args.package}: {fix!r}" if fix
-             else "every probed release agrees with it"))
-    for d in out["disagreements"]:
-        print(f"  differs: {d}")
+        say(f"{case.id}: no status change found: {result['why']}")
+    declared = ", ".join(f"{k}{v}" for k, v in case.affected.items()) or "every version"
+    if not differs:
+        say(f"declared affected: {declared}; every probed release agrees with it")
+    elif fix:
+        say(f"declared affected: {declared}; DIFFERS; suggested within {versions[0]}..{versions[-1]}: "
+            f"{package}: {fix!r}")
+    else:
+        say(f"declared affected: {declared}; DIFFERS; no {package} range suggested: the case declares "
+            f"{', '.join(case.affected)} only, and the change may follow a companion release (see each probe's "
+            "versions in --json)")
+    for d in differs:
+        say(f"  differs: {d}")
     if args.json:
         report.write_atomic(args.json, json.dumps(out, indent=2, default=str))
-    return 0
+    if interrupted:
+        return 130
+    return 1 if differs else 0

@@ -53,3 +53,63 @@ def load_case(path: Path):
     if case.trigger_fn is None:
         raise ValueError(f"{path.name}: no trigger registered (decorate a function with @case.trigger)")
     return case
+
+
+def model_family(path: str | Path) -> str | None:
+    """The ``model_type`` in a checkpoint folder's config.json (llama, qwen2, chatglm, ...), or None."""
+    import json
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_model_path(path: str, option: str = "--model") -> str:
+    """A local checkpoint folder (with config.json), resolved; UsageError otherwise. Nothing is downloaded."""
+    from .report import UsageError
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UsageError(f"{option} {path}: no such folder (a local checkpoint folder with config.json; "
+                         "nothing is downloaded)")
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise UsageError(f"{option} {path}: not a checkpoint folder (no config.json in it)")
+    return str(p.resolve())
+
+
+def select(paths: list[Path], keyword: str | None = None, tags: list[str] | None = None) -> list[Path]:
+    """Cases whose id contains ``keyword`` (or, with "not " first, does not) and that carry every tag.
+
+    Tags are read from the case files' text without importing them (a broken file is kept, so that the
+    run reports it rather than hiding it)."""
+    out = []
+    for p in paths:
+        if keyword:
+            neg = keyword.startswith("not ")
+            word = keyword[4:].strip() if neg else keyword
+            if (word.lower() in p.stem.lower()) == neg:
+                continue
+        if tags:
+            have = case_tags(p)
+            if have is not None and not all(t in have for t in tags):
+                continue
+        out.append(p)
+    return out
+
+
+def case_tags(path: Path) -> list[str] | None:
+    """The ``tags=[...]`` a case file declares, read without importing it; None when unreadable."""
+    import ast
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Case":
+            for kw in node.keywords:
+                if kw.arg == "tags":
+                    try:
+                        return list(ast.literal_eval(kw.value))
+                    except ValueError:
+                        return None
+            return []
+    return None

@@ -61,16 +61,110 @@ def torch_requirement() -> str:
     return f"torch=={tv}"
 
 
-def parse_pins(pins: list[str]) -> dict[str, str]:
+def parse_requirement(text: str) -> tuple[str, str]:
+    """(name, specifier) of one --with value: any PEP 508 requirement without extras, markers or URLs
+    (``transformers==4.57.6``, ``transformers>=4.57,<5``, ``peft~=0.13.0``); UsageError otherwise."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from .report import UsageError
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        raise UsageError(f"--with {text!r}: not a requirement like NAME==VERSION or NAME>=A,<B "
+                         f"({str(exc).splitlines()[0]})") from None
+    if req.url or req.marker or req.extras:
+        raise UsageError(f"--with {text!r}: extras, markers and URLs are not supported; give NAME and versions")
+    if not str(req.specifier):
+        raise UsageError(f"--with {text!r}: give a version (NAME==VERSION or a range such as NAME>=A,<B)")
+    name = req.name.lower().replace("_", "-")
+    if name == "torch":
+        current = version("torch").split("+")[0]
+        if not req.specifier.contains(current, prereleases=True):
+            raise UsageError("pinned environments reuse the current torch; torch cannot be pinned with --with")
+    return name, str(req.specifier)
+
+
+def index_versions(package: str) -> list[str]:
+    """Released versions of a package on the index (pip's own configuration), oldest first, final
+    releases only; EnvError when the index cannot be asked."""
+    import re
+
+    from packaging.version import InvalidVersion, Version
+    proc = subprocess.run([sys.executable, "-m", "pip", "index", "versions", package],
+                          capture_output=True, text=True)
+    m = re.search(r"Available versions:\s*(.+)", proc.stdout)
+    if proc.returncode != 0 or not m:
+        raise EnvError(f"could not list {package}'s releases from the package index: "
+                       f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+    out = set()
+    for v in m.group(1).split(","):
+        try:
+            ver = Version(v.strip())
+        except InvalidVersion:
+            continue
+        if not (ver.is_prerelease or ver.is_devrelease):
+            out.add(ver)
+    return [str(v) for v in sorted(out)]
+
+
+def exact_version(spec: str) -> str | None:
+    """The version of a specifier that names exactly one (``==4.57.6``), else None."""
+    from packaging.specifiers import SpecifierSet
+    items = list(SpecifierSet(spec))
+    if len(items) == 1 and items[0].operator in ("==", "===") and "*" not in items[0].version:
+        return items[0].version
+    return None
+
+
+def resolve_requirement(name: str, spec: str) -> str:
+    """A concrete version for NAME+specifier: the version itself for ``==X``, else the newest final
+    release on the index that the specifier admits (what uv would pick with nothing else pinned)."""
+    from packaging.specifiers import SpecifierSet
+
+    from .report import UsageError
+    exact = exact_version(spec)
+    if exact:
+        return exact
+    try:
+        releases = index_versions(name)
+    except EnvError as exc:
+        raise UsageError(f"--with {name}{spec}: {exc}") from None
+    matching = [v for v in releases if SpecifierSet(spec).contains(v)]
+    if not matching:
+        raise UsageError(f"--with {name}{spec}: no {name} release matches (newest: {releases[-1] if releases else '-'})")
+    return matching[-1]
+
+
+def parse_pins(pins: list[str], one_per_package: bool = False, log=None) -> dict[str, str]:
+    """{name: "name==version"} for --with values, ranges resolved to a concrete release (logged).
+
+    With ``one_per_package`` two values for one package are a usage error (one environment has one
+    version of each package); otherwise the last one wins."""
+    from .report import UsageError
+    out: dict[str, str] = {}
+    given: dict[str, str] = {}
+    for pin in pins:
+        name, spec = parse_requirement(pin)
+        if one_per_package and name in given:
+            raise UsageError(f"two --with values for {name} ({given[name]} and {pin}): one environment has one "
+                             f"version of a package; `benchsuite matrix --with {name}==A,B` runs several")
+        given[name] = pin
+        ver = resolve_requirement(name, spec)
+        if log and not exact_version(spec):
+            log(f"{pin} -> {name}=={ver}")
+        out[name] = f"{name}=={ver}"
+    return out
+
+
+def _exact_pins(pins: list[str]) -> dict[str, str]:
+    """{name: version} of pins that are already exact (NAME==VERSION)."""
     out = {}
     for pin in pins:
-        if "==" not in pin:
-            raise EnvError(f"--with takes NAME==VERSION, not {pin!r}")
-        name, ver = pin.split("==", 1)
-        name = name.strip().lower()
-        if name == "torch" and ver.strip() != version("torch").split("+")[0]:
-            raise EnvError("pinned environments reuse the current torch; torch cannot be pinned with --with")
-        out[name] = ver.strip()
+        name, spec = parse_requirement(pin)
+        ver = exact_version(spec)
+        if ver is None:
+            raise EnvError(f"internal: pin {pin!r} is not resolved to one version")
+        out[name] = ver
     return out
 
 
@@ -144,31 +238,41 @@ def _site_packages(venv: Path) -> Path:
 
 def ensure(pins_list: list[str], log=print) -> Path:
     """Python executable of the environment with these pins, building it if needed."""
-    pins = parse_pins(pins_list)
+    pins = _exact_pins(pins_list)
     venv = cache_root() / "envs" / env_key(pins)
     python = venv / "bin" / "python"
     if not (venv / ".ready").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        uv = uv_binary()
-        desc = ", ".join(f"{k}=={v}" for k, v in sorted(pins.items()))
-        log(f"building environment [{desc}] in {venv} (torch {version('torch')} reused)")
-        _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], "create the virtualenv")
-        reqs = [torch_requirement()] + [f"{k}=={v}" for k, v in sorted(pins.items())]
-        # setuptools: releases from before 2024 import pkg_resources, which uv's virtualenvs lack.
-        reqs += [p for p in DEFAULT_PACKAGES if p not in pins] + ["packaging", "setuptools<81"]
-        cmd = [uv, "pip", "install", "--quiet", "--python", str(python)] + reqs
-        for loc in find_links():
-            cmd += ["--find-links", loc]
-        limits = contemporary_limits(pins)
-        for package, limit in limits.items():
-            cmd += ["--exclude-newer-package", f"{package}={limit}"]
-        _run(cmd, f"install {' '.join(reqs[1:])}" + (f" (companions up to {next(iter(limits.values()))[:10]})"
-                                                         if limits else ""))
-        (venv / ".ready").write_text("\n".join(reqs) + "\n")
+        try:
+            _build(venv, python, pins, log)
+        except BaseException:  # a failed or interrupted build leaves nothing in the cache
+            shutil.rmtree(venv, ignore_errors=True)
+            raise
+    else:
+        os.utime(venv / ".ready")  # last used, for `benchsuite cache prune --older-than`
     site = _site_packages(venv)
     site.mkdir(parents=True, exist_ok=True)
     (site / "benchsuite_overlay.pth").write_text(str(overlay()) + "\n")
     return python
+
+
+def _build(venv: Path, python: Path, pins: dict[str, str], log) -> None:
+    shutil.rmtree(venv, ignore_errors=True)
+    uv = uv_binary()
+    desc = ", ".join(f"{k}=={v}" for k, v in sorted(pins.items()))
+    log(f"building environment [{desc}] in {venv} (torch {version('torch')} reused)")
+    _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], "create the virtualenv")
+    reqs = [torch_requirement()] + [f"{k}=={v}" for k, v in sorted(pins.items())]
+    # setuptools: releases from before 2024 import pkg_resources, which uv's virtualenvs lack.
+    reqs += [p for p in DEFAULT_PACKAGES if p not in pins] + ["packaging", "setuptools<81"]
+    cmd = [uv, "pip", "install", "--quiet", "--python", str(python)] + reqs
+    for loc in find_links():
+        cmd += ["--find-links", loc]
+    limits = contemporary_limits(pins)
+    for package, limit in limits.items():
+        cmd += ["--exclude-newer-package", f"{package}={limit}"]
+    _run(cmd, f"install {' '.join(reqs[1:])}" + (f" (companions up to {next(iter(limits.values()))[:10]})"
+                                                     if limits else ""))
+    (venv / ".ready").write_text("\n".join(reqs) + "\n")
 
 
 def _run(cmd: list[str], what: str) -> None:

@@ -133,6 +133,11 @@ def skip_reason(case: Case, model_path: str | None, env: dict) -> str | None:
                         f"(found {cap[0]}.{cap[1]})")
     if model_path and not case.supports_model:
         return "builds its own model; --model is not supported by this case"
+    if model_path and case.model_families:
+        from .discover import model_family
+        family = model_family(model_path)
+        if family not in case.model_families:
+            return f"applies to {'/'.join(case.model_families)} models; --model is {family or 'of unknown type'}"
     return None
 
 

@@ -12,29 +12,60 @@ from .envs import EnvError, ensure
 from .run import run_cases
 
 
-def expand(with_args: list[str]) -> list[list[str]]:
-    """["transformers==4.40.2,4.57.6", "peft==0.10.0"] -> every combination, as lists of pins."""
-    axes = []
+def expand(with_args: list[str], log=None) -> list[list[str]]:
+    """["transformers==4.40.2,4.57.6", "peft==0.10.0"] -> every combination, as lists of exact pins.
+
+    A value is NAME==V1,V2,... (a list of releases) or one requirement such as 'NAME>=A,<B', resolved to
+    the newest release it admits. Several values for one package are one axis (one environment per
+    version), never merged into one environment."""
+    import re
+
+    from packaging.version import InvalidVersion, Version
+
+    from .envs import parse_pins, parse_requirement
+    from .report import UsageError
+    axes: dict[str, list[str]] = {}
     for arg in with_args:
-        if "==" not in arg:
-            raise SystemExit(f"benchsuite matrix: --with takes NAME==V1,V2,..., not {arg!r}")
-        name, versions = arg.split("==", 1)
-        vs = [v.strip() for v in versions.split(",") if v.strip()]
-        if not vs:
-            raise SystemExit(f"benchsuite matrix: no version given in {arg!r}")
-        axes.append([f"{name.strip()}=={v}" for v in vs])
-    return [list(c) for c in itertools.product(*axes)] if axes else [[]]
+        m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^,<>=!~;\s]+(?:\s*,\s*[^,<>=!~;\s]+)+)\s*,?\s*",
+                         arg)
+        if m:  # a list of versions
+            name = parse_requirement(f"{m.group(1)}=={m.group(2).split(',')[0].strip()}")[0]
+            pins = []
+            for v in (x.strip() for x in m.group(2).split(",")):
+                try:
+                    Version(v)
+                except InvalidVersion:
+                    raise UsageError(f"--with {arg!r}: {v!r} is not a version") from None
+                pins.append(f"{name}=={v}")
+        else:
+            name, pin = next(iter(parse_pins([arg], log=log).items()))
+            pins = [pin]
+        axis = axes.setdefault(name, [])
+        axis += [p for p in pins if p not in axis]
+    return [list(c) for c in itertools.product(*axes.values())] if axes else [[]]
 
 
 def env_label(pins: list[str]) -> str:
     return " ".join(pins) if pins else "current"
 
 
+def _cell(r: dict, label: str, pins: list[str]) -> dict:
+    return {"case": r["id"], "env": label, "pins": pins, "status": r.get("status"),
+            "expected": r.get("expected"), "agrees": report.agrees(r), "reason": r.get("reason"),
+            "fixes": {f["name"]: f["works"] for f in r.get("fixes", [])},
+            "environment": {k: (r.get("environment") or {}).get(k)
+                            for k in ("python", "torch", "transformers", "peft", "trl")},
+            "duration_s": r.get("duration_s")}
+
+
 def run_matrix(paths: list[Path], envs: list[list[str]], *, jobs: int, timeout: float, log=print,
-               on_env_done=None) -> list[dict]:
-    """Cells {case, env, pins, status, expected, agrees, reason, environment}, env by env."""
-    cells: list[dict] = []
-    for pins in envs:
+               on_env_done=None, cells: list[dict] | None = None) -> list[dict]:
+    """Cells {case, env, pins, status, expected, agrees, reason, environment}, env by env.
+
+    ``cells`` (when given) is filled in place as each case finishes, so that an interrupted matrix keeps
+    the finished cases of the environment in progress; ``on_env_done(cells)`` is called after each case."""
+    cells = [] if cells is None else cells
+    for n_env, pins in enumerate(envs, 1):
         label = env_label(pins)
         t0 = time.perf_counter()
         try:
@@ -47,17 +78,19 @@ def run_matrix(paths: list[Path], envs: list[list[str]], *, jobs: int, timeout: 
                 on_env_done(cells)
             continue
         build_s = time.perf_counter() - t0
-        results = run_cases(paths, python=python, jobs=jobs, timeout=timeout)
-        for r in results:
-            cells.append({"case": r["id"], "env": label, "pins": pins, "status": r.get("status"),
-                          "expected": r.get("expected"), "agrees": report.agrees(r), "reason": r.get("reason"),
-                          "fixes": {f["name"]: f["works"] for f in r.get("fixes", [])},
-                          "environment": {k: (r.get("environment") or {}).get(k)
-                                          for k in ("python", "torch", "transformers", "peft", "trl")},
-                          "duration_s": r.get("duration_s")})
+        done = [0]
+
+        def on_result(r: dict, label=label, pins=pins) -> None:
+            cell = _cell(r, label, pins)
+            cells.append(cell)
+            done[0] += 1
+            log(f"[env {n_env}/{len(envs)} {label}] [{done[0]}/{len(paths)}] {'ok ' if cell['agrees'] else '!! '}"
+                f"{r['id']}: {r.get('status')} (expected {r.get('expected') or '-'}) {r.get('duration_s', 0):.1f}s")
+            if on_env_done:
+                on_env_done(cells)
+
+        results = run_cases(paths, python=python, jobs=jobs, timeout=timeout, on_result=on_result)
         log(f"[{label}] {len(results)} case(s) in {time.perf_counter() - t0:.0f} s (environment ready in {build_s:.0f} s)")
-        if on_env_done:
-            on_env_done(cells)
     return cells
 
 
@@ -112,28 +145,52 @@ def markdown(cells: list[dict], title: str = "benchsuite matrix") -> str:
 
 
 def main(args) -> int:
-    from .discover import default_cases_dir, resolve
-    cases_dir = Path(args.cases_dir) if args.cases_dir else default_cases_dir()
+    from .discover import resolve, select
+    from .report import UsageError, check_output, version
+    cases_dir = args.cases_dir_path
     paths, unknown = resolve(args.ids, cases_dir)
     for _, msg in unknown:
         print(f"benchsuite matrix: {msg}", file=sys.stderr)
     if unknown:
         return 2
-    envs = expand(args.with_)
-    meta = {"command": " ".join(["benchsuite"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environments": [env_label(p) for p in envs], "cases_dir": str(cases_dir)}
+    paths = select(paths, args.keyword, args.tag)
+    if not paths:
+        raise UsageError("no case matches the selection (-k/--tag); `benchsuite list` shows ids and tags")
+    check_output(args.json, "--json")
+    check_output(args.markdown, "--markdown")
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    envs = expand(args.with_, log=log)
+    meta = {"benchsuite_version": version(), "kind": "matrix",
+            "command": " ".join(["benchsuite"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "environments": [env_label(p) for p in envs], "cases_dir": str(cases_dir)}
+    order = {p.stem: i for i, p in enumerate(paths)}
 
-    def save(cells):
-        if args.json:
-            report.write_atomic(args.json, json.dumps({**meta, "cells": cells}, indent=2, default=str))
-        if args.markdown:
-            report.write_atomic(args.markdown, markdown(cells))
+    def ordered(cells):
+        envs_order = {env_label(p): i for i, p in enumerate(envs)}
+        return sorted(cells, key=lambda c: (envs_order.get(c["env"], 0), order.get(c["case"], -1)))
+
+    def save(cells, final=False):
+        for path, text in ((args.json, lambda: json.dumps({**meta, "cells": ordered(cells)}, indent=2, default=str)),
+                           (args.markdown, lambda: markdown(ordered(cells)))):
+            if path and (final or path != "-"):
+                report.write_atomic(path, text())
 
     t0 = time.perf_counter()
-    cells = run_matrix(paths, envs, jobs=args.jobs, timeout=args.timeout, log=log, on_env_done=save)
+    cells: list[dict] = []
+    interrupted = False
+    try:
+        run_matrix(paths, envs, jobs=args.jobs, timeout=args.timeout, log=log, on_env_done=save, cells=cells)
+    except KeyboardInterrupt:
+        interrupted = True
+        meta["interrupted"] = True
+        log("\ninterrupted: the finished cases are kept")
     meta["duration_s"] = round(time.perf_counter() - t0, 1)
-    save(cells)
-    print(table(cells))
-    print(f"{len(paths)} case(s) x {len(envs)} environment(s) in {meta['duration_s']:.0f} s", file=sys.stderr)
+    save(cells, final=True)
+    quiet = "-" in (args.json, args.markdown)
+    print(table(ordered(cells)), file=sys.stderr if quiet else sys.stdout)
+    agree = sum(c["agrees"] for c in cells)
+    print(f"{len(paths)} case(s) x {len(envs)} environment(s): {agree} as declared, {len(cells) - agree} not"
+          f" in {meta['duration_s']:.0f} s" + (" (interrupted)" if interrupted else ""), file=sys.stderr)
+    if interrupted:
+        return 130
     return 0 if all(c["agrees"] for c in cells) else 1

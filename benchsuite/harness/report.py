@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 PASSING = {"reproduced", "not-reproduced"}
 
@@ -46,7 +51,7 @@ def table(results: list[dict]) -> str:
 
 
 def document(results: list[dict], meta: dict) -> dict:
-    return {**meta, "summary": summary(results), "results": results}
+    return {"benchsuite_version": version(), "kind": "run", **meta, "summary": summary(results), "results": results}
 
 
 def summary(results: list[dict]) -> dict:
@@ -101,20 +106,76 @@ def junit(results: list[dict], meta: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+class UsageError(Exception):
+    """Bad input from the command line: one line on stderr, exit code 2, nothing run."""
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as _v
+    try:
+        return _v("benchsuite")
+    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        return "unknown"
+
+
+def check_output(path: str | os.PathLike | None, option: str) -> None:
+    """Fail fast (UsageError) when a report could not be written there; creates a missing parent folder.
+
+    Called before any long work so that a typo in a path is found in a second, not after the run.
+    "-" (stdout) is always fine.
+    """
+    if path is None or str(path) == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; give a file name")
+    parent = p.parent
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: folder {existing} is not writable")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot create folder {parent}: {exc.strerror or exc}") from None
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UsageError(f"{option} {path}: file is not writable")
+
+
 def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write through a uniquely named temporary file in the same folder, then rename it into place:
+    readers never see half a file, and two processes writing the same report never collide (the last
+    rename wins). "-" writes to stdout."""
+    if str(path) == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        return
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would have made it
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
-def write_all(results: list[dict], meta: dict, json_path=None, junit_path=None, markdown_path=None) -> None:
-    """Rewrites every requested file; called after each finished case so an interrupted run keeps them."""
+def write_all(results: list[dict], meta: dict, json_path=None, junit_path=None, markdown_path=None,
+              final: bool = True) -> None:
+    """Rewrites every requested file; called after each finished case (final=False) so an interrupted
+    run keeps them. A report going to stdout ("-") is written once, at the end."""
     meta = {**meta, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if json_path:
-        write_atomic(json_path, json.dumps(document(results, meta), indent=2, default=str))
-    if junit_path:
-        write_atomic(junit_path, junit(results, meta))
-    if markdown_path:
-        write_atomic(markdown_path, markdown(results, meta))
+    for path, render in ((json_path, lambda: json.dumps(document(results, meta), indent=2, default=str)),
+                         (junit_path, lambda: junit(results, meta)),
+                         (markdown_path, lambda: markdown(results, meta))):
+        if path and (final or str(path) != "-"):
+            write_atomic(path, render())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,32 +16,53 @@ from .server import MARK
 
 def run_cases(paths: list[Path], *, python: str = sys.executable, jobs: int = 2, timeout: float = 300.0,
               model: str | None = None, on_result=None) -> list[dict]:
-    """Run case files in a fresh runner process; returns results in the order they finished."""
+    """Run case files in a fresh runner process; returns results in the order they finished.
+
+    ``on_result(result)`` is called as each case finishes; when it returns True the remaining cases are
+    not run (--maxfail). The runner's work folder (results, logs, the cases' temporary files) is removed
+    whatever happens, Ctrl-C and killed cases included.
+    """
     if not paths:
         return []
-    cmd = [python, "-m", "benchsuite.harness.server", "--jobs", str(jobs), "--timeout", str(timeout)]
+    work = tempfile.mkdtemp(prefix="benchsuite-run-")
+    cmd = [python, "-m", "benchsuite.harness.server", "--jobs", str(jobs), "--timeout", str(timeout),
+           "--workdir", work]
     if model:
         cmd += ["--model", str(Path(model).resolve())]
     cmd += [str(p.resolve()) for p in paths]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # torch makes an (empty) compile cache folder in $TMPDIR when transformers/peft are imported; keep it
+    # inside the work folder unless the user chose one.
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(work, "torchinductor"))
     results: list[dict] = []
-    with tempfile.TemporaryFile(mode="w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
-                                start_new_session=True)
-        try:
-            for line in proc.stdout:
-                if line.startswith(MARK):
-                    result = json.loads(line[len(MARK):])
-                    results.append(result)
-                    if on_result:
-                        on_result(result)
-            proc.wait()
-        except BaseException:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-            raise
-        err.seek(0)
-        stderr = err.read()[-3000:]
+    stopped = False
+    try:
+        with tempfile.TemporaryFile(mode="w+") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                    start_new_session=True)
+            try:
+                for line in proc.stdout:
+                    if line.startswith(MARK):
+                        result = json.loads(line[len(MARK):])
+                        results.append(result)
+                        if on_result and on_result(result):
+                            stopped = True
+                            break
+                if stopped:
+                    os.killpg(proc.pid, 9)
+                proc.wait()
+            except BaseException:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+                raise
+            finally:
+                proc.stdout.close()
+            err.seek(0)
+            stderr = err.read()[-3000:]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if stopped:
+        return results
     done = {r["id"] for r in results}
     for p in paths:  # the runner itself died: the cases it never reported are errors, not lost
         if p.stem not in done:
@@ -53,62 +75,121 @@ def run_cases(paths: list[Path], *, python: str = sys.executable, jobs: int = 2,
     return results
 
 
+def counts_line(results: list[dict], seconds: float | None = None) -> str:
+    """"18 as declared, 2 not, 1 skipped in 12 s": the last line of a run, like pytest's."""
+    skipped = sum(1 for r in results if r.get("status") == "skipped")
+    agree = sum(1 for r in results if report.agrees(r) and r.get("status") != "skipped")
+    parts = [f"{agree} as declared", f"{len(results) - agree - skipped} not"]
+    if skipped:
+        parts.append(f"{skipped} skipped")
+    return ", ".join(parts) + (f" in {seconds:.0f} s" if seconds is not None else "")
+
+
+def last_failed(path: str) -> list[str]:
+    """Ids of the cases that did not agree with their declaration in a previous run's --json file."""
+    from .report import UsageError
+    try:
+        doc = json.loads(Path(path).read_text())
+        return [r["id"] for r in doc["results"] if not report.agrees(r)]
+    except FileNotFoundError:
+        raise UsageError(f"--last-failed {path}: no such file (write one with --json PATH)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--last-failed {path}: not a `benchsuite run --json` result ({exc})") from None
+
+
 def main(args) -> int:
-    from .discover import default_cases_dir, resolve
-    cases_dir = Path(args.cases_dir) if args.cases_dir else default_cases_dir()
-    if not cases_dir.is_dir():
-        print(f"benchsuite run: no such cases folder: {cases_dir}", file=sys.stderr)
-        return 2
-    paths, unknown = resolve(args.ids, cases_dir)
+    from .discover import check_model_path, resolve, select
+    from .envs import parse_pins
+    from .report import UsageError, check_output
+    cases_dir = args.cases_dir_path
+    ids = list(args.ids)
+    if args.last_failed:
+        previous = last_failed(args.last_failed)
+        if not previous:
+            print(f"benchsuite run: every case in {args.last_failed} agreed with its declaration; nothing to rerun",
+                  file=sys.stderr)
+            return 0
+        ids += [i for i in previous if i not in ids]
+    paths, unknown = resolve(ids, cases_dir)
+    paths = select(paths, args.keyword, args.tag)
+    model = check_model_path(args.model) if args.model else None
+    pins = parse_pins(args.with_, one_per_package=True) if args.with_ else {}
+    for opt, path in (("--json", args.json), ("--junit", args.junit), ("--markdown", args.markdown)):
+        check_output(path, opt)
+    if sum(str(p) == "-" for p in (args.json, args.junit, args.markdown) if p) > 1:
+        raise UsageError("only one report can go to stdout (-)")
+    if (args.keyword or args.tag) and not paths:
+        raise UsageError("no case matches the selection (-k/--tag); `benchsuite list` shows ids and tags")
     label = "current environment"
     python = sys.executable
     results: list[dict] = []
     meta = {"label": label, "cases_dir": str(cases_dir), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": " ".join(["benchsuite"] + sys.argv[1:])}
+    order = {p.stem: i for i, p in enumerate(paths)}
     for uid, msg in unknown:
         print(f"benchsuite run: {msg}", file=sys.stderr)
         results.append({"id": uid, "status": "error", "expected": None, "reason": msg})
-    if args.with_:
+    t0 = time.perf_counter()
+    if pins:
         from .envs import EnvError, ensure
-        label = "with " + " ".join(args.with_)
+        label = "with " + " ".join(f"{k}=={v}" for k, v in pins.items())
         meta["label"] = label
+        meta["pins"] = pins
         try:
-            python = str(ensure(args.with_, log=lambda m: print(m, file=sys.stderr)))
+            python = str(ensure(list(pins.values()), log=lambda m: print(m, file=sys.stderr)))
         except EnvError as exc:
-            print(f"benchsuite run: environment [{' '.join(args.with_)}] could not be built: {exc}", file=sys.stderr)
+            print(f"benchsuite run: environment [{' '.join(pins.values())}] could not be built: {exc}",
+                  file=sys.stderr)
             for p in paths:
                 results.append({"id": p.stem, "status": "error", "expected": None,
                                 "reason": f"environment could not be built: {exc}"})
             paths = []
     total = len(paths)
     outputs = dict(json_path=args.json, junit_path=args.junit, markdown_path=args.markdown)
-    report.write_all(results, meta, **outputs)
+    quiet = str(args.json) == "-" or str(args.junit) == "-" or str(args.markdown) == "-"
+    report.write_all(results, meta, **outputs, final=False)
     print(f"running {total} case(s) from {cases_dir} ({label}, {args.jobs} at a time, timeout {args.timeout:.0f} s)",
           file=sys.stderr)
+    maxfail = 1 if args.exitfirst else args.maxfail
+    state = {"failed": 0}
 
-    def on_result(r: dict) -> None:
+    def on_result(r: dict) -> bool:
         results.append(r)
-        report.write_all(results, meta, **outputs)
-        mark = "ok " if report.agrees(r) else "!! "
-        print(f"[{len(results) - len(unknown)}/{total}] {mark}{r['id']}: {r.get('status')} "
+        report.write_all(results, meta, **outputs, final=False)
+        ok = report.agrees(r)
+        state["failed"] += not ok
+        print(f"[{len(results) - len(unknown)}/{total}] {'ok ' if ok else '!! '}{r['id']}: {r.get('status')} "
               f"(expected {r.get('expected') or '-'}) {r.get('duration_s', 0):.1f}s", file=sys.stderr, flush=True)
+        return bool(maxfail and state["failed"] >= maxfail)
 
+    interrupted = False
     try:
-        run_cases(paths, python=python, jobs=args.jobs, timeout=args.timeout, model=args.model, on_result=on_result)
+        run_cases(paths, python=python, jobs=args.jobs, timeout=args.timeout, model=model, on_result=on_result)
     except KeyboardInterrupt:
+        interrupted = True
         print("\ninterrupted: the results of finished cases are kept", file=sys.stderr)
-        return 130
-    if results:
-        env = next((r.get("environment") for r in results if r.get("environment")), None)
-        if env:
-            meta["environment"] = env
-            report.write_all(results, meta, **outputs)
+    # Rows in the order the cases were asked for (the catalogue's order by default), not finishing order.
+    results.sort(key=lambda r: order.get(r["id"], -1))
+    not_run = total - (len(results) - len(unknown)) if paths else 0
+    if not_run and not interrupted:
+        print(f"stopped after {state['failed']} disagreement(s) (--maxfail {maxfail}); {not_run} case(s) not run",
+              file=sys.stderr)
+    meta["duration_s"] = round(time.perf_counter() - t0, 1)
+    env = next((r.get("environment") for r in results if r.get("environment")), None)
+    if env:
+        meta["environment"] = env
+        if not quiet:
             print("environment: " + ", ".join(f"{k} {env.get(k)}" for k in
                                                 ("python", "torch", "transformers", "peft", "trl") if env.get(k)))
-    print(report.table(results))
+    report.write_all(results, meta, **outputs)
+    print(report.table(results), file=sys.stderr if quiet else sys.stdout)
     for k, v in outputs.items():
-        if v:
+        if v and str(v) != "-":
             print(f"wrote {v}", file=sys.stderr)
+    print(counts_line(results, meta["duration_s"]) + (" (interrupted)" if interrupted else ""),
+          file=sys.stderr if quiet else sys.stdout)
+    if interrupted:
+        return 130
     if unknown:
         return 2
     return 0 if all(report.agrees(r) for r in results) else 1

@@ -5,13 +5,14 @@ virtualenv). Each child runs one case and writes its result file; the server wat
 and crashes and prints one protocol line per finished case on stdout. The parent must not touch a
 CUDA device before forking (importing torch does not).
 
-    python -m benchsuite.harness.server --jobs 2 --timeout 300 [--model PATH] CASE_FILE...
+    python -m benchsuite.harness.server --jobs 2 --timeout 300 [--model PATH] [--workdir DIR] CASE_FILE...
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -41,6 +42,12 @@ def _warm_imports() -> None:
 def _child(path: Path, result_file: Path, log_file: Path, model: str | None, threads: int) -> None:
     os.setpgid(0, 0)  # its own group: a timeout kills the case and its scenario processes together
     die_with_parent()
+    # Everything the case puts in a temporary folder lands inside the run's work folder, which the
+    # parent removes even when the case is killed (timeout, Ctrl-C) before it could clean up.
+    tmp_dir = result_file.with_suffix(".tmpdir")
+    tmp_dir.mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = str(tmp_dir)
+    tempfile.tempdir = None
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -55,7 +62,7 @@ def _child(path: Path, result_file: Path, log_file: Path, model: str | None, thr
         result = {"id": path.stem, "status": "error", "reason": f"harness error: {exc!r}",
                   "detail": traceback.format_exc()}
         code = 1
-    tmp = result_file.with_suffix(".tmp")
+    tmp = result_file.with_suffix(".part")
     tmp.write_text(json.dumps(result, default=str))
     tmp.rename(result_file)
     sys.stdout.flush()
@@ -75,11 +82,20 @@ def _emit(result: dict) -> None:
     sys.stdout.flush()
 
 
-def serve(paths: list[Path], jobs: int, timeout: float, model: str | None) -> None:
+def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workdir: str | None = None) -> None:
+    """Run the cases; results, logs and the cases' temporary files go to ``workdir`` (made and removed
+    here when not given; the caller that gives one removes it)."""
+    if workdir is None:
+        work = tempfile.mkdtemp(prefix="benchsuite-run-")
+        try:
+            serve(paths, jobs, timeout, model, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     _warm_imports()
     from .versions import environment
     env = environment()
-    work = Path(tempfile.mkdtemp(prefix="benchsuite-run-"))
+    work = Path(workdir)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     pending = list(paths)
     running: dict[int, tuple[Path, float, Path, Path]] = {}
@@ -121,6 +137,7 @@ def serve(paths: list[Path], jobs: int, timeout: float, model: str | None) -> No
             if result.get("status") in ("error", "crashed", "timeout", "fix-failed"):
                 result.setdefault("log_tail", _tail(log_file))
             _emit(result)
+            shutil.rmtree(result_file.with_suffix(".tmpdir"), ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--workdir", default=None, help="an existing folder for results, logs and temporary files")
     ap.add_argument("cases", nargs="*", type=Path)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    serve(args.cases, args.jobs, args.timeout, args.model)
+    serve(args.cases, args.jobs, args.timeout, args.model, args.workdir)
     return 0
 
 

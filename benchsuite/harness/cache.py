@@ -1,0 +1,84 @@
+"""`benchsuite cache list|prune`: the pinned environments in $BENCHSUITE_CACHE (default ~/.cache/benchsuite)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .envs import cache_root
+from .report import UsageError, check_output, version, write_atomic
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def entries() -> list[dict]:
+    root = cache_root()
+    out = []
+    for kind in ("envs", "overlay"):
+        folder = root / kind
+        if not folder.is_dir():
+            continue
+        for d in sorted(folder.iterdir()):
+            if not d.is_dir():
+                continue
+            ready = d / ".ready"
+            e = {"kind": "environment" if kind == "envs" else "overlay", "path": str(d), "bytes": _size(d)}
+            if kind == "envs":
+                e["ready"] = ready.exists()
+                e["pins"] = ([ln for ln in ready.read_text().split()[1:] if "==" in ln] if e["ready"] else [])
+                e["last_used"] = (ready if e["ready"] else d).stat().st_mtime
+            else:
+                e["ready"] = (d / "benchsuite" / "__init__.py").exists()
+                e["last_used"] = d.stat().st_mtime
+            out.append(e)
+    return out
+
+
+def main(args) -> int:
+    check_output(args.json, "--json")
+    root = cache_root()
+    say = (lambda m: print(m, file=sys.stderr)) if args.json == "-" else print
+    if args.action == "list":
+        if args.all or args.older_than is not None:
+            raise UsageError("--all and --older-than go with `cache prune`")
+        items = entries()
+        say(f"cache: {root} (set BENCHSUITE_CACHE to move it)")
+        for e in items:
+            age = (time.time() - e["last_used"]) / 86400
+            what = " ".join(e.get("pins") or []) if e["kind"] == "environment" else "benchsuite copy for environments"
+            say(f"  {e['kind']:<11} {Path(e['path']).name}  {e['bytes'] / 2**20:8.0f} MiB  used {age:5.1f} d ago  "
+                f"{what}{'' if e['ready'] else '  (unfinished)'}")
+        say(f"{len(items)} entr{'y' if len(items) == 1 else 'ies'}, {sum(e['bytes'] for e in items) / 2**20:.0f} MiB")
+        if args.json:
+            write_atomic(args.json, json.dumps({"benchsuite_version": version(), "kind": "cache", "root": str(root),
+                                                "entries": items}, indent=2))
+        return 0
+    # prune: unfinished builds always; with --older-than, environments not used for that long; --all: everything
+    items = entries()
+    newest_overlay = max((e for e in items if e["kind"] == "overlay"), key=lambda e: e["last_used"], default=None)
+    removed = []
+    for e in items:
+        old = args.older_than is not None and time.time() - e["last_used"] > args.older_than * 86400
+        stale_overlay = e["kind"] == "overlay" and e is not newest_overlay
+        if args.all or not e["ready"] or old or stale_overlay:
+            shutil.rmtree(e["path"], ignore_errors=True)
+            removed.append(e)
+    for e in removed:
+        say(f"removed {e['path']} ({e['bytes'] / 2**20:.0f} MiB)")
+    say(f"pruned {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, "
+        f"{sum(e['bytes'] for e in removed) / 2**20:.0f} MiB freed, in {root}")
+    if args.json:
+        write_atomic(args.json, json.dumps({"benchsuite_version": version(), "kind": "cache-prune", "root": str(root),
+                                            "removed": removed}, indent=2))
+    return 0

@@ -22,7 +22,17 @@ from ._native import available as native_available
 from ._oracle import tensor_stats
 from ._records import ALL_ZERO, NO_GRADIENT, NON_FINITE, ParamRecord, Problem, ScanReport
 from ._scan import AsyncScanner, named_trainable, scan, scan_tensors
-from .callback import GradientProblemError, GradScanCallback, GradScanHook
+
+# The callback module subclasses transformers.TrainerCallback: it is imported on first use only, so that
+# importing the scanner (as `benchsuite watch` does inside a script) never imports transformers.
+_CALLBACK_NAMES = ("GradientProblemError", "GradScanCallback", "GradScanHook")
+
+
+def __getattr__(name):
+    if name in _CALLBACK_NAMES:
+        from . import callback
+        return getattr(callback, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ALL_ZERO", "NO_GRADIENT", "NON_FINITE", "AsyncScanner", "GradScanCallback", "GradScanHook",

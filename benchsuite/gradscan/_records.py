@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
@@ -137,3 +138,12 @@ def find_problems(records: list[ParamRecord]) -> list[Problem]:
         elif r.all_zero and not r.expected_zero:
             found[ALL_ZERO].append(r.name)
     return [Problem(k, v) for k, v in found.items() if v]
+
+
+def log_line(report: ScanReport) -> dict:
+    """One JSONL record of a scan: its summary and the records of the parameters with a problem."""
+    bad = {n for p in report.problems for n in p.names}
+    line = report.to_dict(records=False)
+    line["time"] = time.time()
+    line["params"] = [r.to_dict() for r in report.records if r.name in bad]
+    return line

@@ -1,21 +1,17 @@
 """scan(): gather trainable parameters' gradients, scan them in one fused pass, build the report."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Union
 
 import torch
 
-from . import _native
+from . import _native, _zero
 from ._oracle import tensor_stats
-from ._records import ParamRecord, ScanReport
+from ._records import ParamRecord, ScanReport, find_problems
 
 Named = Iterable[tuple[str, torch.Tensor]]
 Source = Union[torch.nn.Module, Mapping[str, torch.Tensor], Named]
-
-_LORA_A = re.compile(r"lora_A")
-
 
 def named_trainable(source: Source) -> list[tuple[str, torch.Tensor]]:
     """(name, parameter) pairs with requires_grad=True from a module, a mapping or pairs."""
@@ -44,16 +40,18 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
-def _expected_zero_names(pairs: list[tuple[str, torch.Tensor]]) -> set[str]:
-    """lora_A weights whose lora_B partner is all zero: their gradient is exactly zero by construction."""
-    by_name = dict(pairs)
-    out = set()
-    for name, _ in pairs:
-        if _LORA_A.search(name):
-            partner = by_name.get(name.replace("lora_A", "lora_B"))
-            if partner is not None and not bool(partner.detach().count_nonzero()):
-                out.add(name)
-    return out
+def _expected_zero_names(pairs: list[tuple[str, torch.Tensor]], module: torch.nn.Module | None = None,
+                         zero_grad: set[str] | None = None) -> set[str]:
+    """Trainable parameters whose gradient is zero by construction: a factor whose partner factor is all
+    zero (see ``_zero``). ``module`` gives the structure; without it PEFT's names are used.
+    ``zero_grad``: the names to decide for (default: every parameter whose gradient is all zero)."""
+    if zero_grad is None:
+        zero_grad = {n for n, p in pairs if p.grad is not None and p.grad.layout == torch.strided
+                     and p.grad.numel() and not bool(p.grad.count_nonzero())}
+    if not zero_grad:
+        return set()
+    groups = _zero.factor_groups(module) if module is not None else _zero.name_groups(pairs)
+    return _zero.explained_zero(zero_grad, groups)
 
 
 def _dense_view(name: str, g: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
@@ -213,8 +211,15 @@ def scan(source: Source, *, backend: str = "auto", step: int | None = None,
     ``backend``: "auto" (native core when built, else torch), "native" or "torch".
     """
     pairs = named_trainable(source)
-    return launch(pairs, backend=backend, expected_zero=_expected_zero_names(pairs), step=step,
-                  num_threads=num_threads).finish()
+    report = launch(pairs, backend=backend, step=step, num_threads=num_threads).finish()
+    zero = {r.name for r in report.records if r.all_zero}
+    if zero:
+        module = source if isinstance(source, torch.nn.Module) else None
+        excused = _expected_zero_names(pairs, module, zero)
+        for r in report.records:
+            r.expected_zero = r.name in excused
+        report.problems = find_problems(report.records)
+    return report
 
 
 def scan_tensors(tensors: Source, *, backend: str = "auto", num_threads: int | None = None) -> ScanReport:
@@ -245,7 +250,8 @@ class AsyncScanner:
 
     def launch(self, step: int | None = None) -> None:
         pairs = named_trainable(self.source)
-        self._pending = launch(pairs, backend=self.backend, expected_zero=_expected_zero_names(pairs),
+        module = self.source if isinstance(self.source, torch.nn.Module) else None
+        self._pending = launch(pairs, backend=self.backend, expected_zero=_expected_zero_names(pairs, module),
                                step=self._count if step is None else step, asynchronous=True)
         self._count += 1
 

@@ -9,7 +9,7 @@ from typing import IO
 
 import torch
 
-from ._records import ScanReport
+from ._records import ScanReport, log_line  # noqa: F401  (log_line: re-exported)
 from ._scan import Source, scan
 
 POLICIES = ("warn", "raise", "record")
@@ -86,15 +86,6 @@ class GradScanHook:
         if self._log:
             self._log.close()
             self._log = None
-
-
-def log_line(report: ScanReport) -> dict:
-    """One JSONL record of a scan: its summary and the records of the parameters with a problem."""
-    bad = {n for p in report.problems for n in p.names}
-    line = report.to_dict(records=False)
-    line["time"] = time.time()
-    line["params"] = [r.to_dict() for r in report.records if r.name in bad]
-    return line
 
 
 def _trainer_callback_base():

@@ -1,35 +1,42 @@
 """The watcher inside the watched process.
 
 Nothing heavy happens at start-up: post-import hooks wait for torch.optim.optimizer (then a global
-optimizer step pre-hook is registered: every optimizer of every loop is covered) and for
-transformers.trainer (then every Trainer, subclasses included, gets a callback that scans the model
-at on_pre_optimizer_step; its optimizer is then left to the callback). Configuration comes from
-environment variables set by `benchsuite watch`.
+optimizer step pre-hook is registered: every torch optimizer of every loop is covered, and the hook
+runs only for steps that really happen: a GradScaler that skips a step never calls it) and for
+transformers.trainer (then every Trainer, subclasses included, gets a callback that tells the watcher
+which model and step counter belong to its optimizer). Configuration comes from environment variables
+set by `benchsuite watch`.
+
+The watcher must never harm the run: any failure of its own (an unwritable log, a scan that raises)
+is reported once on stderr and the watcher stands down; only `--policy raise` stops the script, and
+only for a confirmed finding.
 """
 from __future__ import annotations
 
 import atexit
 import importlib.abc
-import importlib.util
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
+import weakref
+
+from . import verdicts as V
 
 ENV_DIR = "BENCHSUITE_WATCH_DIR"
 ENV_POLICY = "BENCHSUITE_WATCH_POLICY"
 ENV_EVERY = "BENCHSUITE_WATCH_EVERY"
 ENV_LOG = "BENCHSUITE_WATCH_LOG"
+ENV_CONFIRM = "BENCHSUITE_WATCH_CONFIRM"
+ENV_REPLICA_EVERY = "BENCHSUITE_WATCH_REPLICA_EVERY"
+ENV_JSON = "BENCHSUITE_WATCH_JSON"
 PREFIX = "[benchsuite watch]"
-
-UNCHANGED = "unchanged"          # a trainable LoRA weight that has not moved after two optimizer steps
-FROZEN_ADAPTER = "frozen-adapter"  # LoRA weights present, none trainable, while something trains
-_SETTLE_SCANS = 3                # scans before "never changed" is judged: two optimizer steps done
 
 
 class WatchProblemError(RuntimeError):
-    """Raised inside the watched script under --policy raise."""
+    """Raised inside the watched script under --policy raise, for a confirmed finding."""
 
 
 class _PostImport(importlib.abc.MetaPathFinder):
@@ -67,122 +74,237 @@ def _find_other(finder, name, path):
     return None
 
 
+def _int_env(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, "") or default))
+    except ValueError:
+        return default
+
+
+class _Opt:
+    """What the watcher keeps per optimizer."""
+
+    def __init__(self, optimizer):
+        self.ref = weakref.ref(optimizer)
+        self.count = 0
+        self.trainer = None          # (model, state) of the Trainer that owns it
+        self.root = None             # the module whose parameters it steps
+        self.last_time = None
+        self.step_seconds: list[float] = []
+
+
 class Watcher:
     def __init__(self):
         self.dir = os.environ.get(ENV_DIR)
         self.policy = os.environ.get(ENV_POLICY, "warn")
-        self.every = max(1, int(os.environ.get(ENV_EVERY, "1") or 1))
+        self.every = _int_env(ENV_EVERY, 1)
+        self.replica_every = _int_env(ENV_REPLICA_EVERY, 10)
         self.rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
         self.world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         self.log_path = _rank_path(os.environ.get(ENV_LOG), self.rank, self.world)
+        self.tracker = V.Tracker(confirm=_int_env(ENV_CONFIRM, 3))
         self.lock = threading.Lock()
+        self.started = time.time()
+        self.torch = False
         self.scans = 0
-        self.scan_seconds = 0.0
-        self.first_scan = None
-        self.last_scan = None
-        self.problems: dict[str, dict] = {}   # kind -> {"first_step", "names"}
-        self.seen: set[tuple[str, str]] = set()
-        self.trainer_params: set[int] = set()
+        self.scan_seconds: list[float] = []
+        self.first_scan_seconds = None
+        self.steps = 0
+        self.first_step = None
         self.trainers = 0
-        self.optimizer_steps: dict[int, int] = {}
-        self.names: dict[int, str] = {}
-        self.fingerprints: dict[str, tuple] = {}
-        self.changed: set[str] = set()
-        self.unchanged_reported = False
+        self.opts: dict[int, _Opt] = {}
+        self.trainer_opts: dict[int, tuple] = {}   # id(torch optimizer) -> (model, state)
+        self.coverage: dict = {}
+        self.error: str | None = None
+        self.notes: list[str] = []
+        self.disabled = False
         self._log = None
+        self._log_failed = False
+        self._names: dict[int, str] = {}
+        self._roots: list = []
+        self._weak: dict[str, weakref.ref] = {}
+        self._groups = (None, None)
+        self._replica = None
+        self._finished = False
+        self.save()
 
-    # -- scanning
-    def scan(self, named: list, step: int, source: str, root=None) -> None:
-        from benchsuite.gradscan import scan, scan_tensors
+    # -- the hook
+    def optimizer_pre_step(self, optimizer) -> None:
+        if self.disabled:
+            return
+        try:
+            self._step(optimizer)
+        except WatchProblemError:
+            raise
+        except Exception as exc:  # the watcher's own failure must not stop the run
+            self._fail(f"the scan failed ({type(exc).__name__}: {exc})")
+
+    def _fail(self, what: str) -> None:
+        self.disabled = True
+        self.notes.append(what + "; watching stopped, the run goes on")
+        sys.stderr.write(f"{PREFIX} {what}; watching stopped, the run goes on\n")
+        self._safe_save()
+
+    def _step(self, optimizer) -> None:
+        now = time.perf_counter()
+        o = self.opts.get(id(optimizer))
+        if o is None or o.ref() is not optimizer:
+            o = self.opts[id(optimizer)] = _Opt(optimizer)
+            o.trainer = self.trainer_opts.get(id(optimizer))
+        if o.last_time is not None:
+            o.step_seconds.append(now - o.last_time)
+        o.last_time = now
+        o.count += 1
+        self.steps += 1
+        step = o.trainer[1].global_step + 1 if o.trainer is not None else o.count
+        self.first_step = self.first_step if self.first_step is not None else step
+        if (o.count - 1) % self.every:
+            return
         t0 = time.perf_counter()
-        report = scan(named, step=step)
-        new: list[tuple[str, list[str]]] = []
-        for p in report.problems:
-            fresh = [n for n in p.names if (p.kind, n) not in self.seen]
-            if fresh:
-                new.append((p.kind, fresh))
-        # Adapters that never move: fingerprints of the LoRA weights' values across scans.
-        lora = [(n, t) for n, t in named if "lora_" in n]
-        if lora:
-            values = scan_tensors([(n, t.detach()) for n, t in lora])
-            for rec in values:
-                fp = (rec.zero, rec.sumsq, rec.absmax)
-                old = self.fingerprints.setdefault(rec.name, fp)
-                if old != fp:
-                    self.changed.add(rec.name)
-            if self.scans + 1 >= _SETTLE_SCANS and not self.unchanged_reported:
-                self.unchanged_reported = True
-                stuck = [n for n, _ in lora if n not in self.changed]
-                if stuck:
-                    new.append((UNCHANGED, stuck))
-        if root is not None and self.scans == 0:
-            frozen = _frozen_adapter(root)
-            if frozen:
-                new.append((FROZEN_ADAPTER, frozen))
+        new = self._scan(optimizer, o, step)
         elapsed = time.perf_counter() - t0
         with self.lock:
-            self.scans += 1
-            self.scan_seconds += elapsed
-            now = time.time()
-            self.first_scan = self.first_scan or now
-            self.last_scan = now
-            for kind, names in new:
-                self.seen.update((kind, n) for n in names)
-                entry = self.problems.setdefault(kind, {"first_step": step, "names": []})
-                entry["names"] += names
-        self._write_log(report, step, source, elapsed, new)
+            if self.first_scan_seconds is None:
+                self.first_scan_seconds = elapsed   # one-time costs (indexing, first allocations): kept apart
+            else:
+                self.scan_seconds.append(elapsed)
+        o.last_time += time.perf_counter() - t0  # the step time excludes the scan
+        if new or self.scans % 20 == 1:
+            self._safe_save()
         if new:
-            for kind, names in new:
-                shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
-                sys.stderr.write(f"{PREFIX} rank {self.rank} step {step}: {_WHAT[kind]} in {len(names)} "
-                                 f"parameter(s): {shown}\n")
-            sys.stderr.flush()
-            self.save()
-            if self.policy == "raise":
-                kind, names = new[0]
-                raise WatchProblemError(f"{PREFIX} stopping at step {step} (--policy raise): {_WHAT[kind]} in "
-                                        f"{len(names)} parameter(s), first {names[0]}")
+            self._announce(step, new)
 
-    def _write_log(self, report, step, source, elapsed, new) -> None:
-        if not self.log_path:
+    def _scan(self, optimizer, o: _Opt, step: int) -> list:
+        import torch
+
+        from benchsuite.gradscan._records import find_problems
+        from benchsuite.gradscan._scan import launch, named_trainable, scan_tensors
+        from benchsuite.gradscan._zero import explained_zero, factor_groups
+
+        group_params = [p for g in optimizer.param_groups for p in g["params"]]
+        if o.trainer is not None:
+            root = o.trainer[0]
+        else:
+            if o.root is None:
+                o.root = self._root_of(group_params)
+            root = o.root
+        named = named_trainable(root) if root is not None else \
+            [(self._names.get(id(p), f"param{i}"), p) for i, p in enumerate(group_params) if p.requires_grad]
+        for n, p in named:
+            if n not in self._weak:
+                self._weak[n] = weakref.ref(p)
+        ids = {id(p): n for n, p in named}
+        lrs, in_groups = {}, set()
+        for g in optimizer.param_groups:
+            lr = g.get("lr", 0.0)
+            lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+            for p in g["params"]:
+                in_groups.add(id(p))
+                if id(p) in ids:
+                    lrs[ids[id(p)]] = lr
+        report = launch(named, step=step).finish()
+        zero = {r.name for r in report.records if r.all_zero}
+        explained = set()
+        if zero and root is not None:
+            groups = self._factor_groups(root, len(named), factor_groups)
+            explained = explained_zero(zero, groups, lambda ts: [
+                r.numel == r.zero for r in scan_tensors([(str(i), t) for i, t in enumerate(ts)])])
+            for r in report.records:
+                r.expected_zero = r.name in explained
+            report.problems = find_problems(report.records)
+
+        def fingerprint(names):
+            live = [(n, self._weak[n]()) for n in names if n in self._weak]
+            live = [(n, t.detach()) for n, t in live if t is not None]
+            return {r.name: V.fingerprint_of(r) for r in scan_tensors(live)} if live else {}
+
+        self.tracker.observe(step, report.records, lrs, explained, fingerprint)
+        self.scans += 1
+        # Coverage: trainable parameters of the model that no optimizer seen so far steps.
+        key = id(root) if root is not None else id(optimizer)
+        cov = self.coverage.setdefault(key, {"ids": set(), "steps": 0})
+        cov["ids"] |= in_groups
+        cov["steps"] += 1
+        uncovered = [n for n, p in named if id(p) not in cov["ids"]]
+        self.tracker.note(V.NO_OPTIMIZER, uncovered if cov["steps"] >= 2 else [], step)
+        if self.tracker.scans == 1 or cov["steps"] <= 2:
+            self._structural(root, named, step)
+        self._replicas(named, step)
+        new = self.tracker.evaluate(step)
+        counts = {"scanned": len(report.records), "trainable": len(named),
+                  "in_optimizers": len(named) - len(uncovered)}
+        self._write_log(report, step, o, counts, new)
+        self.last_counts = counts
+        return new
+
+    def _factor_groups(self, root, n, build):
+        key, groups = self._groups
+        if key != (id(root), n):
+            groups = build(root)
+            self._groups = ((id(root), n), groups)
+        return groups
+
+    def _structural(self, root, named, step) -> None:
+        if root is None:
             return
-        if self._log is None:
-            self._log = open(self.log_path, "a", encoding="utf-8")
-        from benchsuite.gradscan.callback import log_line
-        line = {**log_line(report), "rank": self.rank, "pid": os.getpid(), "source": source,
-                "scan_seconds": round(elapsed, 6), "new_problems": [{"kind": k, "names": v} for k, v in new]}
-        self._log.write(json.dumps(line) + "\n")
-        self._log.flush()
+        if not named:
+            self.tracker.note(V.ZERO_TRAINABLE, ["(every parameter)"], step)
+        self.tracker.note(V.FROZEN_ADAPTER, _frozen_adapter(root) if named else [], step)
 
-    # -- hooks
-    def optimizer_pre_step(self, optimizer, args, kwargs):
-        params = [p for g in optimizer.param_groups for p in g["params"] if getattr(p, "requires_grad", False)]
-        if not params or id(params[0]) in self.trainer_params:
-            return None  # a Trainer's optimizer: its callback scanned already
-        key = id(optimizer)
-        step = self.optimizer_steps.get(key, 0)
-        self.optimizer_steps[key] = step + 1
-        if step % self.every:
-            return None
-        named, root = self._named(params)
-        self.scan(named, step, "optimizer", root)
-        return None
-
-    def trainer_pre_step(self, model, step: int) -> None:
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.trainer_params.update(id(p) for _, p in named)
-        if step % self.every:
+    def _replicas(self, named, step) -> None:
+        """Under torch.distributed, compare cheap per-parameter fingerprints across ranks every K scans."""
+        if self.world <= 1 or self._replica is False:
             return
-        self.scan(named, step, "trainer", model)
+        if not (self.tracker.scans == 2 or (self.tracker.scans > 2 and self.tracker.scans % self.replica_every == 0)):
+            return
+        import torch
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+            return
+        if self._replica is None:
+            if any(type(p).__name__ == "DTensor" or hasattr(p, "ds_id") or type(p).__name__ == "FlatParameter"
+                   for _, p in named):
+                self._replica = False  # sharded (FSDP, DeepSpeed, tensor parallel): ranks hold different shards
+                return
+            self._replica = dist.new_group(backend="gloo")
+        from benchsuite.gradscan._scan import scan_tensors
+        import datetime
+        import zlib
+        recs = scan_tensors([(n, p.detach()) for n, p in named])
+        shape = zlib.crc32(";".join(f"{n}:{tuple(p.shape)}" for n, p in named).encode())
+        vals = [float(shape)] + [v for r in recs for v in (r.sumsq, r.absmax, float(r.zero))]
+        x = torch.tensor(vals + [-v for v in vals], dtype=torch.float64)
+        work = dist.all_reduce(x, op=dist.ReduceOp.MAX, group=self._replica, async_op=True)
+        try:
+            work.wait(timeout=datetime.timedelta(seconds=120))
+        except Exception as exc:
+            self._replica = False
+            self.notes.append(f"replica check stopped: {exc}")
+            return
+        k = len(vals)
+        hi, lo = x[:k], -x[k:]
+        if hi[0] != lo[0]:
+            self._replica = False  # different models per rank (pipeline stages...): not replicas
+            return
+        differ = [named[i][0] for i in range(len(named)) if bool((hi[1 + 3 * i:4 + 3 * i] != lo[1 + 3 * i:4 + 3 * i]).any())]
+        if differ:
+            self.tracker.note(V.REPLICAS, differ, step)
 
-    def _named(self, params):
-        if any(id(p) not in self.names for p in params):
-            self._index_modules()
-        named = [(self.names.get(id(p), f"param{i}"), p) for i, p in enumerate(params)]
-        return named, self._root_of(params[0])
+    # -- names for optimizers outside a Trainer
+    def _root_of(self, params):
+        self._index_modules()
+        ids = {id(p) for p in params}
+        best, hits = None, 0
+        for r in self._roots:
+            n = sum(1 for p in r.parameters() if id(p) in ids)
+            if n > hits:
+                best, hits = r, n
+        if best is not None:
+            for n, p in best.named_parameters():
+                self._names[id(p)] = n
+        return best
 
     def _index_modules(self) -> None:
-        """Names for the optimizer's tensors, from the modules that own them (found once, by gc)."""
         import gc
         import warnings
 
@@ -194,49 +316,113 @@ class Watcher:
         roots = [m for m in modules if id(m) not in children]
         roots.sort(key=lambda m: -sum(1 for _ in m.parameters()))
         self._roots = roots
-        for r in roots:
-            for n, p in r.named_parameters():
-                self.names.setdefault(id(p), n)
-
-    def _root_of(self, param):
-        for r in getattr(self, "_roots", []):
-            if any(p is param for p in r.parameters()):
-                return r
-        return None
 
     # -- output
+    def _announce(self, step, new) -> None:
+        from .names import compact
+        if self.policy != "record":
+            for kind, names in new:
+                sys.stderr.write(f"{PREFIX} rank {self.rank} step {step}: {V.TITLES[kind]} in {len(names)} "
+                                 f"parameter(s): {compact(names, 2)}\n")
+            sys.stderr.flush()
+        if self.policy == "raise":
+            kind, names = new[0]
+            outputs = [x for x in (os.environ.get(ENV_JSON) and "the summary (--json)",
+                                   self.log_path and "the step log (--log)") if x]
+            where = (" and ".join(outputs) + " list every name") if outputs else \
+                "run with --json PATH or --log PATH for every name"
+            cause = V.cause(kind, {self.tracker.params[n].dtype for n in names if n in self.tracker.params})
+            raise WatchProblemError(f"{PREFIX} stopping at step {step} (--policy raise): {V.TITLES[kind]} in "
+                                    f"{len(names)} parameter(s): {compact(names, 2)}; {where}. Likely cause: {cause}")
+
+    def _write_log(self, report, step, o, counts, new) -> None:
+        if not self.log_path or self._log_failed:
+            return
+        try:
+            if self._log is None:
+                os.makedirs(os.path.dirname(self.log_path) or ".", exist_ok=True)
+                self._log = open(self.log_path, "a", encoding="utf-8")
+            from benchsuite.gradscan._records import log_line
+            line = {**log_line(report), "rank": self.rank, "pid": os.getpid(),
+                    "source": "trainer" if o.trainer is not None else "optimizer", **counts,
+                    "scan_seconds": round(self.scan_seconds[-1], 6) if self.scan_seconds else None,
+                    "confirmed": [{"kind": k, "names": v} for k, v in new]}
+            self._log.write(json.dumps(line) + "\n")
+            self._log.flush()
+        except Exception as exc:
+            self._log_failed = True
+            self.notes.append(f"step log not written: {exc}")
+            sys.stderr.write(f"{PREFIX} cannot write the step log {self.log_path}: {exc}; the run goes on\n")
+
+    def finish(self) -> None:
+        """After the last step: compare the last updates, take the final verdicts, save."""
+        if self._finished:
+            return
+        self._finished = True
+        if not self.disabled and self.scans:
+            try:
+                from benchsuite.gradscan._scan import scan_tensors
+
+                def fingerprint(names):
+                    live = [(n, self._weak[n]()) for n in names if n in self._weak]
+                    live = [(n, t.detach()) for n, t in live if t is not None]
+                    return {r.name: V.fingerprint_of(r) for r in scan_tensors(live)} if live else {}
+                self.tracker.finish(fingerprint)
+                self.tracker.evaluate("end", final=True)
+            except Exception as exc:
+                self.notes.append(f"final check failed: {exc}")
+        self._safe_save()
+
     def summary(self) -> dict:
-        span = (self.last_scan - self.first_scan) if self.scans > 1 else None
+        med_scan = V.median(self.scan_seconds)
+        steps = [s for o in self.opts.values() for s in o.step_seconds]
+        med_step = V.median(steps)
         return {"rank": self.rank, "world_size": self.world, "pid": os.getpid(), "argv": sys.argv,
-                "scans": self.scans, "scan_seconds": self.scan_seconds,
-                "scan_ms_per_step": 1e3 * self.scan_seconds / self.scans if self.scans else None,
-                "overhead_fraction": (self.scan_seconds / span) if span else None,
-                "trainers": self.trainers, "optimizers": len(self.optimizer_steps),
-                "problems": [{"kind": k, "first_step": v["first_step"], "names": v["names"]}
-                             for k, v in self.problems.items()],
-                "log": self.log_path}
+                "torch": self.torch, "trainers": self.trainers, "optimizers": len(self.opts),
+                "optimizer_steps": self.steps, "first_step": self.first_step, "last_step": self.tracker.last_step,
+                "scans": self.scans, "every": self.every, "confirm": self.tracker.confirm,
+                "params": getattr(self, "last_counts", None),
+                "overhead": {"first_scan_ms": _ms(self.first_scan_seconds), "median_scan_ms": _ms(med_scan),
+                             "median_step_ms": _ms(med_step), "scans_timed": len(self.scan_seconds),
+                             "fraction_of_step": (med_scan / med_step) if (med_scan and med_step) else None},
+                "findings": self.tracker.report(), "zero_gradient_steps": self.tracker.zero_steps,
+                "error": self.error, "notes": self.notes, "log": self.log_path, "finished": self._finished}
+
+    def _safe_save(self) -> None:
+        try:
+            self.save()
+        except Exception:
+            pass
 
     def save(self) -> None:
-        if not self.dir or (self.scans == 0 and not self.trainers):
+        if not self.dir:
             return
-        path = os.path.join(self.dir, f"rank{self.rank}-{os.getpid()}.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        path = os.path.join(self.dir, f"proc-{os.getpid()}.json")
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".proc-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(self.summary(), f)
         os.replace(tmp, path)
 
 
-_WHAT = {"no-gradient": "no gradient", "non-finite": "non-finite gradient values",
-         "all-zero": "all-zero gradient", UNCHANGED: "trainable adapter weights that never changed",
-         FROZEN_ADAPTER: "LoRA weights loaded frozen (requires_grad=False; PeftModel.from_pretrained "
-                         "without is_trainable=True?)"}
+def _ms(seconds):
+    return round(1e3 * seconds, 4) if seconds is not None else None
 
 
 def _frozen_adapter(root) -> list[str]:
-    lora = [(n, p) for n, p in root.named_parameters() if "lora_" in n]
-    if lora and not any(p.requires_grad for _, p in lora):
-        return [n for n, _ in lora]
-    return []
+    """Adapter weights (parameters of PEFT layers other than the wrapped base layer), none trainable."""
+    mod = sys.modules.get("peft.tuners.tuners_utils")
+    tuner = getattr(mod, "BaseTunerLayer", None)
+    if tuner is None:
+        return []
+    names = []
+    for prefix, m in root.named_modules():
+        if isinstance(m, tuner):
+            for n, p in m.named_parameters():
+                if not n.startswith("base_layer."):
+                    if p.requires_grad:
+                        return []
+                    names.append(f"{prefix}.{n}" if prefix else n)
+    return names
 
 
 def _rank_path(path: str | None, rank: int, world: int) -> str | None:
@@ -252,30 +438,51 @@ _watcher: Watcher | None = None
 
 
 def _attach_torch(module) -> None:
-    module.register_optimizer_step_pre_hook(lambda opt, args, kwargs: _watcher.optimizer_pre_step(opt, args, kwargs))
+    _watcher.torch = True
+    _watcher._safe_save()
+    module.register_optimizer_step_pre_hook(lambda opt, args, kwargs: _watcher.optimizer_pre_step(opt))
 
 
 def _attach_transformers(module) -> None:
     from transformers import TrainerCallback
 
     class WatchCallback(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if model is not None:
-                _watcher.trainer_params.update(id(p) for p in model.parameters() if p.requires_grad)
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            if model is not None and optimizer is not None:
+                inner = getattr(optimizer, "optimizer", optimizer)
+                _watcher.trainer_opts[id(inner)] = (model, state)
+                o = _watcher.opts.get(id(inner))
+                if o is not None:
+                    o.trainer = (model, state)
 
-        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-            if model is not None:
-                _watcher.trainer_pre_step(model, state.global_step)
+        def on_train_end(self, args, state, control, **kwargs):
+            _watcher.finish()
 
     original = module.Trainer.__init__
 
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        if not any(isinstance(cb, WatchCallback) for cb in self.callback_handler.callbacks):
-            self.add_callback(WatchCallback())
-            _watcher.trainers += 1
+        try:
+            if not any(isinstance(cb, WatchCallback) for cb in self.callback_handler.callbacks):
+                self.add_callback(WatchCallback())
+                _watcher.trainers += 1
+        except Exception as exc:
+            sys.stderr.write(f"{PREFIX} could not attach to a Trainer: {exc!r}\n")
 
     module.Trainer.__init__ = __init__
+
+
+def _excepthook(previous):
+    def hook(exc_type, exc, tb):
+        try:
+            if _watcher is not None and not issubclass(exc_type, KeyboardInterrupt):
+                text = str(exc).strip().splitlines()
+                _watcher.error = f"{exc_type.__name__}: {text[0] if text else ''}"[:400]
+                _watcher._safe_save()
+        except Exception:
+            pass
+        previous(exc_type, exc, tb)
+    return hook
 
 
 def install() -> None:
@@ -289,4 +496,5 @@ def install() -> None:
             hooks.pop(name)(sys.modules[name])
     if hooks:
         sys.meta_path.insert(0, _PostImport(hooks))
-    atexit.register(_watcher.save)
+    sys.excepthook = _excepthook(sys.excepthook)
+    atexit.register(_watcher.finish)

@@ -1,6 +1,12 @@
-"""`benchsuite watch [options] -- COMMAND ...`: run a training command with the gradient watcher attached."""
+"""`benchsuite watch [options] -- COMMAND ...`: run a training command with the gradient watcher attached.
+
+The command's output, files and exit status are its own: watch exits with the script's code, and with
+128+N when the script was ended by signal N, as a shell reports it. Output paths are checked before
+the script starts; a failure to write them at the end is a warning, never a different exit code.
+"""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -10,38 +16,139 @@ import tempfile
 import time
 from pathlib import Path
 
-from .agent import ENV_DIR, ENV_EVERY, ENV_LOG, ENV_POLICY, PREFIX, _WHAT
+from . import verdicts as V
+from .agent import ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY, ENV_REPLICA_EVERY, PREFIX
+from .names import compact
 
 SITE_DIR = Path(__file__).parent / "_site"
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", choices=["warn", "raise", "record"], default="warn",
+                   help="warn: one line per confirmed finding; raise: stop the script at the first confirmed "
+                        "finding; record: log only")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="scan every N-th optimizer step (default 1)")
+    p.add_argument("--confirm", type=int, default=3, metavar="N",
+                   help="scans of evidence before a finding that could still clear is confirmed (default 3)")
+    p.add_argument("--replica-every", type=int, default=10, metavar="K",
+                   help="under torch.distributed, compare the ranks' weights at the 2nd and every K-th scan "
+                        "(default 10)")
+    p.add_argument("--log", default=None, metavar="PATH", help="per-step JSONL (one file per rank)")
+    p.add_argument("--json", default=None, metavar="PATH", help="the final summary as JSON ('-' for stdout)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+
+
+def _usage(msg: str) -> int:
+    print(f"benchsuite watch: {msg}", file=sys.stderr)
+    return 2
+
+
+def _writable(path: str, what: str) -> str | None:
+    """Create the parent folder and check the file can be written; an error message otherwise."""
+    p = Path(path).expanduser()
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the folder for {what} {path}: {exc.strerror or exc}"
+    if p.is_dir():
+        return f"{what} {path} is a folder, not a file"
+    if p.exists() and not os.access(p, os.W_OK):
+        return f"{what} {path} is not writable"
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        return f"{what} {path}: the folder {p.parent} is not writable"
+    return None
+
+
 def _summaries(folder: Path) -> list[dict]:
     out = []
-    for f in sorted(folder.glob("rank*.json")):
+    for f in sorted(folder.glob("proc-*.json")):
         try:
             out.append(json.loads(f.read_text()))
         except (OSError, ValueError):
             pass
-    return sorted(out, key=lambda s: (s["rank"], s["pid"]))
+    return sorted(out, key=lambda s: (s.get("rank", 0), s.get("pid", 0)))
 
 
-def render(summaries: list[dict], code: int, wall: float) -> str:
-    lines = [f"{PREFIX} summary: exit code {code}, {wall:.1f} s, {len(summaries)} training process(es) watched"]
-    if not summaries:
-        lines.append("  no optimizer step was seen (is the command a Python training script run with this Python?)")
-    for s in summaries:
-        ms = f"{s['scan_ms_per_step']:.2f} ms/scan" if s["scan_ms_per_step"] is not None else "-"
-        frac = f", {100 * s['overhead_fraction']:.2f}% of the time between first and last scan" \
-            if s.get("overhead_fraction") is not None else ""
-        lines.append(f"  rank {s['rank']} (pid {s['pid']}): {s['scans']} scan(s), scanner {ms}{frac}")
-        if not s["problems"]:
-            lines.append("    healthy: no problem found")
-        for p in s["problems"]:
-            names = p["names"]
-            shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
-            lines.append(f"    {_WHAT.get(p['kind'], p['kind'])} from step {p['first_step']}: {len(names)} "
-                         f"parameter(s): {shown}")
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else ("es" if word.endswith("s") else "s"))
+
+
+def verdict(procs: list[dict]) -> str:
+    stepping = [s for s in procs if s.get("optimizer_steps")]
+    if not procs:
+        return "not-attached"
+    if not stepping:
+        return "no-optimizer-step"
+    if any(f["status"] == "open" for s in stepping for f in s["findings"]):
+        return "findings"
+    return "healthy"
+
+
+def render(procs: list[dict], code: int, wall: float) -> str:
+    stepping = [s for s in procs if s.get("optimizer_steps")]
+    lines = [f"{PREFIX} summary: exit code {code} after {wall:.1f} s; {_plural(len(procs), 'Python process')} "
+             f"attached, {len(stepping)} ran optimizer steps"]
+    if not procs:
+        lines.append("  nothing was watched: no Python process of the command loaded the watcher (it loads through "
+                     "PYTHONPATH into a Python that can import benchsuite; python -I/-E and other interpreters are "
+                     "not watched)")
+    elif not stepping:
+        errors = [s["error"] for s in procs if s.get("error")]
+        if code == 0:
+            lines.append("  nothing was scanned: the script finished without running an optimizer step")
+        else:
+            lines.append(f"  nothing was scanned: the script exited with code {code} before its first optimizer step")
+        if errors:
+            lines.append(f"  its last error: {errors[-1]}")
+    for s in stepping:
+        lines.extend(_render_process(s))
     return "\n".join(lines)
+
+
+def _render_process(s: dict) -> list[str]:
+    ov = s.get("overhead") or {}
+    params = s.get("params") or {}
+    steps = f"steps {s['first_step']}-{s['last_step']}" if s.get("last_step") not in (None, s.get("first_step")) \
+        else f"step {s.get('first_step')}"
+    head = (f"  rank {s['rank']} (pid {s['pid']}): {_plural(s['optimizer_steps'], 'optimizer step')} ({steps}), "
+            f"{s['scans']} scanned")
+    if params:
+        missing = params["trainable"] - params["in_optimizers"]
+        head += (f"; {_plural(params['trainable'], 'trainable parameter')}, "
+                 + ("all in an optimizer" if not missing else f"{missing} in no optimizer"))
+    out = [head]
+    if ov.get("median_scan_ms") is not None:
+        cost = f"    scanner: {ov['median_scan_ms']:.2f} ms/scan (median of {ov['scans_timed']}, first scan " \
+               f"{ov['first_scan_ms']:.1f} ms not counted)"
+        if ov.get("fraction_of_step") is not None:
+            cost += f", {100 * ov['fraction_of_step']:.2f}% of the median step ({ov['median_step_ms']:.1f} ms)"
+        out.append(cost)
+    elif ov.get("first_scan_ms") is not None:
+        out.append(f"    scanner: one scan, {ov['first_scan_ms']:.1f} ms (includes one-time set-up)")
+    zero_steps = s.get("zero_gradient_steps") or []
+    open_findings = [f for f in s["findings"] if f["status"] == "open"]
+    if not open_findings:
+        out.append(f"    healthy: no finding in {_plural(s['scans'], 'scan')} of "
+                   f"{_plural(params.get('scanned', 0), 'parameter')}")
+    for f in s["findings"]:
+        when = f"confirmed at step {f['confirmed_at']}" if f["confirmed_at"] != "end" else "at the end of the run"
+        if f.get("since_step") is not None:
+            when += f", evidence from step {f['since_step']}"
+        if f["status"] == "cleared":
+            when = f"cleared at step {f['cleared_at']} ({when})"
+        out.append(f"    {f['title']} ({when}): {_plural(f['count'], 'parameter')}: {compact(f['names'], 2)}")
+        if f["status"] == "open":
+            out.append(f"      likely cause: {f['cause']}")
+    if zero_steps:
+        out.append(f"    {_plural(len(zero_steps), 'step')} with a gradient of exactly zero everywhere (e.g. zero "
+                   f"advantage): not a finding on its own")
+    for note in s.get("notes") or []:
+        out.append(f"    note: {note}")
+    return out
+
+
+def _exit_status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def main(args) -> int:
@@ -49,32 +156,80 @@ def main(args) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        print("benchsuite watch: give the command after --, e.g. benchsuite watch -- python train.py", file=sys.stderr)
-        return 2
+        return _usage("give the command after --, e.g. benchsuite watch -- python train.py")
+    if args.every < 1 or args.confirm < 1 or args.replica_every < 1:
+        return _usage("--every, --confirm and --replica-every must be at least 1")
+    for path, what in ((args.log, "--log"), (args.json if args.json != "-" else None, "--json")):
+        if path:
+            err = _writable(path, what)
+            if err:
+                return _usage(err)
     with tempfile.TemporaryDirectory(prefix="benchsuite-watch-") as tmp:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(SITE_DIR)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env[ENV_DIR] = tmp
         env[ENV_POLICY] = args.policy
         env[ENV_EVERY] = str(args.every)
+        env[ENV_CONFIRM] = str(args.confirm)
+        env[ENV_REPLICA_EVERY] = str(args.replica_every)
+        if args.json:
+            env[ENV_JSON] = "1"
         if args.log:
-            env[ENV_LOG] = str(Path(args.log).resolve())
+            env[ENV_LOG] = str(Path(args.log).expanduser().resolve())
         t0 = time.perf_counter()
         try:
             proc = subprocess.Popen(command, env=env)
         except OSError as exc:
             print(f"benchsuite watch: cannot start {command[0]!r}: {exc}", file=sys.stderr)
             return 127
-        previous = signal.signal(signal.SIGINT, lambda *_: proc.send_signal(signal.SIGINT))
+
+        def forward(signum, frame):
+            # Ctrl-C in a terminal reaches the script directly (same foreground process group): pass a
+            # SIGINT on only when it was sent to watch alone; SIGTERM/SIGHUP always.
+            if signum == signal.SIGINT and _terminal_foreground():
+                return
+            try:
+                proc.send_signal(signum)
+            except OSError:
+                pass
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
-            code = proc.wait()
+            while True:
+                try:
+                    returncode = proc.wait()
+                    break
+                except KeyboardInterrupt:  # pragma: no cover - the handler above replaces the default
+                    continue
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
+        code = _exit_status(returncode)
         wall = time.perf_counter() - t0
-        summaries = _summaries(Path(tmp))
-    print(render(summaries, code, wall), file=sys.stderr)
+        procs = _summaries(Path(tmp))
+    try:
+        print(render(procs, code, wall), file=sys.stderr)
+    except Exception as exc:  # the summary must not change the exit status
+        print(f"{PREFIX} could not render the summary: {exc!r}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps({"command": command, "exit_code": code, "wall_seconds": wall,
-                                               "policy": args.policy, "every": args.every,
-                                               "processes": summaries}, indent=2))
+        from benchsuite import __version__
+        doc = {"benchsuite_version": __version__, "command": command, "exit_code": code,
+               "wall_seconds": wall, "policy": args.policy, "every": args.every, "confirm": args.confirm,
+               "verdict": verdict(procs), "attached": len(procs),
+               "processes": [s for s in procs if s.get("optimizer_steps")],
+               "other_processes": [{"pid": s["pid"], "argv": s.get("argv"), "error": s.get("error")}
+                                   for s in procs if not s.get("optimizer_steps")]}
+        try:
+            if args.json == "-":
+                print(json.dumps(doc, indent=2))
+            else:
+                Path(args.json).expanduser().write_text(json.dumps(doc, indent=2))
+        except OSError as exc:
+            print(f"{PREFIX} could not write {args.json}: {exc}", file=sys.stderr)
     return code
+
+
+def _terminal_foreground() -> bool:
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False

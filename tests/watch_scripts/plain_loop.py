@@ -1,13 +1,21 @@
-"""A hand-written loop on a LoRA model. --nan-at K plants a NaN in one gradient at step K;
---frozen loads the adapter with PeftModel.from_pretrained (no is_trainable) and trains the head only;
---exit-code N ends the script with that code after training."""
+"""A hand-written training loop on a tiny Llama, the way fine-tuning scripts write it; flags choose the setup.
+
+Healthy setups: LoRA (default), --lora-embed (LoRA on the embeddings too), --full (full fine-tune),
+--warmup N with --schedule linear|cosine, --weight-decay, --accum N, --ckpt reentrant|non-reentrant
+(with the input-grad hook), --resume (an adapter trained, saved and loaded back with is_trainable=True).
+Broken ones: --nan-at K (a NaN in one gradient at step K), --frozen (adapter loaded without
+is_trainable, head trained), --optimizer-before-peft, --lr 0, --dtype bfloat16 with --full (updates
+round away), --lora-alpha 0, --no-input-grads with --ckpt reentrant, --crash-before-step.
+"""
 import argparse
+import math
 import sys
 import tempfile
+import time
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--nan-at", type=int, default=-1)
@@ -17,33 +25,85 @@ ap.add_argument("--exit-code", type=int, default=0)
 ap.add_argument("--hidden", type=int, default=32)
 ap.add_argument("--layers", type=int, default=2)
 ap.add_argument("--seq", type=int, default=12)
+ap.add_argument("--batch", type=int, default=2)
+ap.add_argument("--targets", default="q_proj,v_proj")
+ap.add_argument("--lora-embed", action="store_true")
+ap.add_argument("--lora-alpha", type=float, default=8)
+ap.add_argument("--full", action="store_true")
+ap.add_argument("--dtype", default="float32")
+ap.add_argument("--lr", type=float, default=1e-2)
+ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+ap.add_argument("--weight-decay", type=float, default=0.0)
+ap.add_argument("--warmup", type=int, default=0)
+ap.add_argument("--schedule", default="constant", choices=["constant", "linear", "cosine"])
+ap.add_argument("--accum", type=int, default=1)
+ap.add_argument("--ckpt", default="off", choices=["off", "reentrant", "non-reentrant"])
+ap.add_argument("--no-input-grads", action="store_true")
+ap.add_argument("--resume", action="store_true")
+ap.add_argument("--optimizer-before-peft", action="store_true")
+ap.add_argument("--crash-before-step", action="store_true")
 a = ap.parse_args()
 
 torch.manual_seed(0)
+dtype = getattr(torch, a.dtype)
 cfg = LlamaConfig(vocab_size=128, hidden_size=a.hidden, intermediate_size=2 * a.hidden, num_hidden_layers=a.layers,
-                  num_attention_heads=4,
-                  num_key_value_heads=4, pad_token_id=0)
-lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
-if a.frozen:
+                  num_attention_heads=4, num_key_value_heads=4, pad_token_id=0)
+targets = a.targets.split(",") + (["embed_tokens"] if a.lora_embed else [])
+lora = LoraConfig(r=4, lora_alpha=a.lora_alpha, target_modules=targets)
+base = LlamaForCausalLM(cfg).to(dtype)
+early_optimizer = torch.optim.AdamW(base.parameters(), lr=a.lr) if a.optimizer_before_peft else None
+if a.full:
+    model = base
+elif a.frozen or a.resume:
     with tempfile.TemporaryDirectory() as d:
-        get_peft_model(LlamaForCausalLM(cfg), lora).save_pretrained(d)
-        model = PeftModel.from_pretrained(LlamaForCausalLM(cfg), d)
-    model.base_model.model.lm_head.weight.requires_grad_(True)
+        trained = get_peft_model(LlamaForCausalLM(cfg), lora)
+        with torch.no_grad():  # an adapter that has been trained: lora_B is no longer zero
+            for n, p in trained.named_parameters():
+                if "lora_B" in n or "lora_embedding_A" in n:
+                    p.normal_(0, 0.02)
+        trained.save_pretrained(d)
+        model = PeftModel.from_pretrained(base, d, is_trainable=a.resume)
+    if a.frozen:
+        model.base_model.model.lm_head.weight.requires_grad_(True)
 else:
-    model = get_peft_model(LlamaForCausalLM(cfg), lora)
-opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-ids = torch.randint(1, 128, (2, a.seq))
-import time  # noqa: E402
+    model = get_peft_model(base, lora)
+if a.ckpt != "off":
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": a.ckpt == "reentrant"})
+    if a.no_input_grads:
+        model.disable_input_require_grads()
+    elif a.ckpt == "reentrant":
+        model.enable_input_require_grads()
+model.train()
+params = [p for p in model.parameters() if p.requires_grad]
+if early_optimizer is not None:
+    opt = early_optimizer
+elif a.optimizer == "sgd":
+    opt = torch.optim.SGD(params, lr=a.lr, weight_decay=a.weight_decay)
+else:
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay)
+if a.schedule == "linear":
+    sched = get_linear_schedule_with_warmup(opt, a.warmup, a.steps)
+elif a.schedule == "cosine":
+    sched = get_cosine_schedule_with_warmup(opt, a.warmup, a.steps)
+else:
+    sched = None
+ids = torch.randint(1, 128, (a.batch * a.accum, a.seq))
+if a.crash_before_step:
+    raise ValueError("the dataset has no 'text' column")
 
 t0 = time.perf_counter()
 for step in range(a.steps):
-    loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
+    for micro in range(a.accum):
+        chunk = ids[micro * a.batch:(micro + 1) * a.batch]
+        loss = model(input_ids=chunk, labels=chunk).loss / a.accum
+        loss.backward()
     if step == a.nan_at:
         target = model.base_model.model.model.layers[1].self_attn.v_proj.lora_B["default"].weight
         target.grad[0, 0] = float("nan")
     opt.step()
+    if sched is not None:
+        sched.step()
     opt.zero_grad()
-    print(f"step {step} loss {loss.item():.4f}")
+    print(f"step {step} loss {loss.item() * a.accum:.4f}" + ("" if math.isfinite(loss.item()) else " (non-finite)"))
 print(f"train loop {time.perf_counter() - t0:.3f} s for {a.steps} steps")
 sys.exit(a.exit_code)

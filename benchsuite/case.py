@@ -101,7 +101,8 @@ class Symptom:
         if outcome.get("trains") is False:
             ran = "nothing to train (ctx.observed)"
         else:
-            ran = f"{outcome.get('steps', 0)} training step(s), {outcome.get('trainable_params', 0)} trainable parameter(s)"
+            ran = (f"{outcome.get('steps', 0)} training step(s), "
+                   f"{outcome.get('trainable_params', 0)} trainable parameter(s)")
         return f"{ran}; " + "; ".join(parts)
 
     def match(self, outcome: dict) -> tuple[bool, dict]:

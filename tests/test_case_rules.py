@@ -167,7 +167,8 @@ def test_scenario_raising_before_training(tmp_path):
         def trigger(ctx):
             raise KeyError("not the reported failure")
     """)
-    assert res["status"] == "error" and "trigger raised KeyError" in res["reason"] and "(not the symptom)" in res["reason"]
+    assert res["status"] == "error"
+    assert "trigger raised KeyError" in res["reason"] and "(not the symptom)" in res["reason"]
     res = run(tmp_path, "fix-raises-early", """
         from benchsuite.case import Case, Symptom
         case = Case(id="fix-raises-early", title="probe", references=["x/y#1"],
@@ -234,7 +235,8 @@ def test_fix_whose_adapters_get_zero_gradients_does_not_work(tmp_path):
     f = fix(res, "alpha_zero")
     assert f["works"] is False and f["agrees"] is False
     [problem] = f["problems"]
-    assert "4 trainable parameter(s) had an exactly zero gradient at every step (3 step(s)) with no explanation" in problem
+    assert ("4 trainable parameter(s) had an exactly zero gradient at every step (3 step(s)) with no explanation"
+            in problem)
     assert "q_proj.lora_B" in problem
     assert "alpha_zero (declared works=True: 4 trainable parameter(s)" in res["reason"]
     assert len(set(f["outcome"]["losses"])) == 1  # the adapters cannot change the output
@@ -293,7 +295,8 @@ def test_trainable_parameter_the_model_never_uses_fails_the_fix(tmp_path):
     source = """
         import torch
         from benchsuite.case import Case, Symptom
-        case = Case(id="{id}", title="probe", references=["x/y#4"], symptom=Symptom("ValueError", exception="ValueError"))
+        case = Case(id="{id}", title="probe", references=["x/y#4"],
+                    symptom=Symptom("ValueError", exception="ValueError"))
 
         class WithSpare(torch.nn.Module):
             def __init__(self):
@@ -317,7 +320,8 @@ def test_trainable_parameter_the_model_never_uses_fails_the_fix(tmp_path):
     """
     res = run(tmp_path, "spare", source.format(id="spare", freeze="pass"))
     f = fix(res, "train")
-    assert f["works"] is False and "2 trainable parameter(s) never got a gradient: spare.weight, spare.bias" in f["problems"][0]
+    assert f["works"] is False
+    assert "2 trainable parameter(s) never got a gradient: spare.weight, spare.bias" in f["problems"][0]
     assert "freeze" in f["problems"][0]
     res = run(tmp_path, "spare-frozen", source.format(id="spare-frozen", freeze="model.spare.requires_grad_(False)"))
     assert fix(res, "train")["works"] is True
@@ -340,7 +344,8 @@ def test_reference_formats_accepted(tmp_path, ref):
 
 
 @pytest.mark.parametrize("field, message", [
-    ('references=["a forum post about NaN"]', "reference 'a forum post about NaN' is not owner/repo#N, owner/repo@ref:path"),
+    ('references=["a forum post about NaN"]',
+     "reference 'a forum post about NaN' is not owner/repo#N, owner/repo@ref:path or an https:// URL"),
     ('references=["http://example.com/x"]', "is not owner/repo#N"),
     ('references=["huggingface/peft#"]', "is not owner/repo#N"),
     ('references=[]', "references must be a non-empty list"),

@@ -59,9 +59,9 @@ class Symptom:
         """Why this outcome cannot decide the symptom either way (None: it can).
 
         A scenario that raised or crashed is judged on that. Otherwise a condition on gradients or losses
-        needs training (not ctx.observed; for the trigger, at least one step: a fix that trained no step
-        is judged not working instead), and ``observed=`` needs the flag in the outcome's extra: without
-        them "not seen" would be a verdict with no evidence behind it.
+        needs training (not ctx.observed), a trigger that returns a training result needs at least one
+        step (a fix that trained no step is judged not working instead), and ``observed=`` needs the flag
+        in the outcome's extra: without them "not seen" would be a verdict with no evidence behind it.
         """
         if outcome.get("exception") or outcome.get("crashed"):
             return None
@@ -70,9 +70,9 @@ class Symptom:
             return (f"it returned ctx.observed(...) (no training), but the symptom's {', '.join(needs)} "
                     "condition(s) need training steps: return the result of ctx.train(...) or "
                     "ctx.trainer_train(...)")
-        if needs and role == "trigger" and not outcome.get("steps"):
-            return (f"it ran no training step, so the symptom's {', '.join(needs)} condition(s) could not be "
-                    "checked")
+        if role == "trigger" and outcome.get("trains") is not False and not outcome.get("steps"):
+            return ("it returned a training result in which no training step ran, so there is nothing the "
+                    "symptom could have been seen in")
         if self.observed and self.observed not in (outcome.get("extra") or {}):
             return (f"its outcome has no extra[{self.observed!r}] (Symptom(observed={self.observed!r})): set "
                     f"result.extra[{self.observed!r}] = True/False, or return ctx.observed({self.observed}=...)")

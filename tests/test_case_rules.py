@@ -138,6 +138,21 @@ def test_missing_observed_flag_is_an_error_not_a_verdict(tmp_path):
     assert "extra['no_recompute']" in res["reason"]
 
 
+def test_trigger_that_trained_no_step_is_an_error(tmp_path):
+    res = run(tmp_path, "zero-steps", """
+        from benchsuite.case import Case, Symptom
+        case = Case(id="zero-steps", title="probe", references=["x/y#1"],
+                    symptom=Symptom("warns while training", warning="use_cache=True"))
+
+        @case.trigger
+        def trigger(ctx):
+            return ctx.train(ctx.causal_model(), steps=0)
+    """)
+    assert res["status"] == "error"
+    assert ("trigger 'trigger' cannot be judged: it returned a training result in which no training step ran"
+            in res["reason"])
+
+
 def test_not_reproduced_shows_what_ran_and_what_did_not_match(tmp_path):
     res = run(tmp_path, "healthy", """
         from benchsuite.case import Case, Symptom

@@ -169,7 +169,7 @@ def execute(path: Path, model_path: str | None = None) -> dict:
         trigger = run_scenario(case.trigger_fn, ctx, "trigger")
         seen, evidence = case.symptom.match(trigger)
         res["evidence"] = {**evidence, "trigger": _brief(trigger)}
-        trigger_error = _outcome_error("trigger", trigger, case, seen)
+        trigger_error = _outcome_error(f"trigger {case.trigger_fn.__name__!r}", trigger, case, seen)
         fixes = []
         for fx in case.fixes:
             if fx.applies and not is_affected(fx.applies, env):
@@ -178,7 +178,7 @@ def execute(path: Path, model_path: str | None = None) -> dict:
                 continue
             out = run_scenario(fx.fn, ctx, "fix")
             fix_seen, fix_evidence = case.symptom.match(out)
-            error = _outcome_error("fix", out, case, fix_seen)
+            error = _outcome_error(f"fix {fx.name!r}", out, case, fix_seen)
             if error:  # no verdict without an outcome that can carry one
                 fixes.append({"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": None,
                               "agrees": None, "error": error, "outcome": _brief(out)})
@@ -198,7 +198,7 @@ def execute(path: Path, model_path: str | None = None) -> dict:
         res.update(status="crashed", reason=f"trigger {trigger['crashed']}")
     elif trigger_error or fix_errors:
         res.update(status="error", reason="; ".join(([trigger_error] if trigger_error else [])
-                                                    + [f"fix {f['name']!r}: {f['error']}" for f in fix_errors]))
+                                                    + [f["error"] for f in fix_errors]))
     elif not seen and trigger.get("exception"):
         e = trigger["exception"]
         res.update(status="error", reason=f"trigger raised {e['type']}: {e['message'][:300]} (not the symptom)",
@@ -223,14 +223,14 @@ def _fix_disagreement(f: dict) -> str:
     return f"{f['name']} (declared works=True: {why[:300]})"
 
 
-def _outcome_error(role: str, outcome: dict, case: Case, seen: bool) -> str | None:
-    """Why this scenario's outcome can carry no verdict (None when it can)."""
+def _outcome_error(who: str, outcome: dict, case: Case, seen: bool) -> str | None:
+    """Why this scenario's outcome can carry no verdict (None when it can); ``who``: "trigger 'fn'"."""
     if outcome.get("invalid_return"):
         return outcome["invalid_return"]
     if seen:
         return None
-    why = case.symptom.unjudgeable(outcome, role)
-    return f"{role} cannot be judged: {why}" if why else None
+    why = case.symptom.unjudgeable(outcome, who.split()[0])
+    return f"{who} cannot be judged: {why}" if why else None
 
 
 def _ran(outcome: dict) -> str:

@@ -77,19 +77,20 @@ PYBIND11_MODULE(_core, m) {
 #ifdef BENCHSUITE_WITH_CUDA
   m.def(
       "scan_cuda",
-      [](uintptr_t table, int64_t n, int64_t total_chunks, uintptr_t counts, uintptr_t stats, int device,
-         uintptr_t stream) {
+      [](uintptr_t host_table, uintptr_t table, int64_t n, int64_t total_chunks, uintptr_t counts, uintptr_t stats,
+         int device, uintptr_t stream) {
         std::string err;
         {
           py::gil_scoped_release release;
-          err = scan_cuda(as_ptr<const int64_t>(table), n, total_chunks, as_ptr<int64_t>(counts),
-                          as_ptr<double>(stats), device, stream);
+          err = scan_cuda(as_ptr<const int64_t>(host_table), as_ptr<const int64_t>(table), n, total_chunks,
+                          as_ptr<int64_t>(counts), as_ptr<double>(stats), device, stream);
         }
         check(err);
       },
-      py::arg("table"), py::arg("n"), py::arg("total_chunks"), py::arg("counts"), py::arg("stats"),
-      py::arg("device"), py::arg("stream"),
-      "Enqueue one scan kernel on `stream` over a device-resident table; no host synchronisation.");
+      py::arg("host_table"), py::arg("table"), py::arg("n"), py::arg("total_chunks"), py::arg("counts"),
+      py::arg("stats"), py::arg("device"), py::arg("stream"),
+      "Check `host_table`, then enqueue one scan kernel on `stream` over the same rows already in device "
+      "memory (`table`); no host synchronisation.");
   m.def(
       "cuda_device_count",
       []() {

@@ -23,14 +23,19 @@ constexpr int kStatCols = 2;
 // Elements per unit of CUDA work; the caller uses it to fill column [3] of the table.
 constexpr int64_t kCudaChunkElems = int64_t(1) << 16;
 
+// Checks a host copy of the table: dtype codes, element counts, data pointers and, when
+// `total_chunks` >= 0, the CUDA chunk column [3] and its total. Returns "" or an error message.
+std::string check_table(const int64_t* table, int64_t n, int64_t total_chunks);
+
 // Scans n tensors on the CPU with up to num_threads threads. Returns "" or an error message.
 std::string scan_cpu(const int64_t* table, int64_t n, int64_t* counts, double* stats, int num_threads);
 
 #ifdef BENCHSUITE_WITH_CUDA
 // Enqueues one kernel on `stream` (a cudaStream_t given as an integer) over a table already in device
-// memory. No host synchronisation. Returns "" or the CUDA error message.
-std::string scan_cuda(const int64_t* device_table, int64_t n, int64_t total_chunks, int64_t* counts,
-                      double* stats, int device, uintptr_t stream);
+// memory, after checking `host_table`, a host copy of the same rows (check_table). No host
+// synchronisation. Returns "" or an error message (a bad table or the CUDA error).
+std::string scan_cuda(const int64_t* host_table, const int64_t* device_table, int64_t n, int64_t total_chunks,
+                      int64_t* counts, double* stats, int device, uintptr_t stream);
 // Number of CUDA devices the driver reports, or a negative value with `error` set.
 int cuda_device_count(std::string* error);
 #endif

@@ -17,6 +17,12 @@
 
 #include "gradscan.h"
 
+// The one kernel launch goes through this macro, so the tests can run the kernel on the CPU
+// (tests/cudaemu defines it before this file is compiled as C++).
+#ifndef BENCHSUITE_LAUNCH
+#define BENCHSUITE_LAUNCH(kernel, grid, block, shmem, stream) kernel<<<grid, block, shmem, stream>>>
+#endif
+
 namespace benchsuite {
 namespace {
 
@@ -70,8 +76,8 @@ __device__ __forceinline__ void take_vec(const double*, const uint4& u, Acc& a) 
   take(__hiloint2double(int(u.w), int(u.z)), a);
 }
 __device__ __forceinline__ void take_half2(unsigned int w, Acc& a) {
-  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
-  take(f.x, a), take(f.y, a);
+  take(__half2float(__ushort_as_half((unsigned short)(w & 0xffffu))), a);
+  take(__half2float(__ushort_as_half((unsigned short)(w >> 16))), a);
 }
 __device__ __forceinline__ void take_vec(const __half*, const uint4& u, Acc& a) {
   take_half2(u.x, a), take_half2(u.y, a), take_half2(u.z, a), take_half2(u.w, a);
@@ -212,8 +218,10 @@ int sm_count(int device) {
 
 }  // namespace
 
-std::string scan_cuda(const int64_t* device_table, int64_t n, int64_t total_chunks, int64_t* counts,
-                      double* stats, int device, uintptr_t stream) {
+std::string scan_cuda(const int64_t* host_table, const int64_t* device_table, int64_t n, int64_t total_chunks,
+                      int64_t* counts, double* stats, int device, uintptr_t stream) {
+  const std::string bad = check_table(host_table, n, total_chunks);
+  if (!bad.empty()) return bad;
   if (n <= 0 || total_chunks <= 0) return "";
   int previous = -1;
   if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
@@ -225,7 +233,7 @@ std::string scan_cuda(const int64_t* device_table, int64_t n, int64_t total_chun
   const int64_t want = int64_t(sm_count(device)) * 8;
   const int64_t per_block = (total_chunks + want - 1) / want;
   const int64_t blocks = (total_chunks + per_block - 1) / per_block;
-  scan_kernel<<<dim3(unsigned(blocks)), dim3(kThreads), 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+  BENCHSUITE_LAUNCH(scan_kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, reinterpret_cast<cudaStream_t>(stream))(
       device_table, n, total_chunks, per_block, reinterpret_cast<unsigned long long*>(counts), stats);
   const cudaError_t err = cudaGetLastError();
   if (previous >= 0 && previous != device) cudaSetDevice(previous);

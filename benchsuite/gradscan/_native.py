@@ -65,7 +65,8 @@ def launch_cuda(tensors: list[torch.Tensor], device: torch.device) -> tuple[torc
     stats = torch.zeros((n, 2), dtype=torch.float64, device=device)
     dev_table = table.pin_memory().to(device, non_blocking=True)
     stream = torch.cuda.current_stream(device)
-    _core.scan_cuda(dev_table.data_ptr(), n, total, counts.data_ptr(), stats.data_ptr(),
+    # The host copy is checked (dtype codes, counts, chunk column) before the kernel is enqueued.
+    _core.scan_cuda(table.data_ptr(), dev_table.data_ptr(), n, total, counts.data_ptr(), stats.data_ptr(),
                     device.index if device.index is not None else torch.cuda.current_device(),
                     int(stream.cuda_stream))
     return counts, stats, dev_table

@@ -1,89 +1,330 @@
-"""`benchsuite watch` on unmodified scripts: planted failures found at the right step, healthy runs quiet."""
+"""`benchsuite watch` on unmodified scripts, as a user runs them.
+
+Every healthy variant must end with exit 0 and no finding under --policy raise (a false alarm stops a
+healthy run); every broken one must be stopped, or reported, with its cause named.
+"""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from benchsuite.gradscan import ParamRecord
+from benchsuite.watch import verdicts as V
+from benchsuite.watch.names import compact, group
 
 SCRIPTS = Path(__file__).parent / "watch_scripts"
 CLI = [sys.executable, "-m", "benchsuite", "watch"]
+LOOP = str(SCRIPTS / "plain_loop.py")
+TRAINER = str(SCRIPTS / "trainer_lora.py")
+RL = str(SCRIPTS / "rl_loop.py")
+DDP = str(SCRIPTS / "ddp_loop.py")
+TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
 
 
-def watch(tmp_path, *script_args, options=(), timeout=300):
+def watch(tmp_path, *script_args, options=(), timeout=300, log=True):
     out = tmp_path / "watch.json"
-    cmd = CLI + ["--json", str(out), "--log", str(tmp_path / "steps.jsonl"), *options, "--", sys.executable,
-                 *script_args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    cmd = CLI + ["--json", str(out), *(["--log", str(tmp_path / "steps.jsonl")] if log else []), *options, "--",
+                 sys.executable, *script_args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
     return proc, json.loads(out.read_text())
 
 
-def problems(summary, rank=0):
+def findings(summary, rank=0, status="open"):
     proc = next(p for p in summary["processes"] if p["rank"] == rank)
-    return {p["kind"]: p for p in proc["problems"]}
+    return {f["kind"]: f for f in proc["findings"] if f["status"] == status}
 
 
-def test_trainer_reentrant_lora_without_input_hook(tmp_path):
-    proc, summary = watch(tmp_path, str(SCRIPTS / "trainer_seqcls_lora.py"), "--broken", "--out", str(tmp_path))
+def steps_log(tmp_path, name="steps.jsonl"):
+    return [json.loads(x) for x in (tmp_path / name).read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- healthy runs: no false alarm
+
+HEALTHY = {
+    "lora-accum-non-reentrant": [LOOP, "--accum", "2", "--ckpt", "non-reentrant"],
+    "warmup-cosine-weight-decay": [LOOP, "--lr", "2e-5", "--warmup", "2", "--schedule", "cosine",
+                                   "--weight-decay", "0.001", "--steps", "6"],
+    "warmup-linear-sgd": [LOOP, "--optimizer", "sgd", "--lr", "0.05", "--warmup", "3", "--schedule", "linear",
+                          "--steps", "6"],
+    "lora-on-embeddings-dora": [LOOP, "--lora-embed", "--use-dora", "--steps", "6"],
+    "resumed-adapter-reentrant-with-input-hook": [LOOP, "--resume", "--ckpt", "reentrant"],
+    "full-fine-tune": [LOOP, "--full"],
+    "rl-zero-advantage-steps": [RL, "--equal-at", "2,9"],
+    "trainer-seqcls": [TRAINER, "--out", "{tmp}"],
+    "trainer-causal-warmup-cosine-accum": [TRAINER, "--out", "{tmp}", "--task", "causal", "--lr", "2e-5",
+                                           "--warmup-steps", "2", "--scheduler", "cosine", "--weight-decay", "0.001",
+                                           "--accum", "2", "--steps", "5"],
+}
+
+
+@pytest.mark.parametrize("variant", list(HEALTHY))
+def test_healthy_runs_pass_under_raise(tmp_path, variant):
+    args = [a.replace("{tmp}", str(tmp_path / "out")) for a in HEALTHY[variant]]
+    proc, summary = watch(tmp_path, *args, options=["--policy", "raise"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["verdict"] == "healthy"
+    assert findings(summary) == {}
+    assert "healthy: no finding" in proc.stderr and "WatchProblemError" not in proc.stderr
+    p = summary["processes"][0]
+    assert p["scans"] == p["optimizer_steps"] >= 4
+    log = steps_log(tmp_path)
+    assert [ln["step"] for ln in log] == list(range(1, len(log) + 1))  # as the Trainer numbers its steps
+    assert all(ln["scanned"] == ln["trainable"] == ln["in_optimizers"] > 0 for ln in log)
+    if variant == "rl-zero-advantage-steps":
+        assert p["zero_gradient_steps"] == [3, 10]
+        assert "2 steps with a gradient of exactly zero everywhere" in proc.stderr
+
+
+def test_ddp_two_ranks_healthy_then_nan_on_one_rank(tmp_path):
+    proc, summary = watch(tmp_path, *TORCHRUN, DDP, "--nan-at", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p["rank"] for p in summary["processes"]) == [0, 1]
+    nf = findings(summary, rank=1)["non-finite"]
+    assert nf["since_step"] == 3 and "module.2.weight" in nf["names"]
+    assert findings(summary, rank=0)["non-finite"]["since_step"] == 4  # reached rank 0 by the next all-reduce
+    assert "replicas-differ" not in findings(summary, rank=0)
+    assert (tmp_path / "steps.rank1.jsonl").exists()
+
+
+# ---------------------------------------------------------------- broken runs: stopped, cause named
+
+def test_reentrant_lora_without_input_hook_stopped_under_raise(tmp_path):
+    proc, summary = watch(tmp_path, TRAINER, "--out", str(tmp_path / "out"), "--broken", "--steps", "6",
+                          options=["--policy", "raise"])
+    assert proc.returncode == 1 and "training finished" not in proc.stdout
+    f = findings(summary)["no-gradient"]
+    assert f["count"] == 8 and all("lora_" in n for n in f["names"]) and f["confirmed_at"] == 3
+    assert "stopping at step 3 (--policy raise): no gradient in 8 parameter(s): " \
+           "base_model.model.model.layers.{0-1}.self_attn.{q_proj,v_proj}.{lora_A,lora_B}.default.weight" in proc.stderr
+    assert "enable_input_require_grads" in proc.stderr and "list every name" in proc.stderr
+
+
+def test_reentrant_lora_reported_under_warn_with_coverage(tmp_path):
+    proc, summary = watch(tmp_path, TRAINER, "--out", str(tmp_path / "out"), "--broken")
     assert proc.returncode == 0 and "training finished" in proc.stdout
-    found = problems(summary)
-    assert found["no-gradient"]["first_step"] == 0
-    assert len(found["no-gradient"]["names"]) == 8 and all("lora_" in n for n in found["no-gradient"]["names"])
-    assert found["unchanged"]["first_step"] == 2 and any("lora_B" in n for n in found["unchanged"]["names"])
-    assert "score" not in " ".join(found["no-gradient"]["names"])  # the head trains: that is why it looks healthy
-    assert "rank 0 step 0: no gradient in 8 parameter(s)" in proc.stderr
-    lines = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
-    assert [ln["step"] for ln in lines] == [0, 1, 2, 3] and lines[0]["source"] == "trainer"
+    f = findings(summary)
+    assert set(f) == {"no-gradient"}  # the score head trains: that is why grad_norm looks healthy
+    assert "rank 0 step 3: no gradient in 8 parameter(s)" in proc.stderr
+    log = steps_log(tmp_path)
+    assert [ln["step"] for ln in log] == [1, 2, 3, 4] and log[0]["source"] == "trainer"
+    assert log[0]["trainable"] == 9 and log[2]["confirmed"][0]["kind"] == "no-gradient"
 
 
-def test_trainer_healthy_is_quiet(tmp_path):
-    proc, summary = watch(tmp_path, str(SCRIPTS / "trainer_seqcls_lora.py"), "--out", str(tmp_path))
-    assert proc.returncode == 0
-    assert problems(summary) == {}  # lora_A is zero at step 0 by design: not reported
-    assert summary["processes"][0]["scans"] == 4
-    assert "healthy: no problem found" in proc.stderr
+@pytest.mark.parametrize("variant,args,kind,step,cause", [
+    ("optimizer-before-get_peft_model", ["--optimizer-before-peft"], "not-in-optimizer", 2, "get_peft_model"),
+    ("full-fine-tune-lr-0", ["--full", "--lr", "0"], "lr-zero", 3, "learning rate was 0"),
+    ("bf16-weights-updates-round-away", ["--full", "--dtype", "bfloat16", "--lr", "2e-5"], "never-changed", 4,
+     "resolution of bfloat16"),
+    ("nan-gradient", ["--nan-at", "2"], "non-finite", 3, "NaN/Inf"),
+    ("lora-alpha-0-head-trains", ["--lora-alpha", "0", "--train-head"], "all-zero", 3, "lora_alpha=0"),
+])
+def test_broken_runs_stopped_with_cause(tmp_path, variant, args, kind, step, cause):
+    proc, summary = watch(tmp_path, LOOP, *args, "--steps", "6", options=["--policy", "raise"])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    f = findings(summary)
+    assert kind in f and f[kind]["confirmed_at"] == step, f
+    assert f"stopping at step {step} (--policy raise)" in proc.stderr and cause in proc.stderr
+    if variant == "bf16-weights-updates-round-away":
+        assert all("norm" in n for n in f[kind]["names"])  # the matrices move; the norm weights (~1.0) do not
+    if variant == "lora-alpha-0-head-trains":
+        assert all("lora_B" in n for n in f[kind]["names"])  # lora_A is excused: its lora_B is still zero
 
 
-def test_plain_loop_nan_at_step_and_exit_code_untouched(tmp_path):
-    proc, summary = watch(tmp_path, str(SCRIPTS / "plain_loop.py"), "--nan-at", "2", "--exit-code", "3")
-    assert proc.returncode == 3 and "step 4 loss" in proc.stdout
-    nonfinite = problems(summary)["non-finite"]
-    assert nonfinite["first_step"] == 2
-    assert nonfinite["names"][0] == "base_model.model.model.layers.1.self_attn.v_proj.lora_B.default.weight"
-
-
-def test_plain_loop_healthy_is_quiet(tmp_path):
-    proc, summary = watch(tmp_path, str(SCRIPTS / "plain_loop.py"))
-    assert proc.returncode == 0 and problems(summary) == {}
-    assert summary["processes"][0]["scan_ms_per_step"] > 0
+def test_lora_alpha_0_alone_nothing_trains(tmp_path):
+    # Every trainable gradient is zero at every step: no single step is a finding (an RL batch with zero
+    # advantage looks the same), the whole run is.
+    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0")
+    f = findings(summary)
+    assert proc.returncode == 0 and set(f) == {"zero-everywhere"} and f["zero-everywhere"]["confirmed_at"] == "end"
+    assert summary["verdict"] == "findings" and "lora_alpha=0" in proc.stderr
 
 
 def test_adapters_loaded_frozen(tmp_path):
-    proc, summary = watch(tmp_path, str(SCRIPTS / "plain_loop.py"), "--frozen")
-    frozen = problems(summary)["frozen-adapter"]
-    assert frozen["first_step"] == 0 and all("lora_" in n for n in frozen["names"])
-    assert "no-gradient" not in problems(summary)  # requires_grad=False is not a missing gradient
+    proc, summary = watch(tmp_path, LOOP, "--frozen")
+    f = findings(summary)
+    assert set(f) == {"frozen-adapter"} and f["frozen-adapter"]["confirmed_at"] == 1
+    assert all("lora_" in n for n in f["frozen-adapter"]["names"])
 
 
-def test_policy_raise_stops_the_run(tmp_path):
-    proc, summary = watch(tmp_path, str(SCRIPTS / "plain_loop.py"), "--nan-at", "1", options=["--policy", "raise"])
-    assert proc.returncode != 0
-    assert "WatchProblemError" in proc.stderr and "step 2 loss" not in proc.stdout
-    assert problems(summary)["non-finite"]["first_step"] == 1
+def test_ddp_not_wrapped_replicas_differ(tmp_path):
+    proc, summary = watch(tmp_path, *TORCHRUN, DDP, "--no-wrap", options=["--policy", "raise"])
+    assert proc.returncode == 1
+    for rank in (0, 1):
+        f = findings(summary, rank=rank)["replicas-differ"]
+        assert f["confirmed_at"] == 2 and f["count"] == 4
+    assert "not wrapped in DistributedDataParallel" in proc.stderr
 
 
-def test_torchrun_two_ranks(tmp_path):
-    proc, summary = watch(tmp_path, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          str(SCRIPTS / "ddp_loop.py"))
-    assert proc.returncode == 0, proc.stderr
-    assert sorted(p["rank"] for p in summary["processes"]) == [0, 1]
-    assert problems(summary, rank=1)["non-finite"]["first_step"] == 2
-    assert problems(summary, rank=1)["non-finite"]["names"][0] == "module.2.weight"
-    assert problems(summary, rank=0)["non-finite"]["first_step"] == 3  # reached rank 0 by the next all-reduce
-    assert (tmp_path / "steps.rank1.jsonl").exists()
+# ---------------------------------------------------------------- lifecycle: what watch says when nothing ran
+
+def test_script_dying_before_first_step(tmp_path):
+    proc, summary = watch(tmp_path, LOOP, "--crash-before-step")
+    assert proc.returncode == 1 and summary["verdict"] == "no-optimizer-step"
+    assert "exited with code 1 before its first optimizer step" in proc.stderr
+    assert "its last error: ValueError: the dataset has no 'text' column" in proc.stderr
+    assert "healthy" not in proc.stderr and "is the command" not in proc.stderr
+
+
+def test_script_failing_argument_parsing(tmp_path):
+    proc, summary = watch(tmp_path, LOOP, "--no-such-flag")
+    assert proc.returncode == 2 and summary["verdict"] == "no-optimizer-step" and summary["attached"] == 1
+    assert "exited with code 2 before its first optimizer step" in proc.stderr and "healthy" not in proc.stderr
+
+
+def test_nothing_attached_when_python_ignores_pythonpath(tmp_path):
+    proc, summary = watch(tmp_path, "-I", "-c", "print('hi')")
+    assert proc.returncode == 0 and summary["verdict"] == "not-attached"
+    assert "nothing was watched" in proc.stderr
+
+
+# ---------------------------------------------------------------- the monitor never harms the run
+
+def test_unusable_output_paths_are_usage_errors_before_the_script_starts(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    marker = tmp_path / "started"
+    script = ["--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    for option in ("--log", "--json"):
+        proc = subprocess.run(CLI + [option, str(blocker / "sub" / "out.json"), *script], capture_output=True,
+                              text=True)
+        assert proc.returncode == 2 and "benchsuite watch: cannot create the folder" in proc.stderr
+        assert "Traceback" not in proc.stderr and not marker.exists()
+    out = tmp_path / "new" / "folder" / "steps.jsonl"  # missing parent folders are created
+    proc = subprocess.run(CLI + ["--log", str(out), *script], capture_output=True, text=True)
+    assert proc.returncode == 0 and marker.exists()
+
+
+def test_write_failures_during_and_after_the_run_keep_the_scripts_exit_code(tmp_path):
+    # /proc accepts no new file, even for root: the step log fails at the first step, the summary at the end.
+    cmd = CLI + ["--log", "/proc/benchsuite-steps.jsonl", "--json", "/proc/benchsuite-summary.json", "--",
+                 sys.executable, LOOP, "--steps", "3", "--exit-code", "3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3 and "step 2 loss" in proc.stdout
+    assert "cannot write the step log" in proc.stderr and "could not write /proc/benchsuite-summary.json" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_exit_status_of_a_script_ended_by_a_signal(sig):
+    code = f"import os, signal; os.kill(os.getpid(), {int(sig)})"
+    proc = subprocess.run(CLI + ["--", sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 128 + int(sig)
+
+
+def test_sigint_sent_to_watch_reaches_the_script(tmp_path):
+    ready = tmp_path / "ready"
+    code = f"import time; open({str(ready)!r}, 'w').close(); time.sleep(60)"
+    proc = subprocess.Popen(CLI + ["--", sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "KeyboardInterrupt" in err
 
 
 def test_watch_without_command_is_a_usage_error():
     proc = subprocess.run(CLI, capture_output=True, text=True)
     assert proc.returncode == 2 and "give the command" in proc.stderr
+
+
+# ---------------------------------------------------------------- verdict rules on their own
+
+def _rec(name, grad=None, dtype="float32"):
+    """A ParamRecord as the scanner returns it: grad None, 'zero', 'nan' or 'ok'."""
+    r = ParamRecord(name=name, dtype=dtype, numel=4, none=grad is None)
+    if grad == "zero":
+        r.zero = 4
+    elif grad == "nan":
+        r.nan = 1
+    elif grad == "ok":
+        r.sumsq, r.absmax = 1.0, 0.5
+    return r
+
+
+def test_tracker_clears_a_finding_whose_evidence_goes_away():
+    t = V.Tracker(confirm=3)
+    value = {"w": (1.0,)}
+    for step in range(1, 5):  # gets gradients at lr > 0 but does not move
+        t.observe(step, [_rec("w", "ok")], {"w": 0.1}, set(), lambda names: {n: value[n] for n in names})
+        t.evaluate(step)
+    assert t.findings[V.UNCHANGED]["w"].confirmed_at == 4 and t.findings[V.UNCHANGED]["w"].cleared_at is None
+    value["w"] = (2.0,)
+    t.observe(5, [_rec("w", "ok")], {"w": 0.1}, set(), lambda names: {n: value[n] for n in names})
+    assert t.evaluate(5) == []
+    (entry,) = t.report()
+    assert entry["status"] == "cleared" and entry["cleared_at"] == 5 and entry["confirmed_at"] == 4
+
+
+def test_tracker_isolated_gaps_are_not_findings():
+    t = V.Tracker(confirm=3)
+    pattern = ["ok", None, "ok", "zero", "ok", None, None, "ok"]  # e.g. an MoE expert that some batches skip
+    for step, g in enumerate(pattern, 1):
+        t.observe(step, [_rec("expert", g), _rec("other", "ok")], {"expert": 0.1, "other": 0.1}, set(),
+                  lambda names: {n: (step,) for n in names})
+        assert t.evaluate(step) == []
+    t.finish(lambda names: {n: (99,) for n in names})
+    assert t.evaluate("end", final=True) == [] and t.report() == []
+
+
+def test_tracker_never_once_a_gradient_is_a_finding_at_the_end():
+    t = V.Tracker(confirm=3)
+    for step in (1, 2):  # too short to confirm during the run
+        t.observe(step, [_rec("a", None), _rec("b", "ok")], {"a": 0.1, "b": 0.1}, set(),
+                  lambda names: {n: (step,) for n in names})
+        assert t.evaluate(step) == []
+    assert t.evaluate("end", final=True) == [(V.NO_GRADIENT, ["a"])]
+
+
+def test_tracker_zero_everywhere_is_counted_not_judged():
+    t = V.Tracker(confirm=3)
+    for step in range(1, 6):
+        t.observe(step, [_rec("a", "zero"), _rec("b", "zero")], {"a": 0.1, "b": 0.1}, set(), lambda n: {})
+        assert t.evaluate(step) == []
+    assert t.zero_steps == [1, 2, 3, 4, 5]
+    assert t.evaluate("end", final=True) == [(V.NO_SIGNAL, ["(every parameter)"])]
+
+
+def test_zero_factor_decided_from_state_not_names():
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from benchsuite.gradscan import scan
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2)
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=2, target_modules=["embed_tokens", "q_proj"]))
+    ids = torch.randint(0, 64, (2, 6))
+    model(input_ids=ids, labels=ids).loss.backward()
+    report = scan(model)
+    excused = {r.name for r in report if r.expected_zero}
+    assert report.ok
+    # PEFT zeroes lora_B for Linear layers but lora_embedding_A for embeddings: the excused factor differs.
+    assert any("q_proj.lora_A" in n for n in excused) and any("lora_embedding_B" in n for n in excused)
+    assert not any("lora_B" in n or "lora_embedding_A" in n for n in excused)
+    # Both factors at zero: the pair can never train; nothing is excused.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "q_proj.lora_A" in n:
+                p.zero_()
+    model.zero_grad()
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert any("q_proj.lora" in n for n in scan(model).names("all-zero"))
+
+
+def test_names_grouped_compactly_and_exactly():
+    names = [f"m.layers.{i}.attn.{p}.lora_{f}.default.weight" for i in range(14) for p in ("q_proj", "v_proj")
+             for f in "AB"]
+    assert compact(names) == "m.layers.{0-13}.attn.{q_proj,v_proj}.{lora_A,lora_B}.default.weight (56)"
+    # A pattern never stands for a name that was not in the list.
+    assert sorted(c for _, c in group(["a.0.w", "a.1.w", "a.1.b"])) == [1, 2]
+    assert compact(["x.0.w", "x.1.w", "x.3.w", "y"], limit=1) == "x.{0-1,3}.w (3); and 1 more"

@@ -68,8 +68,9 @@ CAUSES = {
                     "PeftModel.from_pretrained(..., is_trainable=True) was probably not used",
     REPLICAS: "torch.distributed is initialised but the ranks hold different weights: the model is not wrapped in "
               "DistributedDataParallel (or its gradients are not all-reduced), so every rank trains its own copy",
-    NO_SIGNAL: "the loss' gradient was exactly zero at every step (e.g. zero advantage in every RL batch, a constant "
-               "loss): nothing trained",
+    NO_SIGNAL: "every trainable gradient was exactly zero at every step, so nothing trained: adapters whose "
+               "scaling is 0 (lora_alpha=0), a loss that does not depend on the trainable weights, or zero advantage "
+               "in every RL batch",
 }
 
 
@@ -290,8 +291,3 @@ def median(values: list[float]) -> float | None:
     v = sorted(values)
     mid = len(v) // 2
     return v[mid] if len(v) % 2 else 0.5 * (v[mid - 1] + v[mid])
-
-
-def fingerprint_of(record) -> tuple:
-    """A value fingerprint from a scan record of the tensor itself (not its gradient)."""
-    return (record.sumsq, record.absmax, record.zero, record.nan, record.posinf, record.neginf)

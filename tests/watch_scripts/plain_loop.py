@@ -2,9 +2,9 @@
 
 Healthy setups: LoRA (default), --lora-embed (LoRA on the embeddings too), --full (full fine-tune),
 --warmup N with --schedule linear|cosine, --weight-decay, --accum N, --ckpt reentrant|non-reentrant
-(with the input-grad hook), --resume (an adapter trained, saved and loaded back with is_trainable=True).
+(with the input-grad hook), --use-dora, --resume (an adapter trained, saved and loaded back with is_trainable=True).
 Broken ones: --nan-at K (a NaN in one gradient at step K), --frozen (adapter loaded without
-is_trainable, head trained), --optimizer-before-peft, --lr 0, --dtype bfloat16 with --full (updates
+is_trainable, head trained), --train-head (the LM head trains too), --optimizer-before-peft, --lr 0, --dtype bfloat16 with --full (updates
 round away), --lora-alpha 0, --no-input-grads with --ckpt reentrant, --crash-before-step.
 """
 import argparse
@@ -20,6 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, get_cosine_schedule_with
 ap = argparse.ArgumentParser()
 ap.add_argument("--nan-at", type=int, default=-1)
 ap.add_argument("--frozen", action="store_true")
+ap.add_argument("--train-head", action="store_true")
 ap.add_argument("--steps", type=int, default=5)
 ap.add_argument("--exit-code", type=int, default=0)
 ap.add_argument("--hidden", type=int, default=32)
@@ -30,6 +31,7 @@ ap.add_argument("--targets", default="q_proj,v_proj")
 ap.add_argument("--lora-embed", action="store_true")
 ap.add_argument("--lora-alpha", type=float, default=8)
 ap.add_argument("--full", action="store_true")
+ap.add_argument("--use-dora", action="store_true")
 ap.add_argument("--dtype", default="float32")
 ap.add_argument("--lr", type=float, default=1e-2)
 ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
@@ -49,7 +51,7 @@ dtype = getattr(torch, a.dtype)
 cfg = LlamaConfig(vocab_size=128, hidden_size=a.hidden, intermediate_size=2 * a.hidden, num_hidden_layers=a.layers,
                   num_attention_heads=4, num_key_value_heads=4, pad_token_id=0)
 targets = a.targets.split(",") + (["embed_tokens"] if a.lora_embed else [])
-lora = LoraConfig(r=4, lora_alpha=a.lora_alpha, target_modules=targets)
+lora = LoraConfig(r=4, lora_alpha=a.lora_alpha, target_modules=targets, use_dora=a.use_dora)
 base = LlamaForCausalLM(cfg).to(dtype)
 early_optimizer = torch.optim.AdamW(base.parameters(), lr=a.lr) if a.optimizer_before_peft else None
 if a.full:
@@ -67,6 +69,8 @@ elif a.frozen or a.resume:
         model.base_model.model.lm_head.weight.requires_grad_(True)
 else:
     model = get_peft_model(base, lora)
+if a.train_head:
+    model.base_model.model.lm_head.weight.requires_grad_(True)
 if a.ckpt != "off":
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": a.ckpt == "reentrant"})
     if a.no_input_grads:

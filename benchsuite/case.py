@@ -418,8 +418,12 @@ class Context:
         return TrainResult(extra=dict(flags), trains=False)
 
     def trainer_train(self, model, dataset: list | None = None, optimizer=None, trainer_class=None,
-                      callbacks: list | None = None, **training_args) -> TrainResult:
+                      callbacks: list | None = None, trainer_kwargs: dict | None = None,
+                      **training_args) -> TrainResult:
         """Train with transformers.Trainer (or ``trainer_class``, a subclass) on the CPU.
+
+        ``callbacks``: TrainerCallbacks added to the trainer; ``trainer_kwargs``: further arguments of the
+        trainer's constructor (``data_collator``, ``processing_class``, ``compute_loss_func``, ...).
 
         Defaults: ``TrainingArguments(max_steps=3, per_device_train_batch_size=2, learning_rate=1e-2,
         use_cpu=True, logging_steps=1, save_strategy="no", report_to="none", seed=ctx.seed)``, every one
@@ -466,7 +470,7 @@ class Context:
         try:
             trainer = trainer_class(model=model, args=TrainingArguments(**kw), train_dataset=dataset,
                                     optimizers=(optimizer, None) if optimizer is not None else (None, None),
-                                    callbacks=[*(callbacks or []), _StepLosses()])
+                                    callbacks=[*(callbacks or []), _StepLosses()], **(trainer_kwargs or {}))
             training_step = trainer.training_step
 
             def recording_training_step(*args, **kwargs):

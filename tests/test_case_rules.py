@@ -407,8 +407,8 @@ def test_trainer_train_takes_a_trainer_class_and_callbacks_and_keeps_full_precis
 
         @case.trigger
         def trigger(ctx):
-            from transformers import Trainer, TrainerCallback
-            seen, steps = [], []
+            from transformers import Trainer, TrainerCallback, default_data_collator
+            seen, steps, collated = [], [], []
 
             class ScaledLoss(Trainer):                    # a reported compute_loss override
                 def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
@@ -420,15 +420,21 @@ def test_trainer_train_takes_a_trainer_class_and_callbacks_and_keeps_full_precis
                 def on_step_end(self, args, state, control, **kwargs):
                     steps.append(state.global_step)
 
+            def collate(rows):
+                collated.append(len(rows))
+                return default_data_collator(rows)
+
             model = ctx.causal_model()
             result = ctx.trainer_train(model, trainer_class=ScaledLoss, callbacks=[Count()], max_steps=2,
-                                       per_device_train_batch_size=4)
-            result.extra.update(override_ran=len(seen) == 2, compute_loss_values=seen, callback_steps=steps)
+                                       per_device_train_batch_size=4, trainer_kwargs={"data_collator": collate})
+            result.extra.update(override_ran=len(seen) == 2, compute_loss_values=seen, callback_steps=steps,
+                                batch_sizes=collated)
             return result
     """)
     assert res["status"] == "reproduced", res
     trig = res["evidence"]["trigger"]
     assert trig["extra"]["callback_steps"] == [1, 2]
+    assert trig["extra"]["batch_sizes"][:2] == [4, 4]                 # per_device_train_batch_size, own collator
     assert trig["losses"] == trig["extra"]["compute_loss_values"]  # the loss tensors themselves
     assert any(round(x, 4) != x for x in trig["losses"])          # not rounded as 4.x's log history is
 

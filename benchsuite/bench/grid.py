@@ -66,9 +66,14 @@ def run_one(cfg: dict, timeout: float) -> dict:
     """Fork, run the configuration in the child, collect its result; failures are results too."""
     out = Path(cfg["workdir"]) / "result.json"
     pid = os.fork()
+    log = Path(cfg["workdir"]) / "output.log"
     if pid == 0:
         from ..harness.proc import die_with_parent
         die_with_parent()
+        # The libraries' warnings and log lines go to a file, kept in the result, not to the console.
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
         code = 0
         try:
             import torch
@@ -106,12 +111,16 @@ def run_one(cfg: dict, timeout: float) -> dict:
         except (ProcessLookupError, ChildProcessError):
             pass
         raise
+    text = log.read_text(errors="replace").strip() if log.exists() else ""
     if out.exists():
-        return json.loads(out.read_text())
+        res = json.loads(out.read_text())
+        if text:
+            res["log"] = text[-4000:]
+        return res
     how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit code {os.WEXITSTATUS(status)}"
     # SIGKILL with no result is what the kernel's out-of-memory killer does.
     return {"status": "oom" if os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9 else "crashed",
-            "error": f"the configuration's process ended by {how} before reporting"}
+            "error": f"the configuration's process ended by {how} before reporting", "log": text[-4000:]}
 
 
 def derive(results: list[dict]) -> None:
@@ -317,6 +326,11 @@ def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, ro
         except Exception as exc:  # results are already written: say why, keep them
             print(f"benchsuite bench: no plot ({type(exc).__name__}: {exc})", file=sys.stderr)
             return 1
+    logged = sum(1 for r in results if r.get("log"))
+    if logged:
+        print(f"library warnings/log lines of {logged} configuration(s) are kept in "
+              + ("the JSON (field 'log')" if args.json else "each result's 'log' field (use --json PATH)"),
+              file=sys.stderr)
     print(f"{len(results)} of {len(configs)} configuration(s) in {meta['duration_s']:.0f} s", file=sys.stderr)
     if interrupted:
         return 130

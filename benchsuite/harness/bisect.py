@@ -200,27 +200,35 @@ def main(args) -> int:
            "declared_affected": case.affected, "package_declared": declared_here, "result": result,
            "seen": prober.seen, "suggested_affected": fix, "disagreements": differs,
            "agrees_with_declaration": not differs, "duration_s": round(time.perf_counter() - t0, 1)}
-    quiet = args.json == "-"
-    say = (lambda m: print(m, file=sys.stderr)) if quiet else print
-    if result.get("found"):
-        say(f"{case.id}: {result['last_status']} at {package} {result['last']}, "
-            f"{result['first_status']} from {result['first']} ({len(prober.seen)} of {len(versions)} releases probed)")
-    else:
-        say(f"{case.id}: no status change found: {result['why']}")
-    declared = ", ".join(f"{k}{v}" for k, v in case.affected.items()) or "every version"
-    if not differs:
-        say(f"declared affected: {declared}; every probed release agrees with it")
-    elif fix:
-        say(f"declared affected: {declared}; DIFFERS; suggested within {versions[0]}..{versions[-1]}: "
-            f"{package}: {fix!r}")
-    else:
-        say(f"declared affected: {declared}; DIFFERS; no {package} range suggested: the case declares "
-            f"{', '.join(case.affected)} only, and the change may follow a companion release (see each probe's "
-            "versions in --json)")
-    for d in differs:
-        say(f"  differs: {d}")
+    code, lines = verdict(case.id, case.affected, package, result, prober.seen, versions)
+    say = (lambda m: print(m, file=sys.stderr)) if args.json == "-" else print
+    for line in lines:
+        say(line)
     if args.json:
         report.write_atomic(args.json, json.dumps(out, indent=2, default=str))
-    if interrupted:
-        return 130
-    return 1 if differs else 0
+    return 130 if interrupted else code
+
+
+def verdict(case_id: str, affected: dict[str, str], package: str, result: dict, seen: dict[str, dict],
+            versions: list[str]) -> tuple[int, list[str]]:
+    """(exit code, lines): 0 when every probe agrees with the case's declaration, 1 when one contradicts it."""
+    lines = []
+    if result.get("found"):
+        lines.append(f"{case_id}: {result['last_status']} at {package} {result['last']}, "
+                     f"{result['first_status']} from {result['first']} ({len(seen)} of {len(versions)} releases probed)")
+    else:
+        lines.append(f"{case_id}: no status change found: {result['why']}")
+    differs = disagreements(affected, package, seen)
+    fix = correction(affected, package, result, seen, versions[0], versions[-1])
+    declared = ", ".join(f"{k}{v}" for k, v in affected.items()) or "every version"
+    if not differs:
+        lines.append(f"declared affected: {declared}; every probed release agrees with it")
+    elif fix:
+        lines.append(f"declared affected: {declared}; DIFFERS; suggested within {versions[0]}..{versions[-1]}: "
+                     f"{package}: {fix!r}")
+    else:
+        lines.append(f"declared affected: {declared}; DIFFERS; no {package} range suggested: the case declares "
+                     f"{', '.join(affected)} only, and the change may follow a companion release (see each "
+                     "probe's versions in --json)")
+    lines += [f"  differs: {d}" for d in differs]
+    return (1 if differs else 0), lines

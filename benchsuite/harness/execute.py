@@ -220,7 +220,7 @@ def _fix_disagreement(f: dict) -> str:
     if f["works"]:
         return f"{f['name']} (declared works=False, but the symptom is gone and training is healthy)"
     why = "; ".join((["the symptom is still seen"] if f.get("symptom_seen") else []) + (f.get("problems") or []))
-    return f"{f['name']} (declared works=True: {why[:300]})"
+    return f"{f['name']} (declared works=True: {why if len(why) <= 400 else why[:397] + '...'})"
 
 
 def _outcome_error(who: str, outcome: dict, case: Case, seen: bool) -> str | None:

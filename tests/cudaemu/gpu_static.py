@@ -1,0 +1,195 @@
+"""Static GPU checks without a GPU: ptxas resource usage and SASS instructions per element.
+
+    python tests/cudaemu/gpu_static.py [--write]     (from the repository root)
+
+Compiles csrc/gradscan_cuda.cu with nvcc for each target architecture, plus per-dtype probe kernels
+that contain only scan_run<T> (so each probe's SASS holds one dtype's loops), reads `ptxas -v`
+(registers, spills) and disassembles with cuobjdump (PyPI: nvidia-cuda-cuobjdump, which needs
+nvidia-cuda-nvdisasm). The vector loop of a probe is the loop (backward branch) holding the most
+16-byte loads; instructions per element = instructions in that loop / (16-byte loads x elements per
+vector). With --write the figures go to docs/results/cuda-static.{json,md}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CSRC = Path(os.environ.get("BENCHSUITE_CSRC", ROOT / "csrc")).resolve()
+ARCHS = ["80", "90"]  # CMakeLists.txt's CMAKE_CUDA_ARCHITECTURES default
+PROBES = {"float32": ("float", 4), "float16": ("__half", 8), "bfloat16": ("__nv_bfloat16", 8), "float64": ("double", 2)}
+PROBE_SRC = "\n".join(
+    f'extern "C" __global__ void probe_{name}(const {t}* p, int64_t e0, int64_t e1, double* out) {{\n'
+    f"  benchsuite::Acc a;\n  benchsuite::scan_run(p, e0, e1, a);\n"
+    f"  out[threadIdx.x] = a.ss + a.am + a.nan + a.pinf + a.ninf + a.zero;\n}}"
+    for name, (t, _) in PROBES.items())
+
+
+def tool(name: str) -> str | None:
+    """nvcc from PATH/CUDA_HOME; cuobjdump/nvdisasm from PATH or the nvidia-cuda-* wheels."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for base in [os.environ.get("CUDA_HOME", "/usr/local/cuda")]:
+        cand = Path(base) / "bin" / name
+        if cand.exists():
+            return str(cand)
+    try:
+        import nvidia  # namespace package of the nvidia-* wheels
+        for p in nvidia.__path__:
+            for cand in Path(p).glob(f"*/bin/{name}"):
+                return str(cand)
+    except ImportError:
+        pass
+    return None
+
+
+def missing_tools() -> list[str]:
+    return [t for t in ("nvcc", "cuobjdump", "nvdisasm") if tool(t) is None]
+
+
+def compile_cubin(arch: str, workdir: Path) -> tuple[Path, str]:
+    src = workdir / "probe.cu"
+    src.write_text((CSRC / "gradscan_cuda.cu").read_text() + "\n" + PROBE_SRC + "\n")
+    shutil.copy(CSRC / "gradscan.h", workdir / "gradscan.h")
+    out = workdir / f"probe_{arch}.cubin"
+    r = subprocess.run([tool("nvcc"), "-cubin", f"-arch=sm_{arch}", "-O3", "-std=c++17", "-Xptxas", "-v",
+                        str(src), "-o", str(out)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    return out, r.stderr
+
+
+def parse_ptxas(log: str) -> dict[str, dict]:
+    res, fn = {}, None
+    for line in log.splitlines():
+        m = re.search(r"Compiling entry function '([^']+)'", line)
+        if m:
+            fn = "scan_kernel" if "scan_kernel" in m.group(1) else m.group(1)
+            res[fn] = {}
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m and fn:
+            res[fn].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        m = re.search(r"Used (\d+) registers", line)
+        if m and fn:
+            res[fn]["registers"] = int(m.group(1))
+    return res
+
+
+INSN = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+
+
+def sass(cubin: Path, function: str) -> list[tuple[int, str, str]]:
+    env = {**os.environ, "PATH": f"{Path(tool('nvdisasm')).parent}:{os.environ.get('PATH', '')}"}
+    r = subprocess.run([tool("cuobjdump"), "-sass", "-fun", function, str(cubin)], capture_output=True, text=True,
+                       env=env, check=True)
+    out = []
+    for m in INSN.finditer(r.stdout):
+        if m.group(2) and m.group(3).startswith("BRA"):
+            _GUARDED.add(int(m.group(1), 16))  # a predicated branch also falls through
+        out.append((int(m.group(1), 16), m.group(3), m.group(4)))
+    return out
+
+
+def shortest_path(body: list[tuple[int, str, str]]) -> int:
+    """Fewest instructions from the loop's first instruction to its back-edge (the last one): the fast
+    path, when the only branches inside the loop pick between a fast and a slow path."""
+    index = {addr: i for i, (addr, _, _) in enumerate(body)}
+    inf = float("inf")
+    dist = [inf] * len(body)
+    dist[0] = 1
+    for i, (addr, op, args) in enumerate(body):  # forward edges only: one pass in address order
+        if dist[i] == inf or i == len(body) - 1:
+            continue
+        succ = []
+        m = re.search(r"0x([0-9a-f]+)", args) if op.startswith("BRA") else None
+        if m and int(m.group(1), 16) in index and int(m.group(1), 16) > addr:
+            succ.append(index[int(m.group(1), 16)])
+        if not (op.startswith("BRA") and not _guarded(body, i)) and op not in ("EXIT", "RET"):
+            succ.append(i + 1)
+        for j in succ:
+            dist[j] = min(dist[j], dist[i] + 1)
+    return int(dist[-1]) if dist[-1] != inf else len(body)
+
+
+_GUARDED: set[int] = set()
+
+
+def _guarded(body, i) -> bool:
+    return body[i][0] in _GUARDED
+
+
+def vector_loop(insns: list[tuple[int, str, str]]) -> dict:
+    """The loop with the most 16-byte loads (smallest on ties): its size and its loads."""
+    best = None
+    for addr, op, args in insns:
+        if op.startswith("BRA"):
+            m = re.search(r"0x([0-9a-f]+)", args)
+            if not m or int(m.group(1), 16) >= addr:
+                continue
+            lo = int(m.group(1), 16)
+            body = [i for i in insns if lo <= i[0] <= addr and i[1] != "NOP"]
+            loads = sum(1 for i in body if i[1].startswith("LDG") and ".128" in i[1])
+            key = (loads, -len(body))
+            if loads and (best is None or key > best[0]):
+                best = (key, len(body), loads, lo, addr)
+    if best is None:
+        return {}
+    body = [i for i in insns if best[3] <= i[0] <= best[4] and i[1] != "NOP"]
+    return {"instructions": best[1], "fast_path": shortest_path(body), "loads_16B": best[2],
+            "start": hex(best[3]), "end": hex(best[4])}
+
+
+def measure() -> dict:
+    out = {"nvcc": subprocess.run([tool("nvcc"), "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1],
+           "archs": {}}
+    with tempfile.TemporaryDirectory() as d:
+        for arch in ARCHS:
+            cubin, log = compile_cubin(arch, Path(d))
+            res = {"ptxas": parse_ptxas(log), "loops": {}}
+            for name, (_, per_vec) in PROBES.items():
+                loop = vector_loop(sass(cubin, f"probe_{name}"))
+                if loop:
+                    loop["elements"] = loop["loads_16B"] * per_vec
+                    loop["per_element"] = round(loop["instructions"] / loop["elements"], 2)
+                    loop["fast_path_per_element"] = round(loop["fast_path"] / loop["elements"], 2)
+                res["loops"][name] = loop
+            out["archs"][f"sm_{arch}"] = res
+    return out
+
+
+def markdown(res: dict) -> str:
+    lines = ["# CUDA scanner: static figures (no GPU)", "",
+             f"`python tests/cudaemu/gpu_static.py --write` with {res['nvcc']}: `nvcc -cubin -O3 -Xptxas -v` per "
+             "architecture; SASS from `cuobjdump -sass` (PyPI nvidia-cuda-cuobjdump + nvidia-cuda-nvdisasm) of "
+             "probe kernels that hold one dtype's `scan_run` each. Per element = instructions in the loop with the "
+             "most 16-byte loads / elements those loads bring. Held by tests/test_cudaemu.py::test_static_gpu_figures.",
+             "", "| arch | function | registers | spill stores/loads | stack |", "|---|---|---|---|---|"]
+    for arch, r in res["archs"].items():
+        for fn, p in r["ptxas"].items():
+            lines.append(f"| {arch} | {fn} | {p.get('registers')} | {p.get('spill_stores', 0)}/{p.get('spill_loads', 0)} "
+                         f"| {p.get('stack', 0)} |")
+    lines += ["", "| arch | dtype | loop instructions | 16-byte loads | elements | instructions/element |",
+              "|---|---|---|---|---|---|"]
+    for arch, r in res["archs"].items():
+        for name, loop in r["loops"].items():
+            lines.append(f"| {arch} | {name} | {loop.get('instructions')} | {loop.get('loads_16B')} | "
+                         f"{loop.get('elements')} | {loop.get('per_element')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    miss = missing_tools()
+    if miss:
+        sys.exit(f"missing: {', '.join(miss)} (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    result = measure()
+    print(json.dumps(result, indent=1))
+    if "--write" in sys.argv:
+        (ROOT / "docs" / "results" / "cuda-static.json").write_text(json.dumps(result, indent=1) + "\n")
+        (ROOT / "docs" / "results" / "cuda-static.md").write_text(markdown(result))

@@ -113,7 +113,7 @@ def main(args) -> int:
     paths, unknown = resolve(ids, cases_dir)
     paths = select(paths, args.keyword, args.tag)
     model = check_model_path(args.model) if args.model else None
-    pins = parse_pins(args.with_, one_per_package=True) if args.with_ else {}
+    pins = parse_pins(args.with_, one_per_package=True, log=lambda m: print(m, file=sys.stderr)) if args.with_ else {}
     for opt, path in (("--json", args.json), ("--junit", args.junit), ("--markdown", args.markdown)):
         check_output(path, opt)
     if sum(str(p) == "-" for p in (args.json, args.junit, args.markdown) if p) > 1:
@@ -132,7 +132,7 @@ def main(args) -> int:
     t0 = time.perf_counter()
     if pins:
         from .envs import EnvError, ensure
-        label = "with " + " ".join(f"{k}=={v}" for k, v in pins.items())
+        label = "with " + " ".join(pins.values())
         meta["label"] = label
         meta["pins"] = pins
         try:

@@ -82,6 +82,18 @@ def test_healthy_runs_pass_under_raise(tmp_path, variant):
         assert "2 steps with a gradient of exactly zero everywhere" in proc.stderr
 
 
+@pytest.mark.parametrize("trainer", ["dpo", "grpo"])
+def test_trl_trainers_healthy_under_raise(tmp_path, trainer):
+    pytest.importorskip("trl")
+    proc, summary = watch(tmp_path, str(SCRIPTS / "trl_trainers.py"), "--trainer", trainer, "--out",
+                          str(tmp_path / "out"), options=["--policy", "raise"])
+    assert proc.returncode == 0 and "training finished" in proc.stdout, proc.stderr[-3000:]
+    assert summary["verdict"] == "healthy" and findings(summary) == {}
+    p = summary["processes"][0]
+    assert p["trainers"] == 1 and p["scans"] == 4 and p["params"]["trainable"] == 8
+    # DPO's reference model is the same network with the adapter disabled: nothing of it is "frozen adapter".
+
+
 def test_ddp_two_ranks_healthy_then_nan_on_one_rank(tmp_path):
     proc, summary = watch(tmp_path, *TORCHRUN, DDP, "--nan-at", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -358,3 +358,38 @@ def test_more_than_2_31_elements(tmp_path):
     want = [(1, 0, 1, HUGE - 4, ss, am), (1, 0, 1, HUGE - 5, ss, am)]
     for backend, (err, rows) in res.items():
         assert err is None and rows == want, (backend, rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# Static GPU checks (nvcc + cuobjdump/nvdisasm from PyPI; skipped where they are missing).
+
+# Ceilings on SASS instructions per element of each dtype's vector loop (whole loop body, slow-path
+# calls included) and of its fast path; docs/results/cuda-static.md has the measured figures.
+LOOP_CEILING = {"float32": 12.5, "float16": 10, "bfloat16": 10, "float64": 25}
+FAST_CEILING = {"float32": 8, "float16": 8, "bfloat16": 8, "float64": 16}
+
+
+def test_static_gpu_figures():
+    import sys
+    sys.path.insert(0, str(EMU))
+    import gpu_static
+    missing = gpu_static.missing_tools()
+    if missing:
+        pytest.skip(f"missing {', '.join(missing)} (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    key = _source_hash(["gpu_static", (EMU / "gpu_static.py").read_text()])
+    cached = CACHE / f"static-{key}.json"
+    if cached.exists():
+        res = __import__("json").loads(cached.read_text())
+    else:
+        res = gpu_static.measure()
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cached.write_text(__import__("json").dumps(res))
+    for arch in ("sm_80", "sm_90"):
+        r = res["archs"][arch]
+        for fn, p in r["ptxas"].items():
+            assert p.get("spill_stores", 0) == 0 and p.get("spill_loads", 0) == 0, (arch, fn, p)
+        for name, loop in r["loops"].items():
+            assert loop, (arch, name, "no vector loop found")
+            assert loop["per_element"] <= LOOP_CEILING[name], (arch, name, loop)
+            assert loop["fast_path_per_element"] <= FAST_CEILING[name], (arch, name, loop)
+    assert res["archs"]["sm_90"]["loops"]["bfloat16"]["per_element"] <= 12  # the target

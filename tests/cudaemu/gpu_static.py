@@ -25,7 +25,7 @@ CSRC = Path(os.environ.get("BENCHSUITE_CSRC", ROOT / "csrc")).resolve()
 ARCHS = ["80", "90"]  # CMakeLists.txt's CMAKE_CUDA_ARCHITECTURES default
 PROBES = {"float32": ("float", 4), "float16": ("__half", 8), "bfloat16": ("__nv_bfloat16", 8), "float64": ("double", 2)}
 PROBE_SRC = "\n".join(
-    f'extern "C" __global__ void probe_{name}(const {t}* p, int64_t e0, int64_t e1, double* out) {{\n'
+    f'extern "C" __global__ void __launch_bounds__(benchsuite::kThreads, benchsuite::kMinBlocks) probe_{name}(const {t}* p, int64_t e0, int64_t e1, double* out) {{\n'
     f"  benchsuite::Acc a;\n  benchsuite::scan_run(p, e0, e1, a);\n"
     f"  out[threadIdx.x] = a.ss + a.am + a.nan + a.pinf + a.ninf + a.zero;\n}}"
     for name, (t, _) in PROBES.items())
@@ -147,7 +147,8 @@ def vector_loop(insns: list[tuple[int, str, str]]) -> dict:
 
 
 def measure() -> dict:
-    out = {"nvcc": subprocess.run([tool("nvcc"), "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1],
+    version = subprocess.run([tool("nvcc"), "--version"], capture_output=True, text=True).stdout
+    out = {"nvcc": re.search(r"release ([\d.]+), V([\d.]+)", version).group(2),
            "archs": {}}
     with tempfile.TemporaryDirectory() as d:
         for arch in ARCHS:
@@ -164,23 +165,35 @@ def measure() -> dict:
     return out
 
 
-def markdown(res: dict) -> str:
+def markdown(res: dict, baseline: dict | None = None) -> str:
     lines = ["# CUDA scanner: static figures (no GPU)", "",
-             f"`python tests/cudaemu/gpu_static.py --write` with {res['nvcc']}: `nvcc -cubin -O3 -Xptxas -v` per "
+             f"`python tests/cudaemu/gpu_static.py --write` (nvcc {res['nvcc']}): `nvcc -cubin -O3 -Xptxas -v` per "
              "architecture; SASS from `cuobjdump -sass` (PyPI nvidia-cuda-cuobjdump + nvidia-cuda-nvdisasm) of "
-             "probe kernels that hold one dtype's `scan_run` each. Per element = instructions in the loop with the "
-             "most 16-byte loads / elements those loads bring. Held by tests/test_cudaemu.py::test_static_gpu_figures.",
+             "probe kernels (the kernel's launch bounds) that hold one dtype's `scan_run` each. Per element = instructions in the loop with the "
+             "most 16-byte loads / elements those loads bring; the fast path is the shortest way through that loop "
+             "(no NaN/Inf, no overflow, no tiny values: the path every clean gradient takes). Held by "
+             "tests/test_cudaemu.py::test_static_gpu_figures. Estimates of work, not GPU timings.",
              "", "| arch | function | registers | spill stores/loads | stack |", "|---|---|---|---|---|"]
     for arch, r in res["archs"].items():
         for fn, p in r["ptxas"].items():
             lines.append(f"| {arch} | {fn} | {p.get('registers')} | {p.get('spill_stores', 0)}/{p.get('spill_loads', 0)} "
                          f"| {p.get('stack', 0)} |")
-    lines += ["", "| arch | dtype | loop instructions | 16-byte loads | elements | instructions/element |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| arch | dtype | loop instructions | fast path | 16-byte loads | elements | "
+              "loop instructions/element | fast path/element |", "|---|---|---|---|---|---|---|---|"]
     for arch, r in res["archs"].items():
         for name, loop in r["loops"].items():
-            lines.append(f"| {arch} | {name} | {loop.get('instructions')} | {loop.get('loads_16B')} | "
-                         f"{loop.get('elements')} | {loop.get('per_element')} |")
+            lines.append(f"| {arch} | {name} | {loop.get('instructions')} | {loop.get('fast_path')} | "
+                         f"{loop.get('loads_16B')} | {loop.get('elements')} | {loop.get('per_element')} | "
+                         f"{loop.get('fast_path_per_element')} |")
+    if baseline:
+        lines += ["", f"Before the rewrite ({baseline.get('source', 'baseline')}): every element classified four ways, "
+                  "max and sum in double; no slow path, so the loop is the fast path.", "",
+                  "| arch | scan_kernel registers | spills | float32 | float16 | bfloat16 | float64 |",
+                  "|---|---|---|---|---|---|---|"]
+        for arch, r in baseline["archs"].items():
+            k = r["ptxas"]["scan_kernel"]
+            per = [str(r["loops"][n].get("per_element")) for n in PROBES]
+            lines.append(f"| {arch} | {k.get('registers')} | {k.get('spill_stores', 0)} | " + " | ".join(per) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -191,5 +204,9 @@ if __name__ == "__main__":
     result = measure()
     print(json.dumps(result, indent=1))
     if "--write" in sys.argv:
+        base = None
+        if "--baseline" in sys.argv:  # a JSON written by this script for an older csrc/ (BENCHSUITE_CSRC)
+            base = json.loads(Path(sys.argv[sys.argv.index("--baseline") + 1]).read_text())
+            result["baseline"] = base
         (ROOT / "docs" / "results" / "cuda-static.json").write_text(json.dumps(result, indent=1) + "\n")
-        (ROOT / "docs" / "results" / "cuda-static.md").write_text(markdown(result))
+        (ROOT / "docs" / "results" / "cuda-static.md").write_text(markdown(result, base))

@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run in a cached virtualenv with this requirement, e.g. transformers==4.57.6 or "
                         "'transformers>=4.57,<5' (resolved to one release; one per package; repeatable for "
                         "other packages); torch stays the current one")
+    p.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
+                   help="run every case N times, each scenario in fresh processes; verdicts that differ between "
+                        "runs make the case 'flaky' (--timeout is per run)")
     p.add_argument("--model", default=None, metavar="PATH",
                    help="a local checkpoint folder, for the cases that support it and its model family")
     p.set_defaults(func=_run)
@@ -215,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", default=None, metavar="PATH", help="the table as Markdown (- for stdout)")
     p.add_argument("--timeout", type=_seconds, default=300.0, metavar="S", help="per case, in seconds (default 300)")
     p.add_argument("--jobs", type=_positive_int, default=2, metavar="N", help="cases at a time (default 2)")
+    p.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
+                   help="run every case N times in each environment; differing verdicts make a cell 'flaky'")
     p.set_defaults(func=_matrix)
 
     p = sub.add_parser("bisect", help="find the release of a package where a case's status changes")

@@ -475,3 +475,67 @@ def test_docs_example_runs_as_declared(tmp_path, case_id):
     res = run(tmp_path, case_id, doc_cases()[case_id])
     assert res["status"] == res["expected"], res
     assert all(f["agrees"] is not False and not f.get("error") for f in res["fixes"]), res["fixes"]
+
+
+# ---------------------------------------------------------------- issue 14: repeats and the no-op fix
+
+FLAKY_FIX = """
+    import os
+    from benchsuite.case import Case, Symptom
+    case = Case(id="flaky-fix", title="probe", references=["x/y#1"],
+                symptom=Symptom(description="flag", observed="flag"))
+    COUNTER = {counter!r}
+
+    @case.trigger
+    def trigger(ctx):
+        return ctx.observed(flag=True)
+
+    @case.fix("works every other time")
+    def alternating(ctx):
+        n = int(open(COUNTER).read()) if os.path.exists(COUNTER) else 0
+        open(COUNTER, "w").write(str(n + 1))
+        return ctx.observed(flag=bool(n % 2))
+"""
+
+ORDER_DEPENDENT = """
+    import os
+    from benchsuite.case import Case, Symptom
+    case = Case(id="order-dependent", title="probe", references=["x/y#1"],
+                symptom=Symptom(description="flag", observed="flag"))
+
+    @case.trigger
+    def trigger(ctx):       # shows the symptom only while the work folder is empty
+        marker = os.path.join(ctx.workdir, "marker")
+        first = not os.path.exists(marker)
+        open(marker, "w").close()
+        return ctx.observed(flag=first)
+
+    @case.fix("anything")
+    def anything(ctx):
+        return ctx.observed(flag=False)
+"""
+
+
+def test_repeat_flags_verdicts_that_differ_between_runs_as_flaky(tmp_path):
+    source = FLAKY_FIX.replace("{counter!r}", repr(str(tmp_path / "counter")))
+    res = execute(write(tmp_path / "cases", "flaky-fix", source), repeat=2)
+    assert res["status"] == "flaky" and res["repeat"] == 2
+    assert [r["fixes"]["alternating"] for r in res["runs"]] == [True, False]
+    assert "run 1: reproduced (alternating:works" in res["reason"] and "run 2: fix-failed" in res["reason"]
+    from benchsuite.harness import report
+    assert not report.agrees(res)
+    assert "flaky" in report.table([res]) and "run 2" in report.markdown([res], {"repeat": 2})
+    assert "<failure" in report.junit([res], {}) and "run 2: fix-failed" in report.junit([res], {})
+
+
+def test_repeat_of_a_steady_case_keeps_its_status_and_records_every_run(tmp_path):
+    source = FLAKY_FIX.replace("{counter!r}", repr(str(tmp_path / "counter")))
+    res = execute(write(tmp_path / "cases", "flaky-fix", source), repeat=1)
+    assert res["status"] == "reproduced" and res["repeat"] == 1 and len(res["runs"]) == 1
+    assert res["noop_fix"]["works"] is False  # the trigger's code run as a fix shows the symptom again
+
+
+def test_noop_fix_judged_working_is_an_error_of_the_case(tmp_path):
+    res = run(tmp_path, "order-dependent", ORDER_DEPENDENT)
+    assert res["status"] == "error"
+    assert res["noop_fix"]["works"] is True and "no-op fix" in res["reason"]

@@ -141,8 +141,23 @@ def skip_reason(case: Case, model_path: str | None, env: dict) -> str | None:
     return None
 
 
-def execute(path: Path, model_path: str | None = None) -> dict:
-    """The full result of one case: status, expectation, fixes, evidence, environment."""
+def execute(path: Path, model_path: str | None = None, repeat: int = 1) -> dict:
+    """The full result of one case: status, expectation, fixes, evidence, environment.
+
+    ``repeat``: run the whole case (trigger, fixes, no-op) that many times, each scenario in a fresh
+    forked process and each repeat with a fresh work folder. Where the runs' verdicts differ the case is
+    ``flaky``; ``runs`` keeps each run's verdicts and basis either way. See combine_runs.
+    """
+    repeat = max(1, int(repeat))
+    t0 = time.perf_counter()
+    runs = [_execute_once(path, model_path) for _ in range(repeat)]
+    res = combine_runs(runs)
+    res["duration_s"] = round(time.perf_counter() - t0, 3)
+    return res
+
+
+def _execute_once(path: Path, model_path: str | None = None) -> dict:
+    """One run of a case: the trigger, every fix, then the no-op fix (the trigger's own code judged as a fix)."""
     from ..case import Context
     t0 = time.perf_counter()
     env = environment()
@@ -169,6 +184,7 @@ def execute(path: Path, model_path: str | None = None) -> dict:
         trigger = run_scenario(case.trigger_fn, ctx, "trigger")
         seen, evidence = case.symptom.match(trigger)
         res["evidence"] = {**evidence, "trigger": _brief(trigger)}
+        res["symptom_seen"] = seen
         trigger_error = _outcome_error(f"trigger {case.trigger_fn.__name__!r}", trigger, case, seen)
         fixes = []
         for fx in case.fixes:
@@ -193,6 +209,9 @@ def execute(path: Path, model_path: str | None = None) -> dict:
                           "agrees": agrees, "symptom_seen": fix_seen, "problems": problems,
                           "evidence": fix_evidence, "outcome": _brief(out)})
         res["fixes"] = fixes
+        noop = _noop_fix(case, ctx) if seen and not trigger_error else None
+    if noop is not None:
+        res["noop_fix"] = noop
     fix_errors = [f for f in fixes if f.get("error")]
     if trigger.get("crashed"):
         res.update(status="crashed", reason=f"trigger {trigger['crashed']}")
@@ -203,6 +222,8 @@ def execute(path: Path, model_path: str | None = None) -> dict:
         e = trigger["exception"]
         res.update(status="error", reason=f"trigger raised {e['type']}: {e['message'][:300]} (not the symptom)",
                    detail=e["traceback"])
+    elif noop is not None and noop["works"] is not False:
+        res.update(status="error", reason=noop["reason"])
     elif any(f["agrees"] is False for f in fixes):
         bad = [_fix_disagreement(f) for f in fixes if f["agrees"] is False]
         res.update(status="fix-failed", reason=f"fix(es) not as declared: {'; '.join(bad)}",
@@ -212,6 +233,61 @@ def execute(path: Path, model_path: str | None = None) -> dict:
     if res["status"] in ("reproduced", "not-reproduced", "fix-failed"):
         res["basis"] = _basis(case, trigger, seen, evidence)
     res["duration_s"] = round(time.perf_counter() - t0, 3)
+    return res
+
+
+NOOP_FIX = "(no-op)"
+
+
+def _noop_fix(case: Case, ctx) -> dict:
+    """The trigger's own code run once more as a fix, in a fresh process after the declared fixes (so it
+    sees the work folder as a fix does), and judged exactly as a fix. It changes nothing, so it must not
+    "work": where it does, the trigger showed the symptom once and not again (it depends on state left
+    by an earlier scenario, or on chance), and no fix verdict of this case can be trusted. Only run where
+    the trigger reproduced: elsewhere there is nothing a fix could be judged against."""
+    out = run_scenario(case.trigger_fn, ctx, "no-op fix")
+    fix_seen, _ = case.symptom.match(out)
+    problems = healthy_problems(out, case.expected_zero)
+    error = _outcome_error("no-op fix (the trigger run again)", out, case, fix_seen)
+    works = None if error else (not fix_seen and not problems)
+    entry = {"name": NOOP_FIX, "works": works, "symptom_seen": fix_seen, "problems": problems,
+             "outcome": _brief(out)}
+    if error:
+        entry["reason"] = f"case error: {error}"
+    elif works:
+        entry["reason"] = ("case error: the no-op fix (the trigger's own code, run again as a fix) was judged "
+                           "working: the symptom the trigger showed did not show again, so the trigger depends "
+                           "on state an earlier scenario left or on chance, and no fix verdict can be trusted")
+    return entry
+
+
+def _signature(r: dict) -> dict:
+    """What must be the same in every repeat of a case: its status and every fix's verdict."""
+    return {"status": r.get("status"),
+            "fixes": {f["name"]: f.get("works") for f in r.get("fixes", [])},
+            "noop_fix": (r.get("noop_fix") or {}).get("works")}
+
+
+def combine_runs(runs: list[dict]) -> dict:
+    """One result from the repeats of a case: the first run's, with ``repeat`` and ``runs`` (each run's
+    status, fix verdicts, no-op verdict, basis, time). Status ``flaky`` when the trigger's or a fix's
+    verdict differs between runs (an error or crash in one run that is not in all is flaky too: the case
+    did not behave the same way twice); the reason lists the differing runs."""
+    res = dict(runs[0])
+    res["repeat"] = len(runs)
+    res["runs"] = [{"run": i, **_signature(r), "symptom_seen": r.get("symptom_seen"),
+                    "basis": r.get("basis") or r.get("reason"), "duration_s": r.get("duration_s")}
+                   for i, r in enumerate(runs, 1)]
+    sigs = [_signature(r) for r in runs]
+    if any(s != sigs[0] for s in sigs[1:]):
+        def show(i, s):
+            fx = ", ".join(f"{k}:{'works' if v else 'n/a' if v is None else 'no'}" for k, v in s["fixes"].items())
+            noop = "" if s["noop_fix"] is None else f", no-op fix:{'works' if s['noop_fix'] else 'no'}"
+            return f"run {i}: {s['status']}" + (f" ({fx}{noop})" if fx or noop else "")
+        res["status"] = "flaky"
+        res["reason"] = (f"verdicts differ between the {len(runs)} runs: "
+                         + "; ".join(show(i, s) for i, s in enumerate(sigs, 1)))
+        res.pop("basis", None)
     return res
 
 

@@ -53,13 +53,14 @@ def _cell(r: dict, label: str, pins: list[str]) -> dict:
     return {"case": r["id"], "env": label, "pins": pins, "status": r.get("status"),
             "expected": r.get("expected"), "agrees": report.agrees(r), "reason": r.get("reason"),
             "fixes": {f["name"]: f["works"] for f in r.get("fixes", [])},
+            "repeat": r.get("repeat", 1), **({"runs": r["runs"]} if r.get("runs") and r.get("repeat", 1) > 1 else {}),
             "environment": {k: (r.get("environment") or {}).get(k)
                             for k in ("python", "torch", "transformers", "peft", "trl")},
             "duration_s": r.get("duration_s")}
 
 
 def run_matrix(paths: list[Path], envs: list[list[str]], *, jobs: int, timeout: float, log=print,
-               on_env_done=None, cells: list[dict] | None = None) -> list[dict]:
+               on_env_done=None, cells: list[dict] | None = None, repeat: int = 1) -> list[dict]:
     """Cells {case, env, pins, status, expected, agrees, reason, environment}, env by env.
 
     ``cells`` (when given) is filled in place as each case finishes, so that an interrupted matrix keeps
@@ -89,12 +90,12 @@ def run_matrix(paths: list[Path], envs: list[list[str]], *, jobs: int, timeout: 
             if on_env_done:
                 on_env_done(cells)
 
-        results = run_cases(paths, python=python, jobs=jobs, timeout=timeout, on_result=on_result)
+        results = run_cases(paths, python=python, jobs=jobs, timeout=timeout, on_result=on_result, repeat=repeat)
         log(f"[{label}] {len(results)} case(s) in {time.perf_counter() - t0:.0f} s (environment ready in {build_s:.0f} s)")
     return cells
 
 
-SHORT = {"reproduced": "REPRO", "not-reproduced": "no", "fix-failed": "FIX-FAILED", "error": "ERROR",
+SHORT = {"reproduced": "REPRO", "not-reproduced": "no", "fix-failed": "FIX-FAILED", "error": "ERROR", "flaky": "FLAKY",
          "timeout": "TIMEOUT", "crashed": "CRASHED", "skipped": "skip"}
 
 
@@ -162,7 +163,8 @@ def main(args) -> int:
     envs = expand(args.with_, log=log)
     meta = {"benchsuite_version": version(), "kind": "matrix",
             "command": " ".join(["benchsuite"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environments": [env_label(p) for p in envs], "cases_dir": str(cases_dir)}
+            "environments": [env_label(p) for p in envs], "cases_dir": str(cases_dir),
+            "repeat": getattr(args, "repeat", 1)}
     order = {p.stem: i for i, p in enumerate(paths)}
 
     def ordered(cells):
@@ -179,7 +181,8 @@ def main(args) -> int:
     cells: list[dict] = []
     interrupted = False
     try:
-        run_matrix(paths, envs, jobs=args.jobs, timeout=args.timeout, log=log, on_env_done=save, cells=cells)
+        run_matrix(paths, envs, jobs=args.jobs, timeout=args.timeout, log=log, on_env_done=save, cells=cells,
+                   repeat=getattr(args, "repeat", 1))
     except KeyboardInterrupt:
         interrupted = True
         meta["interrupted"] = True

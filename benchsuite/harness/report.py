@@ -64,8 +64,10 @@ def summary(results: list[dict]) -> dict:
 def markdown(results: list[dict], meta: dict) -> str:
     env = meta.get("environment") or (results[0].get("environment") if results else {}) or {}
     versions = ", ".join(f"{k} {env.get(k)}" for k in ("python", "torch", "transformers", "peft", "trl") if env.get(k))
+    reps = meta.get("repeat", 1)
     lines = [f"# benchsuite run ({meta.get('label', 'current environment')})", "",
-             f"Environment: {versions}; device {env.get('device', '?')}.", "",
+             f"Environment: {versions}; device {env.get('device', '?')}."
+             + (f" Every case run {reps} times." if reps > 1 else ""), "",
              "| case | status | expected | agrees | fixes | time |", "|---|---|---|---|---|---|"]
     for r in results:
         fixes = "<br>".join(
@@ -76,6 +78,14 @@ def markdown(results: list[dict], meta: dict) -> str:
     notes = [r for r in results if r.get("reason")]
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{r['id']}`: {r['reason']}" for r in notes]
+    flaky = [r for r in results if r.get("status") == "flaky"]
+    if flaky:
+        lines += ["", "Runs of the flaky cases:", ""]
+        for r in flaky:
+            for x in r.get("runs", []):
+                lines.append(f"- `{r['id']}` run {x['run']}: {x['status']}; fixes "
+                             + (", ".join(f"{k}: {v}" for k, v in x["fixes"].items()) or "-")
+                             + f"; {x.get('basis') or ''}")
     return "\n".join(lines) + "\n"
 
 
@@ -91,7 +101,8 @@ def junit(results: list[dict], meta: dict) -> str:
         out.append(f'  <testcase classname="benchsuite.cases" name={quoteattr(r["id"])} '
                    f'time="{r.get("duration_s", 0):.3f}">')
         status, msg = r.get("status"), r.get("reason") or ""
-        detail = escape(json.dumps({k: r.get(k) for k in ("evidence", "fixes", "detail", "log_tail") if r.get(k)},
+        detail = escape(json.dumps({k: r.get(k) for k in ("runs", "evidence", "fixes", "noop_fix", "detail", "log_tail")
+                                    if r.get(k)},
                                    indent=1, default=str)[:20000])
         if status == "skipped":
             out.append(f"    <skipped message={quoteattr(msg)}/>")
@@ -100,7 +111,9 @@ def junit(results: list[dict], meta: dict) -> str:
         elif not agrees(r):
             m = f"status {status}, expected {r.get('expected')}" + (f": {msg}" if msg else "")
             out.append(f'    <failure type="{status}" message={quoteattr(m)}>{detail}</failure>')
-        out.append(f"    <system-out>{escape('status: ' + str(status))}</system-out>")
+        runs = "".join(f"\nrun {x.get('run')}: {x.get('status')} {x.get('fixes')}" for x in r.get("runs") or []
+                       if r.get("repeat", 1) > 1)
+        out.append(f"    <system-out>{escape('status: ' + str(status) + runs)}</system-out>")
         out.append("  </testcase>")
     out.append("</testsuite></testsuites>")
     return "\n".join(out) + "\n"

@@ -15,11 +15,12 @@ from .server import MARK
 
 
 def run_cases(paths: list[Path], *, python: str = sys.executable, jobs: int = 2, timeout: float = 300.0,
-              model: str | None = None, on_result=None) -> list[dict]:
+              model: str | None = None, on_result=None, repeat: int = 1) -> list[dict]:
     """Run case files in a fresh runner process; returns results in the order they finished.
 
     ``on_result(result)`` is called as each case finishes; when it returns True the remaining cases are
-    not run (--maxfail). The runner's work folder (results, logs, the cases' temporary files) is removed
+    not run (--maxfail). ``repeat``: runs of each case, each in fresh processes (a case whose verdicts
+    differ between runs is ``flaky``); ``timeout`` is per run. The runner's work folder (results, logs, the cases' temporary files) is removed
     whatever happens, Ctrl-C and killed cases included.
     """
     if not paths:
@@ -27,6 +28,8 @@ def run_cases(paths: list[Path], *, python: str = sys.executable, jobs: int = 2,
     work = tempfile.mkdtemp(prefix="benchsuite-run-")
     cmd = [python, "-m", "benchsuite.harness.server", "--jobs", str(jobs), "--timeout", str(timeout),
            "--workdir", work]
+    if repeat > 1:
+        cmd += ["--repeat", str(repeat)]
     if model:
         cmd += ["--model", str(Path(model).resolve())]
     cmd += [str(p.resolve()) for p in paths]
@@ -124,7 +127,7 @@ def main(args) -> int:
     python = sys.executable
     results: list[dict] = []
     meta = {"label": label, "cases_dir": str(cases_dir), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": " ".join(["benchsuite"] + sys.argv[1:])}
+            "command": " ".join(["benchsuite"] + sys.argv[1:]), "repeat": getattr(args, "repeat", 1)}
     order = {p.stem: i for i, p in enumerate(paths)}
     for uid, msg in unknown:
         print(f"benchsuite run: {msg}", file=sys.stderr)
@@ -148,7 +151,9 @@ def main(args) -> int:
     outputs = dict(json_path=args.json, junit_path=args.junit, markdown_path=args.markdown)
     quiet = str(args.json) == "-" or str(args.junit) == "-" or str(args.markdown) == "-"
     report.write_all(results, meta, **outputs, final=False)
-    print(f"running {total} case(s) from {cases_dir} ({label}, {args.jobs} at a time, timeout {args.timeout:.0f} s)",
+    reps = getattr(args, "repeat", 1)
+    print(f"running {total} case(s) from {cases_dir} ({label}, {args.jobs} at a time, timeout {args.timeout:.0f} s"
+          + (f", {reps} runs each" if reps > 1 else "") + ")",
           file=sys.stderr)
     maxfail = 1 if args.exitfirst else args.maxfail
     state = {"failed": 0}
@@ -164,7 +169,8 @@ def main(args) -> int:
 
     interrupted = False
     try:
-        run_cases(paths, python=python, jobs=args.jobs, timeout=args.timeout, model=model, on_result=on_result)
+        run_cases(paths, python=python, jobs=args.jobs, timeout=args.timeout, model=model, on_result=on_result,
+                  repeat=getattr(args, "repeat", 1))
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: the results of finished cases are kept", file=sys.stderr)

@@ -39,7 +39,8 @@ def _warm_imports() -> None:
         pass
 
 
-def _child(path: Path, result_file: Path, log_file: Path, model: str | None, threads: int) -> None:
+def _child(path: Path, result_file: Path, log_file: Path, model: str | None, threads: int,
+           repeat: int = 1) -> None:
     os.setpgid(0, 0)  # its own group: a timeout kills the case and its scenario processes together
     die_with_parent()
     # Everything the case puts in a temporary folder lands inside the run's work folder, which the
@@ -56,7 +57,7 @@ def _child(path: Path, result_file: Path, log_file: Path, model: str | None, thr
         import torch
         torch.set_num_threads(threads)
         from .execute import execute
-        result = execute(path, model)
+        result = execute(path, model, repeat=repeat)
     except BaseException as exc:  # pragma: no cover - harness failure, still a result
         import traceback
         result = {"id": path.stem, "status": "error", "reason": f"harness error: {exc!r}",
@@ -82,13 +83,15 @@ def _emit(result: dict) -> None:
     sys.stdout.flush()
 
 
-def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workdir: str | None = None) -> None:
+def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workdir: str | None = None,
+          repeat: int = 1) -> None:
     """Run the cases; results, logs and the cases' temporary files go to ``workdir`` (made and removed
-    here when not given; the caller that gives one removes it)."""
+    here when not given; the caller that gives one removes it). ``repeat``: runs of each case (see
+    execute.execute); ``timeout`` is per run, so a case gets ``timeout * repeat``."""
     if workdir is None:
         work = tempfile.mkdtemp(prefix="benchsuite-run-")
         try:
-            serve(paths, jobs, timeout, model, work)
+            serve(paths, jobs, timeout, model, work, repeat)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
@@ -105,13 +108,13 @@ def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workd
             result_file, log_file = work / f"{path.stem}.json", work / f"{path.stem}.log"
             pid = os.fork()
             if pid == 0:
-                _child(path, result_file, log_file, model, threads)
+                _child(path, result_file, log_file, model, threads, repeat)
             running[pid] = (path, time.monotonic(), result_file, log_file)
         time.sleep(0.02)
         for pid, (path, start, result_file, log_file) in list(running.items()):
             elapsed = time.monotonic() - start
             done, status = os.waitpid(pid, os.WNOHANG)
-            if done == 0 and elapsed <= timeout:
+            if done == 0 and elapsed <= timeout * repeat:
                 continue
             if done == 0:  # over time: kill the case's whole process group
                 try:
@@ -120,7 +123,7 @@ def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workd
                     pass
                 os.waitpid(pid, 0)
                 result = {"id": path.stem, "status": "timeout",
-                          "reason": f"no result after {timeout:.0f} s; killed", "log_tail": _tail(log_file)}
+                          "reason": f"no result after {timeout * repeat:.0f} s; killed", "log_tail": _tail(log_file)}
             elif result_file.exists():
                 result = json.loads(result_file.read_text())
             else:
@@ -133,6 +136,7 @@ def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workd
                           "log_tail": _tail(log_file)}
             del running[pid]
             result.setdefault("environment", env)
+            result.setdefault("repeat", repeat)
             result.setdefault("duration_s", round(elapsed, 3))
             if result.get("status") in ("error", "crashed", "timeout", "fix-failed"):
                 result.setdefault("log_tail", _tail(log_file))
@@ -145,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--workdir", default=None, help="an existing folder for results, logs and temporary files")
     ap.add_argument("cases", nargs="*", type=Path)
     args = ap.parse_args(argv)
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    serve(args.cases, args.jobs, args.timeout, args.model, args.workdir)
+    serve(args.cases, args.jobs, args.timeout, args.model, args.workdir, max(1, args.repeat))
     return 0
 
 

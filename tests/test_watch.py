@@ -82,7 +82,7 @@ def test_healthy_runs_pass_under_raise(tmp_path, variant):
         assert "2 steps with a gradient of exactly zero everywhere" in proc.stderr
 
 
-@pytest.mark.parametrize("trainer", ["dpo", "grpo"])
+@pytest.mark.parametrize("trainer", ["grpo"])  # also runs with "sft" and "dpo" (35 s each here)
 def test_trl_trainers_healthy_under_raise(tmp_path, trainer):
     pytest.importorskip("trl")
     proc, summary = watch(tmp_path, str(SCRIPTS / "trl_trainers.py"), "--trainer", trainer, "--out",
@@ -91,7 +91,7 @@ def test_trl_trainers_healthy_under_raise(tmp_path, trainer):
     assert summary["verdict"] == "healthy" and findings(summary) == {}
     p = summary["processes"][0]
     assert p["trainers"] == 1 and p["scans"] == 4 and p["params"]["trainable"] == 8
-    # DPO's reference model is the same network with the adapter disabled: nothing of it is "frozen adapter".
+    assert p["zero_gradient_steps"]  # binary reward, groups of 2: some steps have zero advantage everywhere
 
 
 def test_ddp_two_ranks_healthy_then_nan_on_one_rank(tmp_path):
@@ -111,22 +111,18 @@ def test_reentrant_lora_without_input_hook_stopped_under_raise(tmp_path):
     proc, summary = watch(tmp_path, TRAINER, "--out", str(tmp_path / "out"), "--broken", "--steps", "6",
                           options=["--policy", "raise"])
     assert proc.returncode == 1 and "training finished" not in proc.stdout
-    f = findings(summary)["no-gradient"]
+    f = findings(summary)
+    assert set(f) == {"no-gradient"}  # the score head trains: that is why the Trainer's grad_norm looks healthy
+    f = f["no-gradient"]
     assert f["count"] == 8 and all("lora_" in n for n in f["names"]) and f["confirmed_at"] == 3
+    assert f["since_step"] == 1
     assert "stopping at step 3 (--policy raise): no gradient in 8 parameter(s): " \
            "base_model.model.model.layers.{0-1}.self_attn.{q_proj,v_proj}.{lora_A,lora_B}.default.weight" in proc.stderr
     assert "enable_input_require_grads" in proc.stderr and "list every name" in proc.stderr
-
-
-def test_reentrant_lora_reported_under_warn_with_coverage(tmp_path):
-    proc, summary = watch(tmp_path, TRAINER, "--out", str(tmp_path / "out"), "--broken")
-    assert proc.returncode == 0 and "training finished" in proc.stdout
-    f = findings(summary)
-    assert set(f) == {"no-gradient"}  # the score head trains: that is why grad_norm looks healthy
-    assert "rank 0 step 3: no gradient in 8 parameter(s)" in proc.stderr
     log = steps_log(tmp_path)
-    assert [ln["step"] for ln in log] == [1, 2, 3, 4] and log[0]["source"] == "trainer"
-    assert log[0]["trainable"] == 9 and log[2]["confirmed"][0]["kind"] == "no-gradient"
+    assert [ln["step"] for ln in log] == [1, 2, 3] and log[0]["source"] == "trainer"
+    assert log[0]["trainable"] == log[0]["scanned"] == log[0]["in_optimizers"] == 9
+    assert log[2]["confirmed"][0]["kind"] == "no-gradient" and log[1]["confirmed"] == []
 
 
 @pytest.mark.parametrize("variant,args,kind,step,cause", [

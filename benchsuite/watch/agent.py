@@ -355,6 +355,15 @@ class Watcher:
             self.notes.append(f"step log not written: {exc}")
             sys.stderr.write(f"{PREFIX} cannot write the step log {self.log_path}: {exc}; the run goes on\n")
 
+    def after_training(self) -> None:
+        if self.disabled or not self.scans:
+            return
+        try:
+            self.tracker.finish(self._fingerprint)
+        except Exception as exc:
+            self.notes.append(f"check after training failed: {exc}")
+        self._safe_save()
+
     def finish(self) -> None:
         """After the last step: compare the last updates, take the final verdicts, save."""
         if self._finished:
@@ -475,7 +484,9 @@ def _attach_transformers(module) -> None:
                     o.trainer = (model, state)
 
         def on_train_end(self, args, state, control, **kwargs):
-            _watcher.finish()
+            # Did the last update move anything? (The final verdicts wait for the process to end: a script
+            # may train again.)
+            _watcher.after_training()
 
     original = module.Trainer.__init__
 

@@ -70,6 +70,9 @@ def run_one(cfg: dict, timeout: float) -> dict:
     if pid == 0:
         from ..harness.proc import die_with_parent
         die_with_parent()
+        # Ctrl-C is the parent's to handle (it stops the grid and kills this process): an interrupted
+        # configuration is never recorded as a result of its own.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         # The libraries' warnings and log lines go to a file, kept in the result, not to the console.
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)

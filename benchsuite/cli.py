@@ -149,6 +149,16 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _days(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return v
+
+
 JSON_HELP = "write the result as JSON to PATH (- for stdout); every JSON carries benchsuite_version"
 
 
@@ -280,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="the cache of pinned environments: list or prune")
     p.add_argument("action", choices=["list", "prune"], help="list: show the cache; prune: remove environments")
     p.add_argument("--all", action="store_true", help="prune: every environment, not only unfinished ones")
-    p.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+    p.add_argument("--older-than", type=_days, default=None, metavar="DAYS",
                    help="prune: environments not used for this many days")
     p.add_argument("--json", default=None, metavar="PATH", help=JSON_HELP)
     p.set_defaults(func=_cache)

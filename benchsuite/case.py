@@ -186,6 +186,42 @@ def check_reference(ref) -> None:
 
 
 @dataclass
+class Explains:
+    """A watch/scanner finding this case explains: ``benchsuite watch`` (and ``benchsuite.doctor.known_cases``)
+    name the case, and its fixes, when a run reports such a finding. See docs/my-run-went-wrong.md.
+
+    finding: a finding kind of ``benchsuite watch`` (no-gradient, all-zero, non-finite, never-changed, lr-zero,
+    not-in-optimizer, nothing-trainable, frozen-adapter, replicas-differ, zero-everywhere; the scanner's
+    ScanReport.problems use the first three); params: regex that at least one of the finding's parameter
+    names must match (re.search), None for any; context: facts of the watched run that must hold where they
+    are known (``trainer``: a transformers Trainer ran the optimizer; ``distributed``: world size above 1);
+    note: how the finding shows this case, for the reader.
+    """
+
+    finding: str
+    params: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        from .watch.verdicts import TITLES
+        if self.finding not in TITLES:
+            raise ValueError(f"Explains: unknown finding {self.finding!r} (one of {', '.join(TITLES)})")
+        _check_regex("Explains(params=...)", self.params)
+        unknown = set(self.context) - set(EXPLAIN_CONTEXT)
+        if not isinstance(self.context, dict) or unknown:
+            raise ValueError(f"Explains: context takes {{fact: value}} with facts {', '.join(EXPLAIN_CONTEXT)}; "
+                             f"got {self.context!r}")
+
+    def to_dict(self) -> dict:
+        return {"finding": self.finding, "params": self.params, "context": self.context, "note": self.note}
+
+
+# Facts of a watched run an Explains(context=...) may name.
+EXPLAIN_CONTEXT = ("trainer", "distributed")
+
+
+@dataclass
 class Fix:
     name: str
     title: str
@@ -216,6 +252,9 @@ class Case:
     # Regex of trainable parameter names whose gradient is exactly zero at every step by construction
     # (say, a reward head's bias under a pairwise loss): not held against a fix. See healthy_problems.
     expected_zero: str | None = None
+    # Watch/scanner findings this failure shows as (Explains or a bare finding kind): benchsuite watch names
+    # the case when a run reports one. See Explains and docs/my-run-went-wrong.md.
+    explains: list = field(default_factory=list)
     trigger_fn: Callable | None = None
     fixes: list[Fix] = field(default_factory=list)
 
@@ -233,6 +272,14 @@ class Case:
         _check_specifiers(f"{where}: affected", self.affected)
         _check_specifiers(f"{where}: applies", self.applies)
         _check_regex(f"{where}: expected_zero", self.expected_zero)
+        if isinstance(self.explains, (str, Explains)):
+            self.explains = [self.explains]
+        try:
+            self.explains = [Explains(e) if isinstance(e, str) else e for e in self.explains]
+        except ValueError as exc:
+            raise ValueError(f"{where}: explains: {exc}") from None
+        if not all(isinstance(e, Explains) for e in self.explains):
+            raise ValueError(f"{where}: explains takes Explains(...) objects or finding kinds")
 
     def trigger(self, fn: Callable) -> Callable:
         self.trigger_fn = fn
@@ -256,6 +303,7 @@ class Case:
                 "applies": self.applies,
                 "supports_model": self.supports_model, "model_families": self.model_families,
                 "expected_zero": self.expected_zero,
+                "explains": [e.to_dict() for e in self.explains],
                 "fixes": [{"name": f.name, "title": f.title, "declared_works": f.works, "note": f.note,
                            "applies": f.applies}
                           for f in self.fixes]}

@@ -4,7 +4,7 @@ float16 tops out at 65504; a logit or activation beyond it becomes inf and the l
 scaler skips everything). Here the language-model head's weights are scaled so the logits overflow in
 a model cast to float16, as they do when large models with big activations are trained in fp16.
 """
-from benchsuite.case import Case, Symptom
+from benchsuite.case import Case, Explains, Symptom
 
 case = Case(
     id="fp16-overflow-nan",
@@ -13,6 +13,7 @@ case = Case(
     tags=["mixed-precision", "fp16", "nan"],
     affected={},
     symptom=Symptom(description="loss NaN (or inf) from the first step", nonfinite_loss=True),
+    explains=[Explains("non-finite", note="NaN/Inf gradients reach the optimizer from the first step")],
 )
 
 

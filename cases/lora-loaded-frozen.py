@@ -5,7 +5,7 @@ has requires_grad=False: print_trainable_parameters() says "trainable params: 0"
 optimizer gets an empty parameter list, or, when something else is trainable, the adapter silently
 never changes. Reported by people resuming LoRA fine-tuning from a saved adapter.
 """
-from benchsuite.case import Case, Symptom
+from benchsuite.case import Case, Explains, Symptom
 
 case = Case(
     id="lora-loaded-frozen",
@@ -18,6 +18,8 @@ case = Case(
         no_trainable=True,
     ),
     supports_model=True,
+    explains=[Explains("nothing-trainable", note="only the loaded adapter was meant to train"),
+              Explains("frozen-adapter", note="the loaded adapter is frozen while other weights train")],
 )
 
 

@@ -6,7 +6,7 @@ transformers 4.x), and nothing makes the embedding output require grad: the run 
 (every trainable weight is inside the checkpointed blocks). TRL's trainers install the hook
 themselves, which is why the same script "works with SFTTrainer".
 """
-from benchsuite.case import Case, Symptom
+from benchsuite.case import Case, Explains, Symptom
 
 case = Case(
     id="peft-wrap-before-checkpointing",
@@ -21,6 +21,10 @@ case = Case(
         message=r"does not require grad",
         warning=r"None of the inputs have requires_grad=True",
     ),
+    # With a trainable head (a reward model, modules_to_save) the backward does not fail: the LoRA weights
+    # silently get no gradient instead (the same missing hook; see reentrant-checkpoint-frozen-inputs).
+    explains=[Explains("no-gradient", params=r"lora_", context={"trainer": True},
+                       note="Trainer(gradient_checkpointing=True) on a get_peft_model model whose head trains")],
     supports_model=True,
     fixed_in="transformers 5.0 (the hook is installed by gradient_checkpointing_enable itself)",
 )

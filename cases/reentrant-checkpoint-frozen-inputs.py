@@ -9,7 +9,7 @@ have requires_grad=True. Gradients will be None" and the LoRA weights inside the
 get no gradient. With a sequence-classification head outside those blocks training runs on and only
 the head learns: silent. transformers 5.0 switched to non-reentrant and installs the hook itself.
 """
-from benchsuite.case import Case, Symptom
+from benchsuite.case import Case, Explains, Symptom
 
 case = Case(
     id="reentrant-checkpoint-frozen-inputs",
@@ -26,6 +26,8 @@ case = Case(
         no_grad=r"lora_[AB]",
         unchanged=r"lora_B",
     ),
+    explains=[Explains("no-gradient", params=r"lora_", note="every LoRA weight gets no gradient while the head "
+                       "trains; grad_norm looks healthy")],
     supports_model=True,
     fixed_in="transformers 5.0 (non-reentrant default, input-grad hook installed for every model)",
     notes="Explicit reentrant checkpointing without the hook fails on every version; the default does up to 4.57 "

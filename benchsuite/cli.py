@@ -97,6 +97,11 @@ def _watch(args) -> int:
     return main(args)
 
 
+def _doctor(args) -> int:
+    from .doctor import main
+    return main(args)
+
+
 def _scan_bench(args) -> int:
     from .scanbench import main
     return main(args)
@@ -269,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .watch.cli import add_arguments as _watch_arguments
     _watch_arguments(p)
     p.set_defaults(func=_watch)
+
+    p = sub.add_parser("doctor", help="the known failures that apply to these versions (or --with pins), "
+                                      "their symptoms and fixes; --run checks them there")
+    from .doctor import add_arguments as _doctor_arguments
+    _doctor_arguments(p)
+    p.set_defaults(func=_doctor)
 
     p = sub.add_parser("scan-bench", help="benchmark the fused gradient scan against torch")
     p.add_argument("--json", default=None, metavar="PATH", help=JSON_HELP)

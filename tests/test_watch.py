@@ -57,6 +57,7 @@ HEALTHY = {
     "resumed-adapter-reentrant-with-input-hook": [LOOP, "--resume", "--ckpt", "reentrant"],
     "full-fine-tune": [LOOP, "--full"],
     "rl-zero-advantage-steps": [RL, "--equal-at", "2,9"],
+    "reward-model-pairwise-loss-head-bias": [str(SCRIPTS / "reward_loop.py"), "--lora"],
     "trainer-seqcls": [TRAINER, "--out", "{tmp}"],
     "trainer-causal-warmup-cosine-accum": [TRAINER, "--out", "{tmp}", "--task", "causal", "--lr", "2e-5",
                                            "--warmup-steps", "2", "--scheduler", "cosine", "--weight-decay", "0.001",

@@ -216,6 +216,9 @@ def scan(source: Source, *, backend: str = "auto", step: int | None = None,
     if zero:
         module = source if isinstance(source, torch.nn.Module) else None
         excused = _expected_zero_names(pairs, module, zero)
+        if module is not None:
+            signal = {r.name for r in report.records if not r.none and not r.all_zero and not r.nonfinite}
+            excused |= _zero.shift_invariant_biases(zero - excused, module, signal)
         for r in report.records:
             r.expected_zero = r.name in excused
         report.problems = find_problems(report.records)

@@ -10,7 +10,10 @@ factor of the same adapter layer (same PEFT layer, same adapter name) is all zer
 itself is not. Two factors that are both zero explain nothing: such a pair can never train, and is
 reported. Outside PEFT, a module of a user's own (not a ``torch.nn`` layer) whose direct trainable
 parameters include two or more matrices is treated the same way (a hand-written LoRA layer).
-Factor groups come from the module structure; a list of (name, tensor) pairs without a module falls
+A bias whose gradient is exactly zero while its own layer's weight gets a non-zero gradient is explained
+too: the loss is invariant to a shift of that layer's output, as the pairwise reward-model loss
+``-logsigmoid(r_chosen - r_rejected)`` is for the score head's bias (the bias cancels in the
+difference). Factor groups come from the module structure; a list of (name, tensor) pairs without a module falls
 back to the names PEFT gives (``lora_A``/``lora_B``, ``lora_embedding_A``/``lora_embedding_B``).
 """
 from __future__ import annotations
@@ -84,4 +87,18 @@ def explained_zero(zero_grad: set[str], groups: list[Named],
         for n, _ in g:
             if n in zero_grad and n not in zero and zero:
                 out.add(n)
+    return out
+
+
+def shift_invariant_biases(zero_grad: set[str], module: torch.nn.Module, with_signal: set[str]) -> set[str]:
+    """Biases in ``zero_grad`` whose own layer's weight is in ``with_signal`` (a non-zero gradient)."""
+    out: set[str] = set()
+    for prefix, m in module.named_modules():
+        bias, weight = getattr(m, "bias", None), getattr(m, "weight", None)
+        if not isinstance(bias, torch.nn.Parameter) or not isinstance(weight, torch.nn.Parameter):
+            continue
+        b = f"{prefix}.bias" if prefix else "bias"
+        w = f"{prefix}.weight" if prefix else "weight"
+        if b in zero_grad and w in with_signal:
+            out.add(b)
     return out

@@ -179,7 +179,7 @@ class Watcher:
 
         from benchsuite.gradscan._records import find_problems
         from benchsuite.gradscan._scan import launch, named_trainable, scan_tensors
-        from benchsuite.gradscan._zero import explained_zero, factor_groups
+        from benchsuite.gradscan._zero import explained_zero, factor_groups, shift_invariant_biases
 
         group_params = [p for g in optimizer.param_groups for p in g["params"]]
         if o.trainer is not None:
@@ -196,8 +196,8 @@ class Watcher:
         ids = {id(p): n for n, p in named}
         lrs, in_groups = {}, set()
         for g in optimizer.param_groups:
-            lr = g.get("lr", 0.0)
-            lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+            lr = g.get("lr")  # None: the optimizer sets its own step size (Adafactor's relative_step)
+            lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr) if lr is not None else None
             for p in g["params"]:
                 in_groups.add(id(p))
                 if id(p) in ids:
@@ -209,6 +209,8 @@ class Watcher:
             groups = self._factor_groups(root, len(named), factor_groups)
             explained = explained_zero(zero, groups, lambda ts: [
                 r.numel == r.zero for r in scan_tensors([(str(i), t) for i, t in enumerate(ts)])])
+            signal = {r.name for r in report.records if not r.none and not r.all_zero and not r.nonfinite}
+            explained |= shift_invariant_biases(zero - explained, root, signal)
             for r in report.records:
                 r.expected_zero = r.name in explained
             report.problems = find_problems(report.records)

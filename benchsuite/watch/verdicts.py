@@ -129,7 +129,7 @@ class Tracker:
     zero_steps: list[int] = field(default_factory=list)
     last_step: int | None = None
 
-    def observe(self, step: int, records, lrs: dict[str, float], explained: set[str],
+    def observe(self, step: int, records, lrs: dict[str, float | None], explained: set[str],
                 fingerprint: Callable[[list[str]], dict[str, tuple]]) -> None:
         """Take one scan's evidence. ``records``: ParamRecords of the gradients; ``lrs``: learning rate of the
         param group of every parameter in an optimizer; ``fingerprint(names)``: value fingerprints now."""
@@ -162,13 +162,14 @@ class Tracker:
                     s.counted += 1
                     s.ever_signal = True
                     s.zero_streak, s.zero_since = 0, None
-            lr = lrs.get(r.name)
-            if lr is not None:
-                s.lr_seen += 1
-                s.lr_since = s.lr_since if s.lr_since is not None else step
-                if lr > 0:
+            if r.name in lrs:
+                lr = lrs[r.name]  # None: the optimizer picks its own step size (taken as above 0)
+                if lr is not None:
+                    s.lr_seen += 1
+                    s.lr_since = s.lr_since if s.lr_since is not None else step
+                if lr is None or lr > 0:
                     s.lr_pos = True
-                if (not r.none and not r.nonfinite and not r.all_zero and lr > 0 and not s.moved):
+                if not r.none and not r.nonfinite and not r.all_zero and (lr is None or lr > 0) and not s.moved:
                     signal_now.append(r.name)
         # Did the parameters updated at the last scan move? One fingerprint pass serves that comparison and
         # the baseline for this step's updates; parameters already seen moving are never fingerprinted again.

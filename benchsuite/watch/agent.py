@@ -188,8 +188,14 @@ class Watcher:
             if o.root is None:
                 o.root = self._root_of(group_params)
             root = o.root
-        named = named_trainable(root) if root is not None else \
-            [(self._names.get(id(p), f"param{i}"), p) for i, p in enumerate(group_params) if p.requires_grad]
+        # The optimizer's own trainable parameters are judged at its steps (another optimizer's parameters
+        # are not, e.g. a GAN's generator at the critic's steps); the model's other trainable parameters only
+        # count for coverage.
+        model_trainable = named_trainable(root) if root is not None else []
+        names = {id(p): n for n, p in model_trainable}
+        named = [(names.get(id(p)) or self._names.get(id(p), f"param{i}"), p)
+                 for i, p in enumerate(group_params) if p.requires_grad]
+        named = list({id(p): (n, p) for n, p in named}.values())
         for n, p in named:
             if n not in self._weak:
                 self._weak[n] = weakref.ref(p)
@@ -219,17 +225,19 @@ class Watcher:
         self.scans += 1
         # Coverage: trainable parameters of the model that no optimizer seen so far steps.
         key = id(root) if root is not None else id(optimizer)
-        cov = self.coverage.setdefault(key, {"ids": set(), "steps": 0})
+        cov = self.coverage.setdefault(key, {"ids": set(), "steps": 0, "uncovered": []})
         cov["ids"] |= in_groups
         cov["steps"] += 1
-        uncovered = [n for n, p in named if id(p) not in cov["ids"]]
-        self.tracker.note(V.NO_OPTIMIZER, uncovered if cov["steps"] >= 2 else [], step)
+        uncovered = [n for n, p in model_trainable if id(p) not in cov["ids"]]
+        # Confirmed at the optimizer's second step: by then every optimizer of the loop has stepped once.
+        cov["uncovered"] = uncovered if cov["steps"] >= 2 else []
+        self.tracker.note(V.NO_OPTIMIZER, [n for c in self.coverage.values() for n in c["uncovered"]], step)
         if self.tracker.scans == 1 or cov["steps"] <= 2:
-            self._structural(root, named, step)
+            self._structural(root, model_trainable, step)
         self._replicas(named, step)
         new = self.tracker.evaluate(step)
-        counts = {"scanned": len(report.records), "trainable": len(named),
-                  "in_optimizers": len(named) - len(uncovered)}
+        counts = {"scanned": len(report.records), "trainable": len(model_trainable) if root is not None else len(named),
+                  "in_optimizers": (len(model_trainable) - len(uncovered)) if root is not None else len(named)}
         self._write_log(report, step, o, counts, new)
         self.last_counts = counts
         return new
@@ -392,7 +400,9 @@ class Watcher:
                              "median_step_ms": _ms(med_step), "scans_timed": len(self.scan_seconds),
                              "fraction_of_step": (med_scan / med_step) if (med_scan and med_step) else None},
                 "findings": self.tracker.report(), "zero_gradient_steps": self.tracker.zero_steps,
-                "error": self.error, "notes": self.notes, "log": self.log_path, "finished": self._finished}
+                "error": self.error, "notes": self.notes, "log": self.log_path, "finished": self._finished,
+                # the libraries' versions, for the catalogue cases watch names (benchsuite.doctor, issue 15)
+                "versions": _versions() if self.steps else None}
 
     def _safe_save(self) -> None:
         try:
@@ -432,6 +442,21 @@ def checksums(pairs) -> dict[str, tuple]:
         values = torch.stack([v for _, v in items]).tolist()
         out.update({n: (v,) for (n, _), v in zip(items, values)})
     return out
+
+
+_VERSIONS: dict = {}
+
+
+def _versions() -> dict:
+    """Installed versions of the packages catalogue cases declare (read once, after the first step)."""
+    if not _VERSIONS:
+        from importlib.metadata import PackageNotFoundError, version
+        for name in ("torch", "transformers", "peft", "trl", "accelerate"):
+            try:
+                _VERSIONS[name] = version(name)
+            except PackageNotFoundError:
+                _VERSIONS[name] = None
+    return _VERSIONS
 
 
 def _ms(seconds):

@@ -102,6 +102,9 @@ def render(procs: list[dict], code: int, wall: float) -> str:
             lines.append(f"  its last error: {errors[-1]}")
     for s in stepping:
         lines.extend(_render_process(s))
+    # -- known cases (issue 15, benchsuite/doctor.py): catalogue cases whose explains= covers an open finding
+    from benchsuite.doctor import watch_lines
+    lines.extend(watch_lines(stepping))
     return "\n".join(lines)
 
 
@@ -218,6 +221,8 @@ def main(args) -> int:
                "processes": [s for s in procs if s.get("optimizer_steps")],
                "other_processes": [{"pid": s["pid"], "argv": s.get("argv"), "error": s.get("error")}
                                    for s in procs if not s.get("optimizer_steps")]}
+        from benchsuite.doctor import watch_known_cases  # issue 15: the same data as the "known cases" lines
+        doc["known_cases"] = watch_known_cases(procs)
         try:
             if args.json == "-":
                 print(json.dumps(doc, indent=2))

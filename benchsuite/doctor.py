@@ -335,13 +335,14 @@ def _fix_lines(c: dict, run: dict | None) -> list[str]:
 
 def _run_line(r: dict) -> str:
     status = r.get("status")
+    where = "here, on your model" if r.get("on_model") else "here"
     if status == "reproduced":
-        return f"    here: REPRODUCED ({r.get('duration_s', 0):.1f} s)"
+        return f"    {where}: REPRODUCED ({r.get('duration_s') or 0:.1f} s)"
     if status == "not-reproduced":
-        return f"    here: not reproduced ({r.get('duration_s', 0):.1f} s): {(r.get('basis') or '')[:160]}"
+        return f"    {where}: not reproduced ({r.get('duration_s') or 0:.1f} s): {(r.get('basis') or '')[:160]}"
     if status == "skipped":
-        return f"    here: not run: {r.get('reason')}"
-    return f"    here: {status}: {(r.get('reason') or '')[:200]}"
+        return f"    {where}: not run: {r.get('reason')}"
+    return f"    {where}: {status}: {(r.get('reason') or '')[:200]}"
 
 
 def render(doc: dict) -> str:

@@ -21,12 +21,12 @@ CASES = {
     # applies everywhere, fast (nothing to train), explains a finding; one fix exists only in a future release
     "doc-applies": '''
         case = Case(id="doc-applies", title="a failure seen everywhere", references=["example/project#1"],
-                    symptom=Symptom(description="flag set", observed="bad"),
+                    symptom=Symptom(description="flag set", observed="bad"), supports_model=True,
                     explains=[Explains("lr-zero", note="the example")])
 
         @case.trigger
         def trigger(ctx):
-            return ctx.observed(bad=True)
+            return ctx.observed(bad=True, model=ctx.model_path)
 
         @case.fix("clear the flag")
         def clear(ctx):
@@ -44,6 +44,16 @@ CASES = {
     "doc-missing-requirement": '''
         case = Case(id="doc-missing-requirement", title="needs a package that is not installed",
                     references=["example/project#2"], requires=["benchsuite_no_such_package"],
+                    symptom=Symptom(description="flag set", observed="bad"))
+
+        @case.trigger
+        def trigger(ctx):
+            return ctx.observed(bad=True)
+    ''',
+    # written for one model family: not for a llama checkpoint
+    "doc-chatglm-only": '''
+        case = Case(id="doc-chatglm-only", title="ChatGLM only", references=["example/project#4"],
+                    supports_model=True, model_families=["chatglm"],
                     symptom=Symptom(description="flag set", observed="bad"))
 
         @case.trigger
@@ -91,11 +101,15 @@ def test_doctor_default_environment_leaves_out_the_4x_failure(tmp_path):
     assert "cannot be judged here" in proc.stdout
 
 
-def test_doctor_lists_run_and_judges_a_folder_of_cases(cases_dir, tmp_path):
-    out, md = tmp_path / "d.json", tmp_path / "d.md"
-    proc = _cli("doctor", "--cases-dir", cases_dir, "--run", "--json", out, "--markdown", md)
+def test_doctor_lists_run_and_judges_a_folder_of_cases_on_a_model(cases_dir, tmp_path):
+    out, md, model = tmp_path / "d.json", tmp_path / "d.md", tmp_path / "ckpt"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    proc = _cli("doctor", "--cases-dir", cases_dir, "--run", "--model", model, "--json", out, "--markdown", md)
     assert proc.returncode == 0, proc.stderr
     cat = {c["id"]: c for c in json.loads(out.read_text())["cases"]}
+    assert cat["doc-chatglm-only"]["category"] == "not-for-model" and "chatglm" in cat["doc-chatglm-only"]["reason"]
+    assert cat["doc-applies"]["on_model"] and cat["doc-applies"]["run"]["on_model"]
     assert cat["doc-applies"]["category"] == "applies"
     assert cat["doc-missing-requirement"]["category"] == "cannot-judge"
     assert "needs benchsuite_no_such_package (not installed)" in cat["doc-missing-requirement"]["reason"]
@@ -108,7 +122,7 @@ def test_doctor_lists_run_and_judges_a_folder_of_cases(cases_dir, tmp_path):
     fixes = {f["name"]: f for f in cat["doc-applies"]["fixes"]}
     assert fixes["future"]["available"] is False
     text = proc.stdout
-    assert "REPRODUCED" in text and "works here" in text and "does not work here" in text
+    assert "here, on your model: REPRODUCED" in text and "works here" in text and "does not work here" in text
     assert "watch shows it as: lr-zero" in text and "not available in this environment" in text
     assert "doc-missing-requirement: needs benchsuite_no_such_package" in text
     assert "--run: 1 of 1 reproduced here" in text

@@ -39,6 +39,12 @@ CATALOGUE = {
     "remote-code-old-checkpointing-enable", "seqcls-custom-head-not-trained", "target-modules-mismatch",
     "torch-use-reentrant-warning", "transformers-v5-nonreentrant-default", "use-cache-with-checkpointing",
     "zero3-peft-nonreentrant",
+    # issue 14
+    "disable-adapter-unfreezes-inference-adapter", "evaluation-strategy-removed", "fsdp-lora-uniform-requires-grad",
+    "get-peft-model-then-from-pretrained", "get-peft-model-to-load-adapter", "kbit-prepare-freezes-peft-adapters",
+    "pad-eos-collator-masks-eos", "peft-adapter-name-zero-trainable", "peft-trainer-eval-loss-missing",
+    "seqcls-no-pad-token", "sft-max-seq-length-removed", "trainer-removes-custom-columns",
+    "trl-dpo-adapter-loaded-frozen", "trl-grpo-adapter-loaded-frozen", "trl-sft-adapter-loaded-frozen",
 }
 
 

@@ -33,6 +33,7 @@ def _warm_imports() -> None:
     try:  # the classes every case uses: importing them once here saves each fork the lazy import
         import transformers
         _ = transformers.LlamaForCausalLM, transformers.AutoModelForSequenceClassification
+        _ = transformers.Trainer, transformers.TrainingArguments  # ~3 s per scenario otherwise
         import peft  # noqa: F401
         from peft import LoraConfig, get_peft_model  # noqa: F401
     except Exception:

@@ -1,13 +1,17 @@
 """LoRA + reentrant gradient checkpointing without the input-grad hook: the adapters never train.
 
-MedicalGPT's reward/SFT scripts wrap the model with get_peft_model and then switch checkpointing on
-(TrainingArguments(gradient_checkpointing=True) calls model.gradient_checkpointing_enable()). On
-transformers up to 4.57 that is reentrant checkpointing (up to 4.37 by torch's default, 4.38-4.57 by
-{"use_reentrant": True}) and nothing makes the embedding output require grad for a peft model. The
-reentrant autograd Function then sees no input that requires grad: torch warns "None of the inputs
-have requires_grad=True. Gradients will be None" and the LoRA weights inside the checkpointed blocks
-get no gradient. With a sequence-classification head outside those blocks training runs on and only
-the head learns: silent. transformers 5.0 switched to non-reentrant and installs the hook itself.
+Reported as torch's warning "None of the inputs have requires_grad=True. Gradients will be None" in
+MedicalGPT's reward-model training (MedicalGPT#359: learning rate 0 and chosen/rejected rewards None in
+the log; the maintainer's answer was "use float32"), in trl#835 and in open-unlearning#178. MedicalGPT's
+public scripts call model.enable_input_require_grads() after enabling checkpointing, so the reports do
+not show what left the inputs without requires_grad there. This case runs the setup that gives exactly
+that warning and its effect: get_peft_model, then checkpointing switched on (as
+TrainingArguments(gradient_checkpointing=True) does), and no input-grad hook. On transformers up to 4.57
+that is reentrant checkpointing (up to 4.37 by torch's default, 4.38-4.57 by {"use_reentrant": True})
+and nothing makes the embedding output require grad for a peft model, so the LoRA weights inside the
+checkpointed blocks get no gradient. With a sequence-classification head outside those blocks training
+runs on and only the head learns: silent. transformers 5.0 switched to non-reentrant and installs the
+hook itself. Casting to float32, the remedy given in MedicalGPT#359, is checked and does not help here.
 """
 from benchsuite.case import Case, Explains, Symptom
 

@@ -58,6 +58,7 @@ HEALTHY = {
     "full-fine-tune": [LOOP, "--full"],
     "rl-zero-advantage-steps": [RL, "--equal-at", "2,9"],
     "reward-model-pairwise-loss-head-bias": [str(SCRIPTS / "reward_loop.py"), "--lora"],
+    "gan-two-optimizers-one-module": [str(SCRIPTS / "gan_loop.py")],
     "trainer-seqcls": [TRAINER, "--out", "{tmp}"],
     "trainer-causal-warmup-cosine-accum": [TRAINER, "--out", "{tmp}", "--task", "causal", "--lr", "2e-5",
                                            "--warmup-steps", "2", "--scheduler", "cosine", "--weight-decay", "0.001",
@@ -76,6 +77,10 @@ def test_healthy_runs_pass_under_raise(tmp_path, variant):
     p = summary["processes"][0]
     assert p["scans"] == p["optimizer_steps"] >= 4
     log = steps_log(tmp_path)
+    if variant == "gan-two-optimizers-one-module":  # each optimizer judges its own parameters at its steps
+        assert [ln["step"] for ln in log][:7] == [1, 2, 3, 4, 5, 1, 6]
+        assert {(ln["scanned"], ln["trainable"], ln["in_optimizers"]) for ln in log} == {(4, 8, 4), (4, 8, 8)}
+        return
     assert [ln["step"] for ln in log] == list(range(1, len(log) + 1))  # as the Trainer numbers its steps
     assert all(ln["scanned"] == ln["trainable"] == ln["in_optimizers"] > 0 for ln in log)
     if variant == "rl-zero-advantage-steps":
@@ -127,7 +132,8 @@ def test_reentrant_lora_without_input_hook_stopped_under_raise(tmp_path):
 
 
 @pytest.mark.parametrize("variant,args,kind,step,cause", [
-    ("optimizer-before-get_peft_model", ["--optimizer-before-peft"], "not-in-optimizer", 2, "get_peft_model"),
+    ("optimizer-before-get_peft_model", ["--optimizer-before-peft", "--steps", "12"], "not-in-optimizer", 10,
+     "get_peft_model"),
     ("full-fine-tune-lr-0", ["--full", "--lr", "0"], "lr-zero", 3, "learning rate was 0"),
     ("bf16-weights-updates-round-away", ["--full", "--dtype", "bfloat16", "--lr", "2e-5"], "never-changed", 4,
      "resolution of bfloat16"),
@@ -135,7 +141,7 @@ def test_reentrant_lora_without_input_hook_stopped_under_raise(tmp_path):
     ("lora-alpha-0-head-trains", ["--lora-alpha", "0", "--train-head"], "all-zero", 3, "lora_alpha=0"),
 ])
 def test_broken_runs_stopped_with_cause(tmp_path, variant, args, kind, step, cause):
-    proc, summary = watch(tmp_path, LOOP, *args, "--steps", "6", options=["--policy", "raise"])
+    proc, summary = watch(tmp_path, LOOP, "--steps", "6", *args, options=["--policy", "raise"])
     assert proc.returncode == 1, proc.stderr[-3000:]
     f = findings(summary)
     assert kind in f and f[kind]["confirmed_at"] == step, f

@@ -188,8 +188,14 @@ class Watcher:
             if o.root is None:
                 o.root = self._root_of(group_params)
             root = o.root
-        named = named_trainable(root) if root is not None else \
-            [(self._names.get(id(p), f"param{i}"), p) for i, p in enumerate(group_params) if p.requires_grad]
+        # The optimizer's own trainable parameters are judged at its steps (another optimizer's parameters
+        # are not, e.g. a GAN's generator at the critic's steps); the model's other trainable parameters only
+        # count for coverage.
+        model_trainable = named_trainable(root) if root is not None else []
+        names = {id(p): n for n, p in model_trainable}
+        named = [(names.get(id(p)) or self._names.get(id(p), f"param{i}"), p)
+                 for i, p in enumerate(group_params) if p.requires_grad]
+        named = list({id(p): (n, p) for n, p in named}.values())
         for n, p in named:
             if n not in self._weak:
                 self._weak[n] = weakref.ref(p)
@@ -219,17 +225,21 @@ class Watcher:
         self.scans += 1
         # Coverage: trainable parameters of the model that no optimizer seen so far steps.
         key = id(root) if root is not None else id(optimizer)
-        cov = self.coverage.setdefault(key, {"ids": set(), "steps": 0})
+        cov = self.coverage.setdefault(key, {"ids": set(), "steps": 0, "uncovered": [], "current": []})
         cov["ids"] |= in_groups
         cov["steps"] += 1
-        uncovered = [n for n, p in named if id(p) not in cov["ids"]]
-        self.tracker.note(V.NO_OPTIMIZER, uncovered if cov["steps"] >= 2 else [], step)
+        uncovered = [n for n, p in model_trainable if id(p) not in cov["ids"]]
+        # Another optimizer may still take them (a GAN's generator steps after 5 critic steps): confirmed
+        # after as many steps as a lost gradient needs, or at the end of the run.
+        cov["current"] = uncovered
+        cov["uncovered"] = uncovered if cov["steps"] >= self.tracker.lost else []
+        self.tracker.note(V.NO_OPTIMIZER, [n for c in self.coverage.values() for n in c["uncovered"]], step)
         if self.tracker.scans == 1 or cov["steps"] <= 2:
-            self._structural(root, named, step)
+            self._structural(root, model_trainable, step)
         self._replicas(named, step)
         new = self.tracker.evaluate(step)
-        counts = {"scanned": len(report.records), "trainable": len(named),
-                  "in_optimizers": len(named) - len(uncovered)}
+        counts = {"scanned": len(report.records), "trainable": len(model_trainable) if root is not None else len(named),
+                  "in_optimizers": (len(model_trainable) - len(uncovered)) if root is not None else len(named)}
         self._write_log(report, step, o, counts, new)
         self.last_counts = counts
         return new
@@ -374,6 +384,8 @@ class Watcher:
         if not self.disabled and self.scans:
             try:
                 self.tracker.finish(self._fingerprint)
+                self.tracker.note(V.NO_OPTIMIZER, [n for c in self.coverage.values() for n in c["current"]],
+                                  self.tracker.last_step)
                 self.tracker.evaluate("end", final=True)
             except Exception as exc:
                 self.notes.append(f"final check failed: {exc}")

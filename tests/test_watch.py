@@ -326,6 +326,12 @@ def test_zero_factor_decided_from_state_not_names():
     # PEFT zeroes lora_B for Linear layers but lora_embedding_A for embeddings: the excused factor differs.
     assert any("q_proj.lora_A" in n for n in excused) and any("lora_embedding_B" in n for n in excused)
     assert not any("lora_B" in n or "lora_embedding_A" in n for n in excused)
+    # Conv layers: lora_A is a Conv2d, lora_B a 1x1 Conv2d starting at zero.
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 2))
+    conv = get_peft_model(net, LoraConfig(r=2, target_modules=["0"]))
+    conv(torch.randn(2, 3, 6, 6)).sum().backward()
+    rep = scan(conv)
+    assert rep.ok and {r.name for r in rep if r.expected_zero} == {"base_model.model.0.lora_A.default.weight"}
     # Both factors at zero: the pair can never train; nothing is excused.
     with torch.no_grad():
         for n, p in model.named_parameters():

@@ -392,9 +392,10 @@ def render(doc: dict) -> str:
     if by["broken"]:
         lines.append("")
         lines.extend(f"  {c['id']}: BROKEN CASE FILE: {c['reason']}" for c in by["broken"])
-    lines.append("")
-    lines.append(f"{len(by['not-affected'])} other case(s) do not apply to these versions: "
-                 + ", ".join(c["id"] for c in by["not-affected"]))
+    if by["not-affected"]:
+        lines.append("")
+        lines.append(f"{len(by['not-affected'])} other case(s) do not apply to these versions: "
+                     + ", ".join(c["id"] for c in by["not-affected"]))
     if doc.get("ran"):
         rep = sum(1 for c in applies if (c.get("run") or {}).get("status") == "reproduced")
         lines.append(f"--run: {rep} of {len(applies)} reproduced here")

@@ -191,17 +191,39 @@ def test_hook_policies_and_jsonl_log(tmp_path):
     assert [ln["step"] for ln in lines] == [0, 1]
     assert lines[1]["problems"] == [{"kind": NON_FINITE, "names": ["bias"]}]
     assert lines[1]["params"][0]["posinf"] == 1
+    assert lines[1]["confirmed"] == [{"kind": NON_FINITE, "names": ["bias"]}]  # final at once
 
+    # No gradient is a finding once it persists (--confirm, 3 scans), never at one step.
     raising = GradScanHook(model, policy="raise")
     model.zero_grad(set_to_none=True)
-    with pytest.raises(GradientProblemError, match="no-gradient"):
+    raising(), raising()
+    with pytest.raises(GradientProblemError, match="no gradient in 2 parameter"):
         raising()
     warning_hook = GradScanHook(model, policy="warn")
-    with pytest.warns(RuntimeWarning, match="no-gradient"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warning_hook(), warning_hook()
+    with pytest.warns(RuntimeWarning, match="no gradient"):
         warning_hook()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warning_hook()  # the same problem is not warned about twice
+        warning_hook()  # the same finding is not warned about twice
+    assert [f["kind"] for f in warning_hook.findings()] == ["no-gradient"]
+
+
+def test_hook_zero_step_is_not_a_finding_and_lr_is_read_from_the_optimizer():
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    hook = GradScanHook(model, policy="raise")
+    hook.attach(opt)
+    for step in range(2):  # lr 0 for fewer scans than --confirm: not yet a finding during the run
+        loss = model(torch.randn(2, 4)).sum() * (0.0 if step == 1 else 1.0)  # one step with zero gradient
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert hook.reports[-1].names("all-zero") == ["weight", "bias"] and hook.findings() == []  # the step's raw view
+    hook.close()
+    assert [f["kind"] for f in hook.findings()] == ["lr-zero"]  # lr 0 at every step of the run
 
 
 def test_trainer_callback_records_lora_problem(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchsuite.gradscan import ParamRecord
-from benchsuite.watch import verdicts as V
+from benchsuite.gradscan import verdicts as V
 from benchsuite.watch.names import compact, group
 
 SCRIPTS = Path(__file__).parent / "watch_scripts"

@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 
-from . import verdicts as V
+from ..gradscan import verdicts as V
 
 ENV_DIR = "BENCHSUITE_WATCH_DIR"
 ENV_POLICY = "BENCHSUITE_WATCH_POLICY"
@@ -248,7 +248,7 @@ class Watcher:
         """Exact value checksums: the sum of each tensor's bit patterns, so that an update that changes a
         single bit is seen (a float sum of squares misses updates below its own rounding)."""
         live = [(n, self._weak[n]()) for n in names if n in self._weak]
-        return checksums([(n, t) for n, t in live if t is not None])
+        return V.checksums([(n, t) for n, t in live if t is not None])
 
     def _factor_groups(self, root, n, build):
         key, groups = self._groups
@@ -422,45 +422,6 @@ class Watcher:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(self.summary(), f)
         os.replace(tmp, path)
-
-
-_INT_OF_SIZE = {}
-
-
-def checksums(pairs) -> dict[str, tuple]:
-    """{name: (checksum,)}: the wrapping int64 sum of every element's bit pattern, one reduction per tensor
-    and one device-to-host copy per device."""
-    import torch
-    if not _INT_OF_SIZE:
-        _INT_OF_SIZE.update({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64})
-    by_device: dict = {}
-    for name, t in pairs:
-        t = t.detach()
-        if t.is_complex():
-            t = torch.view_as_real(t)
-        t = t.contiguous().reshape(-1)
-        bits = t.view(_INT_OF_SIZE[t.element_size()]) if t.numel() else t.new_zeros(1, dtype=torch.int64)
-        by_device.setdefault(bits.device, []).append((name, bits.sum(dtype=torch.int64)))
-    out = {}
-    for items in by_device.values():
-        values = torch.stack([v for _, v in items]).tolist()
-        out.update({n: (v,) for (n, _), v in zip(items, values)})
-    return out
-
-
-_VERSIONS: dict = {}
-
-
-def _versions() -> dict:
-    """Installed versions of the packages catalogue cases declare (read once, after the first step)."""
-    if not _VERSIONS:
-        from importlib.metadata import PackageNotFoundError, version
-        for name in ("torch", "transformers", "peft", "trl", "accelerate"):
-            try:
-                _VERSIONS[name] = version(name)
-            except PackageNotFoundError:
-                _VERSIONS[name] = None
-    return _VERSIONS
 
 
 def _ms(seconds):

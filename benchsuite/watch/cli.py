@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import verdicts as V
+from ..gradscan import verdicts as V
 from .agent import ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY, ENV_REPLICA_EVERY, PREFIX
 from .names import compact
 

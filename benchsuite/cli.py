@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases-dir", default=None, metavar="DIR", help="a folder of case files (default: the catalogue)")
     p.add_argument("--json", default=None, metavar="PATH", help=JSON_HELP)
     p.add_argument("--timeout", type=_seconds, default=300.0, metavar="S", help="per probe, in seconds (default 300)")
+    p.add_argument("--write", action="store_true",
+                   help="when the probes contradict the case's declared range for --package, write the suggested "
+                        "range into the case file and print the diff")
     p.set_defaults(func=_bisect)
 
     p = sub.add_parser("bench", help="memory and throughput over checkpointing x accumulation x precision x adapter")

@@ -14,9 +14,13 @@ case = Case(
     title="Trainer.evaluate() on a PeftModel: no eval_loss in the metrics (label_names not found)",
     references=["huggingface/transformers#33420", "huggingface/transformers#38130", "huggingface/peft#1881"],
     tags=["trainer", "lora", "peft", "evaluation", "silent"],
-    affected={"transformers": "<4.57"},  # 4.44.0: reproduced; 4.57.6, 5.23.0: not (the Trainer inspects the base model)
+    affected={"transformers": "<4.55.0"},  # bisected: reproduced at transformers 4.54.1, not-reproduced from 4.55.0 (benchsuite bisect --write)
     symptom=Symptom(description="trainer.evaluate() returns metrics without eval_loss", observed="no_eval_loss"),
     supports_model=True,
+    fixed_in="transformers 4.55.0 (the Trainer reads label names from the PeftModel's base model)",
+    notes="Range written by `benchsuite bisect --package transformers --from 4.44.0 --to 4.57.6 --write` "
+          "(probes: 4.44.0, 4.51.3, 4.53.1, 4.54.0, 4.54.1 reproduced; 4.55.0, 4.55.1, 4.57.6 not). Only a "
+          "PeftModel without task_type shows it: PeftModelForCausalLM's forward names labels.",
 )
 
 

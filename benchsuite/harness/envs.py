@@ -20,9 +20,15 @@ from importlib.metadata import version
 from pathlib import Path
 
 DEFAULT_PACKAGES = ("transformers", "peft", "accelerate")
-# Unpinned companions are held to releases from before the pinned packages' release plus this many
-# days: today's peft imports names that a 2024 transformers does not have.
-CONTEMPORARY_DAYS = 30
+# Unpinned companions are resolved as of the pinned releases' upload time (the newest of them): uv's
+# --exclude-newer-package, per companion, gives the environment a user got by installing the pinned
+# release on the day it came out. Today's peft imports names that a 2024 transformers does not have; a
+# companion released after the pin may rely on what came after it, one released before cannot. (It was
+# "upload time + 30 days" before issue 14; see docs/adding-a-case.md for the comparison.) torch is never
+# held back: it is the current local build. The resolution date is recorded in the environment
+# (RESOLUTION_FILE), and every result run there carries it as environment["resolved_as_of"].
+RESOLUTION = "as-of-upload"
+RESOLUTION_FILE = "benchsuite-resolution.json"
 
 
 class EnvError(RuntimeError):
@@ -187,17 +193,33 @@ def release_date(package: str, ver: str) -> datetime.datetime | None:
     return min(datetime.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in times)
 
 
-def contemporary_limits(pins: dict[str, str]) -> dict[str, str]:
-    """--exclude-newer-package limits for the unpinned default packages, anchored on the pins' dates."""
+def resolution_date(pins: dict[str, str]) -> datetime.datetime | None:
+    """The moment the environment is resolved as of: the newest upload time of the pinned releases
+    (None when the index gives no date; companions are then the newest releases)."""
     dates = [d for d in (release_date(k, v) for k, v in pins.items()) if d]
-    if not dates:
+    return max(dates) if dates else None
+
+
+def contemporary_limits(pins: dict[str, str], as_of: datetime.datetime | None = None) -> dict[str, str]:
+    """--exclude-newer-package limits for the unpinned default packages: releases uploaded up to the
+    pinned releases' own upload time."""
+    as_of = as_of if as_of is not None else resolution_date(pins)
+    if as_of is None:
         return {}
-    limit = (max(dates) + datetime.timedelta(days=CONTEMPORARY_DAYS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    limit = as_of.strftime("%Y-%m-%dT%H:%M:%SZ")
     return {p: limit for p in DEFAULT_PACKAGES if p not in pins}
 
 
+def resolution_of(python: str | os.PathLike) -> dict:
+    """What a pinned environment was resolved as of ({} for one built before this was recorded)."""
+    try:
+        return json.loads((Path(python).parent.parent / RESOLUTION_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def env_key(pins: dict[str, str]) -> str:
-    text = "|".join([sys.version, version("torch"), f"contemporary{CONTEMPORARY_DAYS}", "setuptools<81"]
+    text = "|".join([sys.version, version("torch"), RESOLUTION, "setuptools<81"]
                     + [f"{k}=={v}" for k, v in sorted(pins.items())])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -267,11 +289,16 @@ def _build(venv: Path, python: Path, pins: dict[str, str], log) -> None:
     cmd = [uv, "pip", "install", "--quiet", "--python", str(python)] + reqs
     for loc in find_links():
         cmd += ["--find-links", loc]
-    limits = contemporary_limits(pins)
+    as_of = resolution_date(pins)
+    limits = contemporary_limits(pins, as_of)
     for package, limit in limits.items():
         cmd += ["--exclude-newer-package", f"{package}={limit}"]
-    _run(cmd, f"install {' '.join(reqs[1:])}" + (f" (companions up to {next(iter(limits.values()))[:10]})"
+    _run(cmd, f"install {' '.join(reqs[1:])}" + (f" (companions as of {next(iter(limits.values()))})"
                                                      if limits else ""))
+    (venv / RESOLUTION_FILE).write_text(json.dumps({
+        "resolved_as_of": as_of.strftime("%Y-%m-%dT%H:%M:%SZ") if as_of else None,
+        "rule": "unpinned companions uploaded no later than the newest pinned release",
+        "pins": pins, "companions": sorted(limits)}, indent=1) + "\n")
     (venv / ".ready").write_text("\n".join(reqs) + "\n")
 
 

@@ -55,7 +55,7 @@ def _cell(r: dict, label: str, pins: list[str]) -> dict:
             "fixes": {f["name"]: f["works"] for f in r.get("fixes", [])},
             "repeat": r.get("repeat", 1), **({"runs": r["runs"]} if r.get("runs") and r.get("repeat", 1) > 1 else {}),
             "environment": {k: (r.get("environment") or {}).get(k)
-                            for k in ("python", "torch", "transformers", "peft", "trl")},
+                            for k in ("python", "torch", "transformers", "peft", "trl", "resolved_as_of")},
             "duration_s": r.get("duration_s")}
 
 

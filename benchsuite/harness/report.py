@@ -64,6 +64,8 @@ def summary(results: list[dict]) -> dict:
 def markdown(results: list[dict], meta: dict) -> str:
     env = meta.get("environment") or (results[0].get("environment") if results else {}) or {}
     versions = ", ".join(f"{k} {env.get(k)}" for k in ("python", "torch", "transformers", "peft", "trl") if env.get(k))
+    if env.get("resolved_as_of"):
+        versions += f" (unpinned companions as of {env['resolved_as_of']})"
     reps = meta.get("repeat", 1)
     lines = [f"# benchsuite run ({meta.get('label', 'current environment')})", "",
              f"Environment: {versions}; device {env.get('device', '?')}."

@@ -186,7 +186,8 @@ def main(args) -> int:
         meta["environment"] = env
         if not quiet:
             print("environment: " + ", ".join(f"{k} {env.get(k)}" for k in
-                                                ("python", "torch", "transformers", "peft", "trl") if env.get(k)))
+                                                ("python", "torch", "transformers", "peft", "trl") if env.get(k))
+                  + (f" (unpinned companions as of {env['resolved_as_of']})" if env.get("resolved_as_of") else ""))
     report.write_all(results, meta, **outputs)
     print(report.table(results), file=sys.stderr if quiet else sys.stdout)
     for k, v in outputs.items():

@@ -21,6 +21,13 @@ def installed(name: str) -> str | None:
 def environment() -> dict:
     env = {"python": platform.python_version(), **{p: installed(p) for p in PACKAGES}}
     env["executable"] = sys.executable
+    try:  # a pinned environment records what its unpinned companions were resolved as of (envs.py)
+        import json
+        from pathlib import Path
+        recorded = json.loads((Path(sys.prefix) / "benchsuite-resolution.json").read_text())
+        env["resolved_as_of"] = recorded.get("resolved_as_of")
+    except (OSError, ValueError):
+        pass
     try:
         import torch
         env["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"

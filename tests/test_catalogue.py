@@ -1,0 +1,95 @@
+"""Issue 14: the catalogue's reach and the tools that keep its declarations honest (bisect --write, the
+date an environment's companions are resolved as of, verdicts combined over repeats). Fast: no case runs."""
+from __future__ import annotations
+
+import datetime
+import json
+import textwrap
+from pathlib import Path
+
+from benchsuite.harness import bisect, envs
+from benchsuite.harness.discover import case_files, default_cases_dir, load_case
+from benchsuite.harness.execute import combine_runs
+
+CASE = textwrap.dedent('''\
+    from benchsuite.case import Case, Symptom
+
+    case = Case(
+        id="probe",
+        title="probe",
+        references=["x/y#1"],
+        affected={"transformers": "<4.57", "peft": ">=0.10"},  # a guess
+        symptom=Symptom(description="flag", observed="flag"),
+    )
+
+
+    @case.trigger
+    def trigger(ctx):
+        return ctx.observed(flag=True)
+''')
+
+
+def test_catalogue_has_at_least_35_cases_each_citing_reports():
+    files = case_files(default_cases_dir())
+    assert len(files) >= 35
+    for cid, path in files.items():
+        case = load_case(path)
+        assert case.id == cid and case.references and case.title, cid
+
+
+def test_rewrite_affected_replaces_the_range_of_one_package_and_its_comment():
+    out = bisect.rewrite_affected(CASE, {"transformers": "<4.57", "peft": ">=0.10"}, "transformers", "<4.55.0",
+                                  "bisected: reproduced at transformers 4.54.1, not-reproduced from 4.55.0")
+    assert ('affected={"transformers": "<4.55.0", "peft": ">=0.10"},  # bisected: reproduced at transformers '
+            '4.54.1, not-reproduced from 4.55.0\n') in out
+    assert "a guess" not in out
+    compile(out, "probe.py", "exec")
+    assert out.replace(out.splitlines()[6], CASE.splitlines()[6]) == CASE  # nothing else changed
+
+
+def test_rewrite_affected_adds_the_argument_when_the_case_has_none():
+    source = CASE.replace('    affected={"transformers": "<4.57", "peft": ">=0.10"},  # a guess\n', "")
+    out = bisect.rewrite_affected(source, {}, "transformers", ">=4.46", "bisected")
+    assert '    references=["x/y#1"],\n    affected={"transformers": ">=4.46"},  # bisected\n' in out
+    compile(out, "probe.py", "exec")
+
+
+def test_write_range_prints_a_diff_and_never_writes_silently(tmp_path):
+    path = tmp_path / "probe.py"
+    path.write_text(CASE)
+    said: list[str] = []
+    result = {"found": True, "last": "4.54.1", "last_status": "reproduced", "first": "4.55.0",
+              "first_status": "not-reproduced"}
+    assert bisect.write_range(path, {"transformers": "<4.57", "peft": ">=0.10"}, "transformers", "<4.55.0",
+                              result, said.append)
+    text = "\n".join(said)
+    assert "'<4.57' -> '<4.55.0'" in text and '-    affected={"transformers": "<4.57"' in text
+    assert '+    affected={"transformers": "<4.55.0", "peft": ">=0.10"},' in text
+    assert load_case(path).affected == {"transformers": "<4.55.0", "peft": ">=0.10"}
+    said.clear()
+    assert not bisect.write_range(path, {"transformers": "<4.55.0"}, "transformers", None, result, said.append)
+    assert "left as it is" in said[0]
+
+
+def test_companions_are_resolved_as_of_the_pinned_release_upload_time(monkeypatch, tmp_path):
+    uploaded = datetime.datetime(2026, 1, 16, 9, 30, tzinfo=datetime.timezone.utc)
+    monkeypatch.setattr(envs, "release_date", lambda package, ver: uploaded)
+    limits = envs.contemporary_limits({"transformers": "4.57.6"})
+    assert limits == {"peft": "2026-01-16T09:30:00Z", "accelerate": "2026-01-16T09:30:00Z"}
+    (tmp_path / "bin").mkdir()
+    (tmp_path / envs.RESOLUTION_FILE).write_text(json.dumps({"resolved_as_of": "2026-01-16T09:30:00Z"}))
+    assert envs.resolution_of(tmp_path / "bin" / "python")["resolved_as_of"] == "2026-01-16T09:30:00Z"
+    from benchsuite.harness import versions
+    monkeypatch.setattr(versions.sys, "prefix", str(tmp_path))
+    assert versions.environment()["resolved_as_of"] == "2026-01-16T09:30:00Z"
+
+
+def test_combined_runs_are_flaky_when_a_fix_verdict_differs():
+    def run(works):
+        return {"id": "c", "status": "reproduced", "symptom_seen": True, "basis": "seen", "duration_s": 1.0,
+                "fixes": [{"name": "f", "works": works}], "noop_fix": {"works": False}}
+    steady = combine_runs([run(True), run(True)])
+    assert steady["status"] == "reproduced" and steady["repeat"] == 2 and len(steady["runs"]) == 2
+    flaky = combine_runs([run(True), run(False)])
+    assert flaky["status"] == "flaky" and "run 2: reproduced (f:no" in flaky["reason"]
+    assert "basis" not in flaky

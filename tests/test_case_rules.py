@@ -274,10 +274,13 @@ REWARD = """
     class Reward(__import__("torch").nn.Module):
         def __init__(self):
             super().__init__()
-            self.head = __import__("torch").nn.Linear(4, 1)       # its bias cancels under a pairwise loss
+            self.head = __import__("torch").nn.Linear(4, 1)
+            # a shared offset cancels under a pairwise loss; unlike the head's bias (whose weight gets a
+            # gradient) the scanner cannot tell it is zero by construction: only the case can
+            self.offset = __import__("torch").nn.Parameter(__import__("torch").zeros(1))
 
         def forward(self, x):
-            return self.head(x).squeeze(-1)
+            return self.head(x).squeeze(-1) + self.offset
 
     def pairwise(model, batch):
         import torch.nn.functional as F
@@ -300,8 +303,8 @@ def test_zero_gradient_declared_by_the_case_is_excused(tmp_path):
     res = run(tmp_path, "undeclared", REWARD.format(id="undeclared", declaration=""))
     f = fix(res, "train_head")
     assert res["status"] == "fix-failed" and f["works"] is False
-    assert "exactly zero gradient at every step" in f["problems"][0] and "head.bias" in f["problems"][0]
-    res = run(tmp_path, "declared", REWARD.format(id="declared", declaration='expected_zero=r"head\\.bias$",'))
+    assert "exactly zero gradient at every step" in f["problems"][0] and "offset" in f["problems"][0]
+    res = run(tmp_path, "declared", REWARD.format(id="declared", declaration='expected_zero=r"^offset$",'))
     f = fix(res, "train_head")
     assert res["status"] == "reproduced" and f["works"] is True and f["problems"] == []
 

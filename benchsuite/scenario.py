@@ -1,0 +1,334 @@
+"""The scenario toolkit: what a case's trigger and fixes get as ``ctx`` and what they return.
+
+``Context`` (tiny models built from configs, batches and datasets, LoRA configs, the training loops
+``ctx.train`` and ``ctx.trainer_train``, ``ctx.observed``), ``TrainResult`` (a scenario's outcome) and
+``healthy_problems`` (how the harness judges a fix's training). The declarations a case file makes
+(``Case``, ``Symptom``, ``Fix``, ``Explains``) are in benchsuite/case.py, which re-exports these names, so
+``from benchsuite.case import Context, TrainResult`` keeps working. See docs/adding-a-case.md.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+@dataclass
+class TrainResult:
+    """A scenario's outcome: what its training loop saw (``ctx.train``, ``ctx.trainer_train``), or, from
+    ``ctx.observed(**flags)``, the facts of a scenario with nothing to train (``trains=False``)."""
+
+    losses: list[float] = field(default_factory=list)
+    reports: list = field(default_factory=list)  # benchsuite.gradscan.ScanReport per step
+    trainable: list[str] = field(default_factory=list)
+    changed: dict[str, bool] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    precomputed: dict | None = None  # a summary made elsewhere (another process's training loop)
+    trains: bool = True  # False: ctx.observed(), an explicit outcome without training
+
+    def summary(self) -> dict:
+        if self.precomputed is not None:
+            return {**self.precomputed, "extra": {**self.precomputed.get("extra", {}), **self.extra}}
+        if not self.trains:
+            return {"trains": False, "extra": self.extra}
+        got_grad = {r.name for rep in self.reports for r in rep if not r.none}
+        nonfinite = sorted({r.name for rep in self.reports for r in rep if r.nonfinite})
+        # Exactly zero (never None) at every step. The scanner marks a zero that is zero by construction
+        # at that step (gradscan's _expected_zero_names: a LoRA factor whose partner is still all zero);
+        # a parameter so marked at every step is explained, the others are for the harness to judge.
+        zero_sets = [{r.name for r in rep if r.all_zero} for rep in self.reports]
+        always_zero = [n for n in self.trainable if zero_sets and all(n in z for z in zero_sets)]
+        excused_sets = [{r.name for r in rep if r.all_zero and r.expected_zero} for rep in self.reports]
+        by_construction = [n for n in always_zero if all(n in z for z in excused_sets)]
+        return {
+            "trains": True,
+            "steps": len(self.losses),
+            "losses": self.losses,
+            "trainable_params": len(self.trainable),
+            "no_grad": [n for n in self.trainable if n not in got_grad] if self.reports else [],
+            "nonfinite_grads": nonfinite,
+            "unchanged": [n for n, c in self.changed.items() if not c],
+            "always_zero_grad": always_zero,
+            "zero_by_construction": by_construction,
+            "grad_problems": [p.__dict__ for p in self.reports[-1].problems] if self.reports else [],
+            "extra": self.extra,
+        }
+
+
+class Context:
+    """Handed to every scenario: where to put files, which model to use, and a training loop."""
+
+    def __init__(self, workdir: str, model_path: str | None = None, seed: int = 0):
+        self.workdir = workdir
+        self.model_path = model_path
+        self.seed = seed
+
+    # -- data
+    def batch(self, model, batch_size: int = 2, seq_len: int = 16, task: str = "causal") -> dict:
+        import torch
+        vocab = int(getattr(model.config, "vocab_size", None) or getattr(model.config, "padded_vocab_size"))
+        g = torch.Generator().manual_seed(self.seed)
+        ids = torch.randint(1, vocab, (batch_size, seq_len), generator=g)
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if task == "causal":
+            batch["labels"] = ids.clone()
+        elif task == "seq_cls":
+            n = int(getattr(model.config, "num_labels", 2))
+            batch["labels"] = (torch.randn(batch_size, generator=g) if n == 1
+                               else torch.randint(0, n, (batch_size,), generator=g))
+        return batch
+
+    def reward_batch(self, model, batch_size: int = 2, seq_len: int = 16) -> dict:
+        """Chosen/rejected pairs, as a reward-model trainer feeds them."""
+        chosen = self.batch(model, batch_size, seq_len, task="none")
+        g_rej = Context(self.workdir, self.model_path, self.seed + 1).batch(model, batch_size, seq_len, task="none")
+        return {"input_ids": chosen["input_ids"], "attention_mask": chosen["attention_mask"],
+                "input_ids_rejected": g_rej["input_ids"], "attention_mask_rejected": g_rej["attention_mask"]}
+
+    @staticmethod
+    def pairwise_loss(model, batch: dict):
+        """-log sigmoid(r_chosen - r_rejected), MedicalGPT's reward-modelling loss."""
+        import torch.nn.functional as F
+        chosen = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        rejected = model(input_ids=batch["input_ids_rejected"], attention_mask=batch["attention_mask_rejected"])[0]
+        return -F.logsigmoid(chosen - rejected).mean()
+
+    # -- models (tiny from a config, or the user's --model PATH)
+    def causal_model(self):
+        import torch
+        if self.model_path:
+            from transformers import AutoModelForCausalLM
+            return AutoModelForCausalLM.from_pretrained(self.model_path, trust_remote_code=True,
+                                                        torch_dtype=torch.float32)
+        from .models import tiny_llama
+        return tiny_llama("causal", seed=self.seed)
+
+    def seq_cls_model(self, num_labels: int = 1):
+        import torch
+        if self.model_path:
+            from transformers import AutoModelForSequenceClassification
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.model_path, num_labels=num_labels, trust_remote_code=True, torch_dtype=torch.float32)
+            if getattr(model.config, "pad_token_id", None) is None:
+                model.config.pad_token_id = getattr(model.config, "eos_token_id", None) or 0
+            return model
+        from .models import tiny_llama
+        return tiny_llama("seq_cls", seed=self.seed, num_labels=num_labels)
+
+    def chatglm_path(self) -> str:
+        """A ChatGLM-style remote-code checkpoint: the user's --model, else benchsuite's own, written once."""
+        import os
+
+        from .models import write_chatglm
+        if self.model_path:
+            return self.model_path
+        path = os.path.join(self.workdir, "chatglm")
+        if not os.path.exists(os.path.join(path, "config.json")):
+            write_chatglm(path, seed=self.seed)
+        return path
+
+    def chatglm(self, task: str = "causal", path: str | None = None, num_labels: int = 1):
+        """Load it through transformers' trust_remote_code path, as users do."""
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        path = path or self.chatglm_path()
+        if task == "seq_cls":
+            return AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True,
+                                                                      num_labels=num_labels)
+        return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)
+
+    @staticmethod
+    def lora_targets(model) -> list[str] | str:
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        for group in (["q_proj", "v_proj"], ["query_key_value"], ["c_attn"], ["query", "value"]):
+            if all(g in names for g in group):
+                return group
+        return "all-linear"
+
+    def lora_config(self, model, task_type: str | None, **overrides):
+        from peft import LoraConfig
+        kw = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=self.lora_targets(model))
+        if task_type:
+            kw["task_type"] = task_type
+        kw.update(overrides)
+        return LoraConfig(**kw)
+
+    def dataset(self, model, n: int = 4, seq_len: int = 16, task: str = "causal") -> list[dict]:
+        """A tiny in-memory dataset for transformers.Trainer (rows of equal length)."""
+        b = self.batch(model, batch_size=n, seq_len=seq_len, task=task)
+        return [{k: v[i] for k, v in b.items()} for i in range(n)]
+
+    @staticmethod
+    def observed(**flags) -> TrainResult:
+        """The outcome of a scenario with nothing to train (it loads a model, calls an API, inspects a
+        config): the facts it measured, by name, for ``Symptom(observed=...)``. A fix that returns this
+        is judged on the symptom alone (no exception, flag false), not on training health."""
+        if not flags:
+            raise ValueError("ctx.observed() needs at least one named fact, e.g. ctx.observed(head_frozen=True)")
+        return TrainResult(extra=dict(flags), trains=False)
+
+    def trainer_train(self, model, dataset: list | None = None, optimizer=None, trainer_class=None,
+                      callbacks: list | None = None, trainer_kwargs: dict | None = None,
+                      **training_args) -> TrainResult:
+        """Train with transformers.Trainer (or ``trainer_class``, a subclass) on the CPU.
+
+        ``callbacks``: TrainerCallbacks added to the trainer; ``trainer_kwargs``: further arguments of the
+        trainer's constructor (``data_collator``, ``processing_class``, ``compute_loss_func``, ...).
+
+        Defaults: ``TrainingArguments(max_steps=3, per_device_train_batch_size=2, learning_rate=1e-2,
+        use_cpu=True, logging_steps=1, save_strategy="no", report_to="none", seed=ctx.seed)``, every one
+        overridable through ``training_args``; ``dataset`` defaults to ``ctx.dataset(model)``. Gradients are
+        scanned before every optimizer step through torch's global optimizer hook (every transformers
+        version has it). Losses are the training_step values of each optimizer step (summed over
+        accumulation), as floats at full precision: not the log history, which transformers 4.x rounds to
+        4 decimals and in which a NaN loss is replaced (logging_nan_inf_filter).
+        """
+        dataset = dataset if dataset is not None else self.dataset(model)
+        import tempfile
+
+        import torch
+        from transformers import Trainer, TrainerCallback, TrainingArguments
+
+        from .gradscan import scan
+        trainer_class = trainer_class or Trainer
+        if not (isinstance(trainer_class, type) and issubclass(trainer_class, Trainer)):
+            raise TypeError(f"trainer_class must be transformers.Trainer or a subclass, not {trainer_class!r}")
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        result = TrainResult(trainable=[n for n, _ in named])
+        _current_result[0] = result
+        before = {n: p.detach().clone() for n, p in named}
+        step = [0]
+        micro: list[float] = []  # this optimizer step's micro-batch losses
+
+        def pre_step(opt, args, kwargs):
+            result.reports.append(scan(model, step=step[0]))
+            step[0] += 1
+            return None
+
+        class _StepLosses(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if micro:
+                    result.losses.append(math.fsum(micro))
+                    micro.clear()
+
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+        handle = register_optimizer_step_pre_hook(pre_step)
+        kw = dict(output_dir=tempfile.mkdtemp(dir=self.workdir), max_steps=3, per_device_train_batch_size=2,
+                  learning_rate=1e-2, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
+                  disable_tqdm=True, seed=self.seed)
+        kw.update(training_args)
+        try:
+            trainer = trainer_class(model=model, args=TrainingArguments(**kw), train_dataset=dataset,
+                                    optimizers=(optimizer, None) if optimizer is not None else (None, None),
+                                    callbacks=[*(callbacks or []), _StepLosses()], **(trainer_kwargs or {}))
+            training_step = trainer.training_step
+
+            def recording_training_step(*args, **kwargs):
+                loss = training_step(*args, **kwargs)
+                micro.append(float(loss.detach().float().mean()))
+                return loss
+
+            trainer.training_step = recording_training_step  # the instance's: subclasses' overrides still run
+            trainer.train()
+        finally:
+            handle.remove()
+        result.changed = {n: not torch.equal(before[n], p.detach()) for n, p in named}
+        return result
+
+    # -- training
+    def train(self, model, batch: dict | None = None, steps: int = 3, lr: float = 1e-2, task: str = "causal",
+              loss_fn: Callable | None = None, optimizer_cls=None, train_mode: bool = True,
+              autocast_dtype=None, scaler=None, scheduler_fn: Callable | None = None) -> TrainResult:
+        """A few optimizer steps; scans every trainable gradient before each step.
+
+        Raises what the libraries raise (the harness records it). With no trainable parameter the
+        optimizer's own error ("optimizer got an empty parameter list") is what users see, so it is
+        kept, with the trainable count recorded first.
+        """
+        import torch
+
+        from .gradscan import scan
+        torch.manual_seed(self.seed)
+        if train_mode:
+            model.train()
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        result = TrainResult(trainable=[n for n, _ in named])
+        _current_result[0] = result
+        before = {n: p.detach().clone() for n, p in named}
+        opt = (optimizer_cls or torch.optim.AdamW)([p for _, p in named], lr=lr)
+        scheduler = scheduler_fn(opt) if scheduler_fn else None
+        batch = batch if batch is not None else self.batch(model, task=task)
+        for step in range(steps):
+            with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = loss_fn(model, batch) if loss_fn else model(**batch).loss
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # scan the true gradients; raises for fp16 trainable weights
+            else:
+                loss.backward()
+            result.reports.append(scan(model, step=step))
+            result.losses.append(float(loss.detach()))
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            if scheduler is not None:
+                scheduler.step()
+            opt.zero_grad(set_to_none=True)
+        result.changed = {n: not torch.equal(before[n], p.detach()) for n, p in named}
+        return result
+
+
+# The result being filled, so an exception mid-training still reports the steps that ran.
+_current_result: list[TrainResult | None] = [None]
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def healthy_problems(outcome: dict, expected_zero: str | None = None) -> list[str]:
+    """Why a run is not healthy training (empty list = healthy): used to judge fixes.
+
+    ``expected_zero``: the case's regex of parameters whose gradient is zero by construction. A trainable
+    parameter whose gradient is exactly zero at every step is a problem unless the scanner marked it zero
+    by construction at every step (a LoRA factor whose partner is still all zero) or it matches that regex:
+    otherwise the "fix" may train nothing (LoRA with lora_alpha=0, say) and could never be told apart from
+    one that works. A trainable parameter that never gets a gradient (one the model never uses) is a
+    problem too: freeze it (``requires_grad_(False)``) in the scenario.
+    An outcome from ``ctx.observed(...)`` has no training to judge: only an exception counts against it.
+    """
+    problems = []
+    if outcome.get("exception"):
+        e = outcome["exception"]
+        problems.append(f"raised {e['type']}: {e['message'][:200]}")
+        return problems
+    if outcome.get("crashed"):
+        return [f"crashed: {outcome['crashed']}"]
+    if outcome.get("trains") is False:
+        return []
+    if outcome.get("steps", 0) == 0:
+        return ["no training step ran"]
+    if outcome.get("trainable_params", 0) == 0:
+        problems.append("no trainable parameter")
+    if any(not math.isfinite(x) for x in outcome.get("losses", [])):
+        problems.append("non-finite loss")
+    if outcome.get("no_grad"):
+        problems.append(f"{len(outcome['no_grad'])} trainable parameter(s) never got a gradient: "
+                        f"{_names(outcome['no_grad'])} (freeze parameters the model does not use)")
+    if outcome.get("nonfinite_grads"):
+        problems.append(f"{len(outcome['nonfinite_grads'])} parameter(s) with non-finite gradients: "
+                        f"{_names(outcome['nonfinite_grads'])}")
+    always_zero = outcome.get("always_zero_grad", [])
+    explained = set(outcome.get("zero_by_construction", []))
+    if expected_zero:
+        explained |= {n for n in always_zero if re.search(expected_zero, n)}
+    unexplained = [n for n in always_zero if n not in explained]
+    if unexplained:
+        steps = outcome.get("steps", 0)
+        problems.append(f"{len(unexplained)} trainable parameter(s) had an exactly zero gradient at every step "
+                        f"({steps} step(s)) with no explanation: {_names(unexplained)}")
+    stuck = [n for n in outcome.get("unchanged", []) if n not in set(always_zero)]
+    if stuck:
+        problems.append(f"{len(stuck)} trainable parameter(s) never changed: {_names(stuck)}")
+    return problems

@@ -424,6 +424,22 @@ class Watcher:
         os.replace(tmp, path)
 
 
+_VERSIONS: dict = {}
+
+
+def _versions() -> dict:
+    """Installed versions of the packages catalogue cases declare, for summary()["versions"] (read once,
+    after the first step; benchsuite.doctor matches findings with cases by them, issue 15)."""
+    if not _VERSIONS:
+        from importlib.metadata import PackageNotFoundError, version
+        for name in ("torch", "transformers", "peft", "trl", "accelerate"):
+            try:
+                _VERSIONS[name] = version(name)
+            except PackageNotFoundError:
+                _VERSIONS[name] = None
+    return _VERSIONS
+
+
 def _ms(seconds):
     return round(1e3 * seconds, 4) if seconds is not None else None
 

@@ -239,10 +239,32 @@ def known_cases(kind: str, names: list[str], versions: dict | None = None, conte
     return [m for _, m in sorted(found, key=lambda x: x[0])][:limit]
 
 
-def explain_report(report, versions: dict | None = None, trainer: bool | None = None) -> dict[str, list[dict]]:
-    """For a GradScanCallback/GradScanHook/scan() report: {problem kind: known cases} (see known_cases)."""
+def explain(source, versions: dict | None = None, trainer: bool | None = None) -> dict[str, list[dict]]:
+    """{finding kind: known cases} for the open findings of a GradScanCallback or GradScanHook (or the list
+    their ``findings()`` returns), or for the problems of a ScanReport from ``scan()``. See known_cases."""
     context = {} if trainer is None else {"trainer": trainer}
-    return {p.kind: known_cases(p.kind, list(p.names), versions, context) for p in report.problems}
+    if hasattr(source, "problems"):  # a ScanReport: one scan's problems
+        pairs = [(p.kind, list(p.names)) for p in source.problems]
+    else:
+        found = source.findings() if hasattr(source, "findings") else source
+        pairs = [(f["kind"], list(f.get("names") or [])) for f in found if f.get("status", "open") == "open"]
+    out: dict[str, list[dict]] = {}
+    for kind, names in pairs:
+        out.setdefault(kind, known_cases(kind, names, versions, context))
+    return out
+
+
+explain_report = explain
+
+
+def known_cases_text(kind: str, names: list[str], versions: dict | None = None) -> str:
+    """One line for a finding's message: "known case: ID (fix: TITLE)", or "" when none is known."""
+    try:
+        hits = known_cases(kind, names, versions, limit=2)
+    except Exception:
+        return ""
+    parts = [c["id"] + (f" (fix: {c['fixes'][0]['title']})" if c["fixes"] else "") for c in hits]
+    return ("known case: " + "; ".join(parts)) if parts else ""
 
 
 def _proc_context(s: dict) -> dict:

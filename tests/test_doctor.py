@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchsuite.case import Case, Explains, Symptom
-from benchsuite.doctor import explain_report, holds, known_cases, render, watch_known_cases, watch_lines
+from benchsuite.doctor import (explain, explain_report, holds, known_cases, known_cases_text, render,
+                               watch_known_cases, watch_lines)
 from benchsuite.gradscan import ParamRecord, ScanReport
 from benchsuite.watch.cli import render as watch_render
 
@@ -204,6 +205,11 @@ def test_scanner_report_names_the_case():
     records = [ParamRecord(n, "float32", 16, none=True) for n in LORA] + [ParamRecord("score.weight", "float32", 4)]
     found = explain_report(ScanReport(records, "torch"), versions={"transformers": "4.57.6"})
     assert found["no-gradient"][0]["id"] == SEED
+    finding = {"kind": "no-gradient", "names": LORA, "status": "open"}  # as GradScanCallback.findings() gives it
+    assert explain([finding, {**finding, "kind": "lr-zero", "status": "cleared"}])["no-gradient"][0]["id"] == SEED
+    assert known_cases_text("no-gradient", LORA, {"transformers": "4.57.6"}).startswith(
+        f"known case: {SEED} (fix: model.enable_input_require_grads()")
+    assert known_cases_text("replicas-differ", ["w"]) == ""
 
 
 def test_render_without_applicable_cases():

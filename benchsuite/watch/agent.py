@@ -411,8 +411,11 @@ class Watcher:
     def _safe_save(self) -> None:
         try:
             self.save()
-        except Exception:
-            pass
+        except Exception as exc:  # the run goes on; say it once, or the summary would silently be stale
+            if not getattr(self, "_save_failed", False):
+                self._save_failed = True
+                sys.stderr.write(f"{PREFIX} cannot save the watcher's state ({type(exc).__name__}: {exc}); "
+                                 "the summary may be incomplete, the run goes on\n")
 
     def save(self) -> None:
         if not self.dir:

@@ -106,6 +106,10 @@ class GradScanHook:
             text = (f"benchsuite.gradscan step {step}: {verdicts.TITLES[kind]} in {len(names)} parameter(s): "
                     f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}; likely cause: "
                     f"{verdicts.cause(kind, dtypes)}")
+            if self.policy in ("raise", "warn"):
+                from ..doctor import known_cases_text  # the catalogue's cases for this finding, if any
+                known = known_cases_text(kind, names)
+                text += f"; {known}" if known else ""
             if self.policy == "raise":
                 raise GradientProblemError(report, text, self.tracker.report())
             if self.policy == "warn":

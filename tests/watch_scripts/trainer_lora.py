@@ -42,7 +42,7 @@ else:
 ckpt = "reentrant" if a.broken else ("off" if a.ckpt == "auto" else a.ckpt)
 if ckpt != "off":
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": ckpt == "reentrant"})
-    if a.broken:
+    if a.broken and hasattr(model, "disable_input_require_grads"):  # 4.x installs no hook for this model
         model.disable_input_require_grads()
     elif ckpt == "reentrant":
         model.enable_input_require_grads()

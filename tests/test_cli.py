@@ -338,6 +338,9 @@ def test_runs_leave_nothing_in_tmpdir_even_when_a_case_is_killed(tmp_path):
     proc = cli("run", "--cases-dir", cases, "--timeout", "4", env={"TMPDIR": str(tmp)})
     assert proc.returncode == 1 and "hangs" in proc.stdout  # the timeout disagrees
     assert list(tmp.iterdir()) == []
+    proc = cli("matrix", "quick-ok", "--cases-dir", cases, env={"TMPDIR": str(tmp)})
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp.iterdir()) == []
     proc = cli("bench", *FAST_GRID, "--grid", "adapter=lora", env={"TMPDIR": str(tmp)})
     assert proc.returncode == 0, proc.stderr
     assert list(tmp.iterdir()) == []

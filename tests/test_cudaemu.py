@@ -123,7 +123,7 @@ def parse(text: str) -> dict[str, tuple[str | None, list[tuple]]]:
 
 
 def run_driver(exe: Path, case: Case | None, tmp_path: Path, schedules=("inorder",), workers=1, env=None,
-               extra=(), timeout=300):
+               extra=(), timeout=float(os.environ.get("BENCHSUITE_CUDAEMU_TIMEOUT", "300"))):
     cases = tmp_path / "cases.bin"
     out = tmp_path / "out.txt"
     args = [str(exe), "--out", str(out), "--schedules", ",".join(schedules), "--workers", str(workers), *extra]
@@ -341,6 +341,32 @@ def test_unknown_dtype_is_an_error(tmp_path):
     assert r.returncode == 0, r.stderr[-4000:]
     for backend, (err, _) in res.items():
         assert err is not None and "dtype" in err, (backend, err)
+
+
+def test_bad_chunk_total_is_an_error(tmp_path):
+    """scan_cuda checks the chunk column and total against the counts before any launch (K1)."""
+    case = Case()
+    case.add(torch.ones(70000))
+    case.add(torch.ones(5))
+    for delta in (1, -1):
+        r, res = run_driver(build("driver"), case, tmp_path, extra=["--chunks-delta", str(delta), "--skip-cpu"])
+        assert r.returncode == 0, r.stderr[-4000:]
+        err, _ = res["cuda:inorder"]
+        assert err is not None and "total_chunks" in err, err
+
+
+def test_kernel_never_reports_an_unknown_dtype_clean(tmp_path):
+    """Past the host check, the kernel itself flags a row with an unknown dtype code as non-finite."""
+    case = Case()
+    case.add(torch.ones(1000))
+    case.add(torch.zeros(3000), code=9)
+    case.add(torch.full((10,), 2.0, dtype=torch.float64))
+    r, res = run_driver(build("driver"), case, tmp_path, schedules=["inorder", "random:2"], extra=["--raw-kernel", "--skip-cpu"])
+    assert r.returncode == 0, r.stderr[-4000:]
+    for backend, (err, rows) in res.items():
+        assert err is None
+        assert rows[0] == (0, 0, 0, 0, 1000.0, 1.0) and rows[2] == (0, 0, 0, 0, 40.0, 2.0), (backend, rows)
+        assert rows[1][0] > 0, (backend, rows[1])  # reported as NaN: never "clean"
 
 
 HUGE = 2**31 + 2**16 + 3

@@ -3,6 +3,8 @@
 //
 //   driver --cases FILE --out FILE [--schedules inorder,reverse,...] [--workers N] [--cpu-threads N]
 //   driver --huge NUMEL --out FILE ...      (an fp16 tensor of NUMEL elements and its 1-element offset view)
+//   --chunks-delta N   hand scan_cuda a total chunk count off by N (its table check must refuse it)
+//   --raw-kernel       launch the kernel itself, one chunk per block, without scan_cuda's table check
 //
 // Case file (little endian): "BSCASES1", int64 n, then per tensor int64 dtype, numel, offset (elements
 // before the data, so the data pointer is misaligned by offset * element size), nbytes, raw bytes.
@@ -86,7 +88,8 @@ int main(int argc, char** argv) {
   std::string cases, out_path, schedules = "inorder";
   int workers = 1, cpu_threads = 2;
   int64_t huge = 0;
-  bool skip_cpu = false;
+  bool skip_cpu = false, raw_kernel = false;
+  int64_t chunks_delta = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -100,6 +103,8 @@ int main(int argc, char** argv) {
     else if (a == "--cpu-threads") cpu_threads = std::stoi(next());
     else if (a == "--huge") huge = std::stoll(next());
     else if (a == "--skip-cpu") skip_cpu = true;
+    else if (a == "--raw-kernel") raw_kernel = true;
+    else if (a == "--chunks-delta") chunks_delta = std::stoll(next());
     else { std::cerr << "unknown argument " << a << "\n"; return 2; }
   }
   Tensors t;
@@ -132,8 +137,17 @@ int main(int argc, char** argv) {
     cudaemu::set_schedule(s);
     std::vector<int64_t> counts(t.n * 4, 0);
     std::vector<double> stats(t.n * 2, 0.0);
-    const std::string err = benchsuite::scan_cuda(t.table.data(), t.table.data(), t.n, t.total_chunks, counts.data(), stats.data(), 0, 0);
-    write_result(out, "cuda:" + s, err, t, counts, stats);
+    std::string err;
+    if (raw_kernel) {
+      if (t.total_chunks > 0)
+        BENCHSUITE_LAUNCH(benchsuite::scan_kernel, dim3(unsigned(t.total_chunks)), dim3(benchsuite::kThreads), 0,
+                          nullptr)(t.table.data(), t.n, t.total_chunks, int64_t(1),
+                                   reinterpret_cast<unsigned long long*>(counts.data()), stats.data());
+    } else {
+      err = benchsuite::scan_cuda(t.table.data(), t.table.data(), t.n, t.total_chunks + chunks_delta, counts.data(),
+                                  stats.data(), 0, 0);
+    }
+    write_result(out, (raw_kernel ? "cuda-raw:" : "cuda:") + s, err, t, counts, stats);
   }
   for (void* p : t.owned) free(p);
   return out ? 0 : 4;

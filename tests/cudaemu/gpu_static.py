@@ -85,50 +85,38 @@ def parse_ptxas(log: str) -> dict[str, dict]:
 INSN = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 
 
-def sass(cubin: Path, function: str) -> list[tuple[int, str, str]]:
+def sass(cubin: Path, function: str) -> list[tuple[int, str, str, bool]]:
     env = {**os.environ, "PATH": f"{Path(tool('nvdisasm')).parent}:{os.environ.get('PATH', '')}"}
     r = subprocess.run([tool("cuobjdump"), "-sass", "-fun", function, str(cubin)], capture_output=True, text=True,
                        env=env, check=True)
-    out = []
-    for m in INSN.finditer(r.stdout):
-        if m.group(2) and m.group(3).startswith("BRA"):
-            _GUARDED.add(int(m.group(1), 16))  # a predicated branch also falls through
-        out.append((int(m.group(1), 16), m.group(3), m.group(4)))
-    return out
+    return [(int(m.group(1), 16), m.group(3), m.group(4), bool(m.group(2))) for m in INSN.finditer(r.stdout)]
 
 
-def shortest_path(body: list[tuple[int, str, str]]) -> int:
+def shortest_path(body: list[tuple[int, str, str, bool]]) -> int:
     """Fewest instructions from the loop's first instruction to its back-edge (the last one): the fast
     path, when the only branches inside the loop pick between a fast and a slow path."""
-    index = {addr: i for i, (addr, _, _) in enumerate(body)}
+    index = {addr: i for i, (addr, _, _, _) in enumerate(body)}
     inf = float("inf")
     dist = [inf] * len(body)
     dist[0] = 1
-    for i, (addr, op, args) in enumerate(body):  # forward edges only: one pass in address order
+    for i, (addr, op, args, predicated) in enumerate(body):  # forward edges only: one pass in order
         if dist[i] == inf or i == len(body) - 1:
             continue
         succ = []
         m = re.search(r"0x([0-9a-f]+)", args) if op.startswith("BRA") else None
         if m and int(m.group(1), 16) in index and int(m.group(1), 16) > addr:
             succ.append(index[int(m.group(1), 16)])
-        if not (op.startswith("BRA") and not _guarded(body, i)) and op not in ("EXIT", "RET"):
-            succ.append(i + 1)
+        if (predicated or not op.startswith("BRA")) and op not in ("EXIT", "RET"):
+            succ.append(i + 1)  # falls through (a predicated branch may not be taken)
         for j in succ:
             dist[j] = min(dist[j], dist[i] + 1)
     return int(dist[-1]) if dist[-1] != inf else len(body)
 
 
-_GUARDED: set[int] = set()
-
-
-def _guarded(body, i) -> bool:
-    return body[i][0] in _GUARDED
-
-
-def vector_loop(insns: list[tuple[int, str, str]]) -> dict:
+def vector_loop(insns: list[tuple[int, str, str, bool]]) -> dict:
     """The loop with the most 16-byte loads (smallest on ties): its size and its loads."""
     best = None
-    for addr, op, args in insns:
+    for addr, op, args, _ in insns:
         if op.startswith("BRA"):
             m = re.search(r"0x([0-9a-f]+)", args)
             if not m or int(m.group(1), 16) >= addr:

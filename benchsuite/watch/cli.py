@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 10)")
     p.add_argument("--log", default=None, metavar="PATH", help="per-step JSONL (one file per rank)")
     p.add_argument("--json", default=None, metavar="PATH", help="the final summary as JSON ('-' for stdout)")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
+                   help="the training command, after --, e.g. -- python train.py --lr 2e-5 or -- torchrun ...")
 
 
 def _usage(msg: str) -> int:

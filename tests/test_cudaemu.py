@@ -374,7 +374,7 @@ HUGE = 2**31 + 2**16 + 3
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("BENCHSUITE_CUDAEMU_HUGE") != "1",
-                    reason="about a minute of CPU: set BENCHSUITE_CUDAEMU_HUGE=1 to run it")
+                    reason="77 s on 2 cores: set BENCHSUITE_CUDAEMU_HUGE=1 to run it")
 def test_more_than_2_31_elements(tmp_path):
     """An fp16 tensor of 2^31 + 2^16 + 3 elements and its view offset by one element (zero pages)."""
     r, res = run_driver(build("driver"), None, tmp_path, schedules=["inorder"], workers=os.cpu_count() or 1,

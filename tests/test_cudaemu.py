@@ -82,6 +82,11 @@ def build(program: str, variant: str = "plain") -> Path:
                     pytest.skip(f"{variant} runtime not installed")
                 pytest.fail(f"build of {program} ({variant}) failed:\n{r.stderr[-4000:]}")
             tmp.replace(exe)
+            # Keep the cache small: the six newest builds of this program and variant.
+            old = sorted(CACHE.glob(f"{program}-{variant}-*"), key=lambda p: p.stat().st_mtime)[:-6]
+            for stale in old:
+                if ".tmp" not in stale.name:
+                    stale.unlink(missing_ok=True)
     return exe
 
 

@@ -42,7 +42,7 @@ CATALOGUE = {
     # issue 14
     "disable-adapter-unfreezes-inference-adapter", "evaluation-strategy-removed", "fsdp-lora-uniform-requires-grad",
     "get-peft-model-then-from-pretrained", "get-peft-model-to-load-adapter", "kbit-prepare-freezes-peft-adapters",
-    "pad-eos-collator-masks-eos", "peft-adapter-name-zero-trainable", "peft-trainer-eval-loss-missing",
+    "pad-eos-collator-masks-eos", "inference-load-modules-to-save-trainable", "peft-trainer-eval-loss-missing",
     "seqcls-no-pad-token", "sft-max-seq-length-removed", "trainer-removes-custom-columns",
     "trl-dpo-adapter-loaded-frozen", "trl-grpo-adapter-loaded-frozen", "trl-sft-adapter-loaded-frozen",
 }

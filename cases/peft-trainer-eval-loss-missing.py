@@ -39,8 +39,13 @@ def _train(ctx, **training_args):
             seen.update(metrics or {})
 
     seen = metrics
+    import transformers
+    from packaging.version import Version
+
+    # the argument's name before 4.41 (and removed later): the scenario runs on either side
+    strategy = "eval_strategy" if Version(transformers.__version__) >= Version("4.41") else "evaluation_strategy"
     result = ctx.trainer_train(model, data, trainer_kwargs={"eval_dataset": data}, callbacks=[Evaluate()],
-                               eval_strategy="steps", eval_steps=3, max_steps=3, **training_args)
+                               eval_steps=3, max_steps=3, **{strategy: "steps"}, **training_args)
     result.extra["no_eval_loss"] = "eval_loss" not in metrics
     result.extra["metrics"] = sorted(metrics)
     return result

@@ -28,7 +28,9 @@ def _tokenizer():
 
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    # no token_type_ids: older trl passes every tokenizer output to generate(), which rejects them
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>",
+                                   model_input_names=["input_ids", "attention_mask"])
 
 
 def _base(ctx):

@@ -1,9 +1,10 @@
 """get_peft_model() then PeftModel.from_pretrained() on the result: the trained adapter has no effect.
 
-Wrapping a model that is already a PeftModel nests a second PeftModel around the first; the loaded
-adapter's weights do not end up on the layers that run, and the model's outputs equal the base
-model's: fine-tuning appears to have done nothing. Loading with PeftModel.from_pretrained on the plain
-base model applies the adapter.
+The report: a script that first wraps the base model with get_peft_model (as for training) and then
+loads the trained adapter with PeftModel.from_pretrained onto that PeftModel gets outputs identical to
+the base model's, so fine-tuning appears to have done nothing. This case measures exactly that (the
+logits equal the base model's to the bit, with an adapter whose lora_B is not zero); loading with
+PeftModel.from_pretrained on the plain base model applies the adapter.
 """
 from benchsuite.case import Case, Symptom
 

@@ -90,15 +90,19 @@ def explained_zero(zero_grad: set[str], groups: list[Named],
     return out
 
 
-def shift_invariant_biases(zero_grad: set[str], module: torch.nn.Module, with_signal: set[str]) -> set[str]:
-    """Biases in ``zero_grad`` whose own layer's weight is in ``with_signal`` (a non-zero gradient)."""
-    out: set[str] = set()
+def bias_weight_pairs(module: torch.nn.Module) -> dict[str, str]:
+    """{bias name: weight name} for every layer of ``module`` that has both as parameters."""
+    out: dict[str, str] = {}
     for prefix, m in module.named_modules():
         bias, weight = getattr(m, "bias", None), getattr(m, "weight", None)
-        if not isinstance(bias, torch.nn.Parameter) or not isinstance(weight, torch.nn.Parameter):
-            continue
-        b = f"{prefix}.bias" if prefix else "bias"
-        w = f"{prefix}.weight" if prefix else "weight"
-        if b in zero_grad and w in with_signal:
-            out.add(b)
+        if isinstance(bias, torch.nn.Parameter) and isinstance(weight, torch.nn.Parameter):
+            out[f"{prefix}.bias" if prefix else "bias"] = f"{prefix}.weight" if prefix else "weight"
     return out
+
+
+def shift_invariant_biases(zero_grad: set[str], module: torch.nn.Module | dict[str, str],
+                           with_signal: set[str]) -> set[str]:
+    """Biases in ``zero_grad`` whose own layer's weight is in ``with_signal`` (a non-zero gradient).
+    ``module``: the model, or its ``bias_weight_pairs`` computed once."""
+    pairs = module if isinstance(module, dict) else bias_weight_pairs(module)
+    return {b for b in zero_grad if b in pairs and pairs[b] in with_signal}

@@ -124,6 +124,7 @@ class Watcher:
         self._roots: list = []
         self._weak: dict[str, weakref.ref] = {}
         self._groups = (None, None)
+        self._root_params: dict = {}
         self._replica = None
         self._finished = False
         self.save()
@@ -178,7 +179,7 @@ class Watcher:
         import torch
 
         from benchsuite.gradscan._records import find_problems
-        from benchsuite.gradscan._scan import launch, named_trainable, scan_tensors
+        from benchsuite.gradscan._scan import launch, scan_tensors
         from benchsuite.gradscan._zero import explained_zero, factor_groups, shift_invariant_biases
 
         group_params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -191,7 +192,7 @@ class Watcher:
         # The optimizer's own trainable parameters are judged at its steps (another optimizer's parameters
         # are not, e.g. a GAN's generator at the critic's steps); the model's other trainable parameters only
         # count for coverage.
-        model_trainable = named_trainable(root) if root is not None else []
+        model_trainable = self._model_trainable(root, group_params) if root is not None else []
         names = {id(p): n for n, p in model_trainable}
         named = [(names.get(id(p)) or self._names.get(id(p), f"param{i}"), p)
                  for i, p in enumerate(group_params) if p.requires_grad]
@@ -216,7 +217,7 @@ class Watcher:
             explained = explained_zero(zero, groups, lambda ts: [
                 r.numel == r.zero for r in scan_tensors([(str(i), t) for i, t in enumerate(ts)])])
             signal = {r.name for r in report.records if not r.none and not r.all_zero and not r.nonfinite}
-            explained |= shift_invariant_biases(zero - explained, root, signal)
+            explained |= shift_invariant_biases(zero - explained, self._bias_pairs(root), signal)
             for r in report.records:
                 r.expected_zero = r.name in explained
             report.problems = find_problems(report.records)
@@ -249,6 +250,27 @@ class Watcher:
         single bit is seen (a float sum of squares misses updates below its own rounding)."""
         live = [(n, self._weak[n]()) for n in names if n in self._weak]
         return V.checksums([(n, t) for n, t in live if t is not None])
+
+    def _model_trainable(self, root, group_params) -> list:
+        """The model's trainable (name, parameter) pairs. Its parameter list is read once (refreshed when
+        the optimizer holds a tensor it does not know, and every 100 scans); requires_grad every scan."""
+        cached = self._root_params.get(id(root))
+        if cached is None or cached[0] is not root or self.scans - cached[2] >= 100 or \
+                any(id(p) not in cached[3] for p in group_params):
+            pairs = list(root.named_parameters())
+            cached = (root, pairs, self.scans, {id(p) for _, p in pairs}, None)
+            self._root_params[id(root)] = cached
+        return [(n, p) for n, p in cached[1] if p.requires_grad]
+
+    def _bias_pairs(self, root) -> dict:
+        from benchsuite.gradscan._zero import bias_weight_pairs
+        cached = self._root_params.get(id(root))
+        if cached is None:
+            return bias_weight_pairs(root)
+        if cached[4] is None:
+            cached = cached[:4] + (bias_weight_pairs(root),)
+            self._root_params[id(root)] = cached
+        return cached[4]
 
     def _factor_groups(self, root, n, build):
         key, groups = self._groups

@@ -181,8 +181,10 @@ def test_watch_summary_names_the_case_and_its_verified_fix():
     procs = [_summary([finding], {"torch": "2.13.0", "transformers": "4.57.6", "peft": "0.18.1"})]
     text = watch_render(procs, 0, 1.0)
     assert f"no gradient -> {SEED}" in text and "includes your transformers 4.57.6" in text
-    assert "fix: model.enable_input_require_grads() after enabling checkpointing (verified: worked with " \
-           "transformers 4.35.2, 4.38.2, 4.46.3, 4.57.6)" in text
+    # (the versions come from docs/results/matrix-catalogue.json, which the catalogue's matrix rewrites)
+    line = next(ln for ln in text.splitlines()
+                if "fix: model.enable_input_require_grads() after enabling checkpointing (verified: worked with " in ln)
+    assert "4.57.6" in line
     doc = watch_known_cases(procs)
     assert doc[0]["kind"] == "no-gradient" and doc[0]["cases"][0]["id"] == SEED
     assert watch_lines([_summary([{**finding, "status": "cleared"}], {})]) == []  # only open findings

@@ -326,18 +326,3 @@ def checksums(pairs) -> dict[str, tuple]:
         values = torch.stack([v for _, v in items]).tolist()
         out.update({n: (v,) for (n, _), v in zip(items, values)})
     return out
-
-
-_VERSIONS: dict = {}
-
-
-def _versions() -> dict:
-    """Installed versions of the packages catalogue cases declare (read once, after the first step)."""
-    if not _VERSIONS:
-        from importlib.metadata import PackageNotFoundError, version
-        for name in ("torch", "transformers", "peft", "trl", "accelerate"):
-            try:
-                _VERSIONS[name] = version(name)
-            except PackageNotFoundError:
-                _VERSIONS[name] = None
-    return _VERSIONS

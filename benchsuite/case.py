@@ -206,7 +206,7 @@ class Explains:
     note: str = ""
 
     def __post_init__(self) -> None:
-        from .watch.verdicts import TITLES
+        from .gradscan.verdicts import TITLES
         if self.finding not in TITLES:
             raise ValueError(f"Explains: unknown finding {self.finding!r} (one of {', '.join(TITLES)})")
         _check_regex("Explains(params=...)", self.params)

@@ -34,7 +34,7 @@ class TrainResult:
         got_grad = {r.name for rep in self.reports for r in rep if not r.none}
         nonfinite = sorted({r.name for rep in self.reports for r in rep if r.nonfinite})
         # Exactly zero (never None) at every step. The scanner marks a zero that is zero by construction
-        # at that step (gradscan's _expected_zero_names: a LoRA factor whose partner is still all zero);
+        # at that step (gradscan's mark_expected_zero: a factor whose partner is still all zero, a cancelling bias);
         # a parameter so marked at every step is explained, the others are for the harness to judge.
         zero_sets = [{r.name for r in rep if r.all_zero} for rep in self.reports]
         always_zero = [n for n in self.trainable if zero_sets and all(n in z for z in zero_sets)]

@@ -6,7 +6,6 @@ healthy run); every broken one must be stopped, or reported, with its cause name
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -212,17 +212,36 @@ def scan(source: Source, *, backend: str = "auto", step: int | None = None,
     """
     pairs = named_trainable(source)
     report = launch(pairs, backend=backend, step=step, num_threads=num_threads).finish()
-    zero = {r.name for r in report.records if r.all_zero}
-    if zero:
-        module = source if isinstance(source, torch.nn.Module) else None
-        excused = _expected_zero_names(pairs, module, zero)
-        if module is not None:
-            signal = {r.name for r in report.records if not r.none and not r.all_zero and not r.nonfinite}
-            excused |= _zero.shift_invariant_biases(zero - excused, module, signal)
-        for r in report.records:
-            r.expected_zero = r.name in excused
-        report.problems = find_problems(report.records)
+    mark_expected_zero(report, pairs, source if isinstance(source, torch.nn.Module) else None)
     return report
+
+
+def mark_expected_zero(report: ScanReport, pairs: list[tuple[str, torch.Tensor]],
+                       module: torch.nn.Module | None = None, *, groups: list | None = None,
+                       bias_pairs: dict[str, str] | None = None) -> set[str]:
+    """Mark the records whose all-zero gradient the parameters' state explains (see ``_zero``: a factor
+    whose partner factor is all zero; with a module, also a bias whose layer's weight gets a gradient),
+    recompute the report's problems, and return the names excused. ``groups`` and ``bias_pairs``: the
+    module's factor groups and bias/weight pairs when the caller keeps them between scans."""
+    zero = {r.name for r in report.records if r.all_zero}
+    if not zero:
+        return set()
+    if groups is None:
+        groups = _zero.factor_groups(module) if module is not None else _zero.name_groups(pairs)
+    excused = _zero.explained_zero(zero, groups, _all_zero)
+    if bias_pairs is not None or module is not None:
+        signal = {r.name for r in report.records if not r.none and not r.all_zero and not r.nonfinite}
+        excused |= _zero.shift_invariant_biases(zero - excused, bias_pairs if bias_pairs is not None else module,
+                                                signal)
+    for r in report.records:
+        r.expected_zero = r.name in excused
+    report.problems = find_problems(report.records)
+    return excused
+
+
+def _all_zero(tensors: list[torch.Tensor]) -> list[bool]:
+    """Whether each tensor is entirely zero, from one fused scan of the values."""
+    return [r.numel == r.zero for r in scan_tensors([(str(i), t) for i, t in enumerate(tensors)])]
 
 
 def scan_tensors(tensors: Source, *, backend: str = "auto", num_threads: int | None = None) -> ScanReport:

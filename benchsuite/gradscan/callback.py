@@ -71,13 +71,8 @@ class GradScanHook:
         t0 = time.perf_counter()
         report = scan(self.model, backend=self.backend, step=step)
         self._params = dict(named_trainable(self.model))
-        lrs = {}
-        if self._optimizer is not None:
-            ids = {id(p): n for n, p in self._params.items()}
-            for g in self._optimizer.param_groups:
-                lr = g.get("lr")
-                lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr) if lr is not None else None
-                lrs.update({ids[id(p)]: lr for p in g["params"] if id(p) in ids})
+        lrs = verdicts.group_lrs(self._optimizer, {id(p): n for n, p in self._params.items()}) \
+            if self._optimizer is not None else {}
         explained = {r.name for r in report.records if r.expected_zero}
         self.tracker.observe(step, report.records, lrs, explained, self._checksums)
         self.seconds += time.perf_counter() - t0
@@ -101,8 +96,9 @@ class GradScanHook:
             line["skipped"] = skipped
             self._log.write(json.dumps(line) + "\n")
             self._log.flush()
+        dtype_of = {r.name: r.dtype for r in report.records} if report is not None else {}
         for kind, names in new:
-            dtypes = {report[n].dtype for n in names if any(r.name == n for r in report.records)}
+            dtypes = {dtype_of[n] for n in names if n in dtype_of}
             text = (f"benchsuite.gradscan step {step}: {verdicts.TITLES[kind]} in {len(names)} parameter(s): "
                     f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}; likely cause: "
                     f"{verdicts.cause(kind, dtypes)}")

@@ -177,16 +177,7 @@ class Tracker:
         waiting = [n for n, s in self.params.items() if s.pending is not None]
         need = list(dict.fromkeys(waiting + signal_now))
         now = fingerprint(need) if need else {}
-        for n in waiting:
-            s = self.params[n]
-            if n not in now:
-                continue
-            if now[n] != s.pending:
-                s.moved, s.stuck, s.stuck_since = True, 0, None
-            else:
-                s.stuck += 1
-                s.stuck_since = s.stuck_since if s.stuck_since is not None else step
-            s.pending = None
+        self._compare(waiting, now, step)
         for n in signal_now:
             s = self.params[n]
             if not s.moved and n in now:
@@ -205,6 +196,11 @@ class Tracker:
         """After the last optimizer step: did the last updates move anything?"""
         waiting = [n for n, s in self.params.items() if s.pending is not None]
         now = fingerprint(waiting) if (fingerprint and waiting) else {}
+        self._compare(waiting, now, self.last_step)
+
+    def _compare(self, waiting: list[str], now: dict[str, tuple], step) -> None:
+        """Parameters updated since their fingerprint was taken: did they move? (No fingerprint now: the
+        tensor is gone, nothing is concluded.)"""
         for n in waiting:
             s = self.params[n]
             if n in now:
@@ -212,7 +208,7 @@ class Tracker:
                     s.moved, s.stuck, s.stuck_since = True, 0, None
                 else:
                     s.stuck += 1
-                    s.stuck_since = s.stuck_since if s.stuck_since is not None else self.last_step
+                    s.stuck_since = s.stuck_since if s.stuck_since is not None else step
             s.pending = None
 
     def note(self, kind: str, names: list[str], step: int | None) -> None:
@@ -325,4 +321,16 @@ def checksums(pairs) -> dict[str, tuple]:
     for items in by_device.values():
         values = torch.stack([v for _, v in items]).tolist()
         out.update({n: (v,) for (n, _), v in zip(items, values)})
+    return out
+
+
+def group_lrs(optimizer, names: dict[int, str]) -> dict[str, float | None]:
+    """{name: learning rate of its param group} for the parameters in ``names`` (id -> name). None: the
+    optimizer sets its own step size (Adafactor's relative_step)."""
+    import torch
+    out: dict[str, float | None] = {}
+    for g in optimizer.param_groups:
+        lr = g.get("lr")
+        lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr) if lr is not None else None
+        out.update({names[id(p)]: lr for p in g["params"] if id(p) in names})
     return out

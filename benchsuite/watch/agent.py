@@ -104,7 +104,6 @@ class Watcher:
         self.log_path = _rank_path(os.environ.get(ENV_LOG), self.rank, self.world)
         self.tracker = V.Tracker(confirm=_int_env(ENV_CONFIRM, 3))
         self.lock = threading.Lock()
-        self.started = time.time()
         self.torch = False
         self.scans = 0
         self.scan_seconds: list[float] = []
@@ -176,11 +175,8 @@ class Watcher:
             self._announce(step, new)
 
     def _scan(self, optimizer, o: _Opt, step: int) -> list:
-        import torch
-
-        from benchsuite.gradscan._records import find_problems
-        from benchsuite.gradscan._scan import launch, scan_tensors
-        from benchsuite.gradscan._zero import explained_zero, factor_groups, shift_invariant_biases
+        from benchsuite.gradscan._scan import launch, mark_expected_zero
+        from benchsuite.gradscan._zero import factor_groups
 
         group_params = [p for g in optimizer.param_groups for p in g["params"]]
         if o.trainer is not None:
@@ -200,27 +196,13 @@ class Watcher:
         for n, p in named:
             if n not in self._weak:
                 self._weak[n] = weakref.ref(p)
-        ids = {id(p): n for n, p in named}
-        lrs, in_groups = {}, set()
-        for g in optimizer.param_groups:
-            lr = g.get("lr")  # None: the optimizer sets its own step size (Adafactor's relative_step)
-            lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr) if lr is not None else None
-            for p in g["params"]:
-                in_groups.add(id(p))
-                if id(p) in ids:
-                    lrs[ids[id(p)]] = lr
+        lrs = V.group_lrs(optimizer, {id(p): n for n, p in named})
+        in_groups = {id(p) for p in group_params}
         report = launch(named, step=step).finish()
-        zero = {r.name for r in report.records if r.all_zero}
         explained = set()
-        if zero and root is not None:
-            groups = self._factor_groups(root, len(named), factor_groups)
-            explained = explained_zero(zero, groups, lambda ts: [
-                r.numel == r.zero for r in scan_tensors([(str(i), t) for i, t in enumerate(ts)])])
-            signal = {r.name for r in report.records if not r.none and not r.all_zero and not r.nonfinite}
-            explained |= shift_invariant_biases(zero - explained, self._bias_pairs(root), signal)
-            for r in report.records:
-                r.expected_zero = r.name in explained
-            report.problems = find_problems(report.records)
+        if root is not None and any(r.all_zero for r in report.records):
+            explained = mark_expected_zero(report, named, root, bias_pairs=self._bias_pairs(root),
+                                           groups=self._factor_groups(root, len(named), factor_groups))
 
         self.tracker.observe(step, report.records, lrs, explained, self._fingerprint)
         self.scans += 1
@@ -302,13 +284,12 @@ class Watcher:
                 self._replica = False  # sharded (FSDP, DeepSpeed, tensor parallel): ranks hold different shards
                 return
             self._replica = dist.new_group(backend="gloo")
-        from benchsuite.gradscan._scan import scan_tensors
         import datetime
         import zlib
-        recs = scan_tensors([(n, p.detach()) for n, p in named])
+        sums = V.checksums(named)  # exact: replicas under DDP hold bit-identical weights
         shape = zlib.crc32(";".join(f"{n}:{tuple(p.shape)}" for n, p in named).encode())
-        vals = [float(shape)] + [v for r in recs for v in (r.sumsq, r.absmax, float(r.zero))]
-        x = torch.tensor(vals + [-v for v in vals], dtype=torch.float64)
+        x = torch.tensor([shape] + [sums[n][0] for n, _ in named], dtype=torch.int64)
+        x = torch.cat([x, ~x])  # one MAX reduction gives the maximum and (through ~) the minimum
         work = dist.all_reduce(x, op=dist.ReduceOp.MAX, group=self._replica, async_op=True)
         try:
             work.wait(timeout=datetime.timedelta(seconds=120))
@@ -316,12 +297,12 @@ class Watcher:
             self._replica = False
             self.notes.append(f"replica check stopped: {exc}")
             return
-        k = len(vals)
-        hi, lo = x[:k], -x[k:]
+        k = len(named) + 1
+        hi, lo = x[:k], ~x[k:]
         if hi[0] != lo[0]:
             self._replica = False  # different models per rank (pipeline stages...): not replicas
             return
-        differ = [named[i][0] for i in range(len(named)) if bool((hi[1 + 3 * i:4 + 3 * i] != lo[1 + 3 * i:4 + 3 * i]).any())]
+        differ = [n for (n, _), h, l in zip(named, hi[1:].tolist(), lo[1:].tolist()) if h != l]
         if differ:
             self.tracker.note(V.REPLICAS, differ, step)
 

@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..gradscan import verdicts as V
 from .agent import ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY, ENV_REPLICA_EVERY, PREFIX
 from .names import compact
 
@@ -198,12 +197,7 @@ def main(args) -> int:
                 pass
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
-            while True:
-                try:
-                    returncode = proc.wait()
-                    break
-                except KeyboardInterrupt:  # pragma: no cover - the handler above replaces the default
-                    continue
+            returncode = proc.wait()
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)

@@ -6,6 +6,7 @@ too. Forking keeps scenarios apart: a fix that patches a class cannot leak into 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -141,6 +142,17 @@ def skip_reason(case: Case, model_path: str | None, env: dict) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _restore_env(name: str, value: str | None):
+    try:
+        yield
+    finally:
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def execute(path: Path, model_path: str | None = None, repeat: int = 1) -> dict:
     """The full result of one case: status, expectation, fixes, evidence, environment.
 
@@ -177,8 +189,12 @@ def _execute_once(path: Path, model_path: str | None = None) -> dict:
         res.update(status="skipped", reason=reason, fixes=[])
         res["duration_s"] = round(time.perf_counter() - t0, 3)
         return res
-    with tempfile.TemporaryDirectory(prefix=f"benchsuite-{case.id}-") as work:
-        # Remote code is copied into a modules cache: one per case, so parallel cases never share it.
+    previous_modules_cache = os.environ.get("HF_MODULES_CACHE")
+    with tempfile.TemporaryDirectory(prefix=f"benchsuite-{case.id}-") as work, \
+            _restore_env("HF_MODULES_CACHE", previous_modules_cache):
+        # Remote code is copied into a modules cache: one per case, so parallel cases never share it (and
+        # a caller that runs execute() in its own process gets its setting back: nothing recreates the
+        # removed folder later).
         os.environ["HF_MODULES_CACHE"] = os.path.join(work, "hf_modules")
         ctx = Context(work, model_path=model_path)
         trigger = run_scenario(case.trigger_fn, ctx, "trigger")

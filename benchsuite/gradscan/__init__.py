@@ -24,6 +24,7 @@ from ._native import available as native_available
 from ._oracle import tensor_stats
 from ._records import ALL_ZERO, NO_GRADIENT, NON_FINITE, ParamRecord, Problem, ScanReport
 from ._scan import AsyncScanner, named_trainable, scan, scan_tensors
+from .compare import CompareReport, compare
 
 # The callback module subclasses transformers.TrainerCallback: it is imported on first use only, so that
 # importing the scanner (as `benchsuite watch` does inside a script) never imports transformers.
@@ -39,5 +40,5 @@ def __getattr__(name):
 __all__ = [
     "ALL_ZERO", "NO_GRADIENT", "NON_FINITE", "AsyncScanner", "GradScanCallback", "GradScanHook",
     "GradientProblemError", "ParamRecord", "Problem", "ScanReport", "named_trainable", "native_available",
-    "scan", "scan_tensors", "tensor_stats",
+    "scan", "scan_tensors", "tensor_stats", "compare", "CompareReport",
 ]

@@ -39,6 +39,20 @@ def _info(args) -> int:
     return 0
 
 
+def _selftest(args) -> int:
+    from .gradscan.planted import render_selftest, run_selftest
+    from .harness.report import check_output, version, write_atomic
+    check_output(args.json, "--json")
+    result = run_selftest(quick=args.quick)
+    if args.json:
+        write_atomic(args.json, json.dumps({"benchsuite_version": version(), "kind": "selftest", **result}, indent=2))
+        if args.json != "-":
+            print(f"wrote {args.json}", file=sys.stderr)
+    if args.json != "-":
+        print(render_selftest(result))
+    return 0 if result["ok"] else 1
+
+
 def _list(args) -> int:
     from .harness.discover import case_files, load_case, select
     from .harness.report import check_output, version, write_atomic
@@ -187,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="as JSON, to PATH or (no PATH, or -) to stdout")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("selftest", help="the scanner on planted values, on every backend present (CPU core, "
+                                        "CUDA kernel per GPU, torch), each against a NumPy reference")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                   help="as JSON, to PATH or (no PATH, or -) to stdout")
+    p.add_argument("--quick", action="store_true", help="the small probe of the first-use self-check only")
+    p.set_defaults(func=_selftest)
 
     p = sub.add_parser("list", help="show the case catalogue")
     p.add_argument("--cases-dir", default=None, metavar="DIR", help="a folder of case files (default: the catalogue)")

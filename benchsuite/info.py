@@ -26,16 +26,51 @@ def build_facts() -> dict:
         core = importlib.import_module("benchsuite._core")
     except ImportError as exc:
         return {"importable": False, "error": f"{type(exc).__name__}: {exc}"}
-    facts = {"importable": True, **core.build_info()}
-    if core.HAS_CUDA:
-        try:
-            facts["cuda_devices_seen"] = core.cuda_device_count()
-        except RuntimeError as exc:
-            facts["cuda_devices_seen"] = 0
-            # With no NVIDIA driver at all the runtime says "driver version is insufficient".
-            facts["cuda_runtime_note"] = ("no usable NVIDIA driver on this machine, so the CUDA kernel cannot run here; "
-                                          f"the runtime said: {str(exc).replace('benchsuite._core: ', '')}")
-    return facts
+    return {"importable": True, **core.build_info()}
+
+
+def _release_tuple(text: str) -> tuple:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def cuda_facts() -> dict:
+    """How the CUDA kernel would reach this machine's GPUs: the routes, the driver each needs, what was
+    found, and per visible device the route taken and its self-check (this loads the kernel)."""
+    import torch
+    from .gradscan import _cuda
+    out: dict = {"routes": []}
+    fat = _cuda.fatbin_path()
+    major = _cuda._nvcc_major()
+    if fat is not None and major is not None:
+        out["routes"].append({"kind": "fatbin", "path": str(fat), "nvcc": build_facts().get("fatbin_nvcc"),
+                              "architectures": build_facts().get("fatbin_architectures"),
+                              "driver_floor": _cuda.driver_floor(major)})
+    nv, nerr = _cuda.nvrtc()
+    if nv is not None:
+        out["routes"].append({"kind": "nvrtc", "path": nv.path, "version": f"{nv.version[0]}.{nv.version[1]}",
+                              "architectures": f"sm_{nv.archs[0]}-sm_{nv.archs[-1]}" if nv.archs else None,
+                              "driver_floor": _cuda.driver_floor(nv.version[0])})
+    else:
+        out["nvrtc_error"] = nerr
+    floors = [r["driver_floor"] for r in out["routes"]]
+    # The kernel runs where any route does: the lowest floor is what it needs.
+    out["driver_floor"] = min(floors, key=_release_tuple) if floors else None
+    facts, err = _cuda.driver()
+    out["driver_release"] = _cuda.nvidia_driver_release()
+    if err is not None:
+        out["driver_error"] = err
+    else:
+        out["driver_cuda"] = _cuda.cuda_version_text(facts["driver_version"])
+        out["driver_devices"] = len(facts["devices"])
+    if out["driver_release"] and out["driver_floor"]:
+        out["driver_ok"] = _release_tuple(out["driver_release"]) >= _release_tuple(out["driver_floor"])
+    out["devices"] = []
+    if torch.cuda.is_available() and err is None:
+        for i in range(torch.cuda.device_count()):
+            st = _cuda.device_state(i)
+            out["devices"].append({"index": i, "ready": st.ready, "error": st.error, "route": st.route,
+                                   "selfcheck": st.selfcheck})
+    return out
 
 
 def collect() -> dict:
@@ -46,6 +81,7 @@ def collect() -> dict:
         "packages": {name: package_version(name) for name in
                      ("torch", "transformers", "peft", "trl", "accelerate", "nvidia-ml-py", "uv")},
         "extension": build_facts(),
+        "cuda": cuda_facts(),
         "device": device_summary(),
     }
 
@@ -60,12 +96,36 @@ def render(info: dict) -> str:
         lines.append(f"  NOT AVAILABLE ({ext['error']}); the scanner falls back to pure torch")
     else:
         lines.append(f"  version        {ext['version']} ({ext['compiler']})")
-        if ext["cuda"]:
-            lines.append(f"  CUDA           compiled (nvcc {ext['cuda_version']}, architectures {ext['cuda_architectures']})")
-            lines.append(f"  CUDA devices   {ext.get('cuda_devices_seen')}"
-                         + (f"  ({ext['cuda_runtime_note']})" if ext.get("cuda_runtime_note") else ""))
+        cuda = info["cuda"]
+        lines.append("  CUDA kernel    loaded at the first CUDA scan through the driver API (no CUDA runtime linked), "
+                     "by the first route that works:")
+        for r in cuda["routes"]:
+            if r["kind"] == "fatbin":
+                lines.append(f"    fatbin       built by nvcc {r['nvcc']} for sm {r['architectures']} at install: "
+                             f"needs driver >= {r['driver_floor']}")
+            else:
+                lines.append(f"    NVRTC {r['version']:<6} {r['path']} ({r['architectures']}): SASS for the GPU, "
+                             f"needs driver >= {r['driver_floor']}")
+        if cuda.get("nvrtc_error"):
+            lines.append(f"    NVRTC        not found: {cuda['nvrtc_error']}")
+        lines.append(f"  driver needed  >= {cuda['driver_floor']}" if cuda["driver_floor"] else
+                     "  driver needed  (no route to compile or load the kernel: the CUDA scan would use torch)")
+        if cuda.get("driver_error"):
+            lines.append(f"  driver found   none usable ({cuda['driver_error']})")
         else:
-            lines.append("  CUDA           not compiled (no nvcc at build time, or BENCHSUITE_CUDA=OFF)")
+            ok = cuda.get("driver_ok")
+            verdict = "" if ok is None else ("  (enough)" if ok else "  (TOO OLD: CUDA scans use torch)")
+            lines.append(f"  driver found   {cuda.get('driver_release') or 'release unknown'} "
+                         f"(CUDA {cuda['driver_cuda']}, {cuda['driver_devices']} device(s)){verdict}")
+        for d in cuda["devices"]:
+            if d["ready"]:
+                r = d["route"]
+                how = (f"NVRTC {r['nvrtc']} -> {r['target']}" if r.get("kind") == "nvrtc" else
+                       f"fatbin (nvcc {r.get('nvcc')})")
+                lines.append(f"  cuda:{d['index']}         kernel ready: {how}; self-check passed on "
+                             f"{d['selfcheck'].get('tensors')} probe tensors")
+            else:
+                lines.append(f"  cuda:{d['index']}         kernel NOT used ({d['error']}); scans use torch")
     dev = info["device"]
     lines += ["", "device:"]
     if dev["devices"]:

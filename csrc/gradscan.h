@@ -4,24 +4,11 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "gradscan_abi.h"
 
 namespace benchsuite {
-
-// Dtype codes of the tensor table. Keep in sync with benchsuite/gradscan/_native.py.
-enum DType : int64_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
-
-// The tensor table is a row-major int64 array [n][4]:
-//   [0] address of the first element, [1] element count, [2] dtype code, [3] first chunk (CUDA only).
-constexpr int kTableCols = 4;
-
-// Outputs, per tensor i (zero-initialised by the caller, accumulated into):
-//   counts[i*4 + 0..3] = NaN, +Inf, -Inf, exact zeros      (int64)
-//   stats[i*2 + 0..1]  = sum of squares of finite values, max |x| of finite values (float64)
-constexpr int kCountCols = 4;
-constexpr int kStatCols = 2;
-
-// Elements per unit of CUDA work; the caller uses it to fill column [3] of the table.
-constexpr int64_t kCudaChunkElems = int64_t(1) << 16;
 
 // Checks a host copy of the table: dtype codes, element counts, data pointers and, when
 // `total_chunks` >= 0, the CUDA chunk column [3] and its total. Returns "" or an error message.
@@ -30,14 +17,34 @@ std::string check_table(const int64_t* table, int64_t n, int64_t total_chunks);
 // Scans n tensors on the CPU with up to num_threads threads. Returns "" or an error message.
 std::string scan_cpu(const int64_t* table, int64_t n, int64_t* counts, double* stats, int num_threads);
 
-#ifdef BENCHSUITE_WITH_CUDA
-// Enqueues one kernel on `stream` (a cudaStream_t given as an integer) over a table already in device
-// memory, after checking `host_table`, a host copy of the same rows (check_table). No host
-// synchronisation. Returns "" or an error message (a bad table or the CUDA error).
-std::string scan_cuda(const int64_t* host_table, const int64_t* device_table, int64_t n, int64_t total_chunks,
-                      int64_t* counts, double* stats, int device, uintptr_t stream);
-// Number of CUDA devices the driver reports, or a negative value with `error` set.
-int cuda_device_count(std::string* error);
-#endif
+// ---- CUDA, through the driver API opened at run time (csrc/cuda_driver.cpp) ----------------------
+struct CudaDeviceFacts {
+  int major = 0, minor = 0, multiprocessors = 0;
+  std::string name;
+};
+struct CudaDriverFacts {
+  int driver_version = 0;  // cuDriverGetVersion: the newest CUDA version the driver supports, e.g. 12040
+  std::vector<CudaDeviceFacts> devices;
+};
+// Opens libcuda (once per process) and reads the driver's version and devices. "" or why not.
+std::string cuda_driver(CudaDriverFacts* facts);
+// Loads a kernel image (cubin, fatbin or PTX) for `device` into its primary context (replacing one
+// loaded before) and sizes the grid from the multiprocessor count and the kernel's occupancy.
+std::string cuda_load(int device, const void* image, size_t size);
+// Enqueues the kernel on `stream` (a CUstream/cudaStream_t as an integer) over a table already in device
+// memory and checked on the host (check_table): it adds into `acc` (n*6 words, zero on entry) and sets
+// the `zero_words` words at `zero_next` to zero. No host synchronisation. "" or the error.
+std::string cuda_scan(int device, uintptr_t stream, const int64_t* device_table, int64_t n, int64_t total_chunks,
+                      uint64_t* acc, uint64_t* zero_next, int64_t zero_words);
+
+// The launch geometry: at most `want` blocks (one wave), each with a contiguous run of chunks.
+struct CudaGeometry {
+  int64_t blocks, per_block;
+};
+inline CudaGeometry cuda_geometry(int64_t total_chunks, int64_t want) {
+  if (want < 1) want = 1;
+  const int64_t per_block = (total_chunks + want - 1) / want;
+  return {(total_chunks + per_block - 1) / per_block, per_block};
+}
 
 }  // namespace benchsuite

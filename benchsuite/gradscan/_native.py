@@ -1,6 +1,7 @@
 """Bridge to benchsuite._core: builds the tensor table and calls the CPU or CUDA scanner."""
 from __future__ import annotations
 
+import threading
 import warnings
 
 import torch
@@ -28,13 +29,37 @@ def available() -> bool:
     return _core is not None
 
 
-def cuda_available() -> bool:
-    return _core is not None and bool(_core.HAS_CUDA)
+class TableCache:
+    """The int64 [n,4] table of a list of tensors ([address, numel, dtype code, first CUDA chunk]), rebuilt
+    only when an address, a size or a dtype changed: between steps gradients usually keep their storage
+    (or get it back from torch's caching allocator), so most scans compare one list and build nothing."""
+
+    __slots__ = ("rows", "table", "total")
+
+    def __init__(self):
+        self.rows: list | None = None
+        self.table: torch.Tensor | None = None
+        self.total = 0
+
+    def update(self, tensors: list[torch.Tensor]) -> bool:
+        """Bring the table up to date for ``tensors``; True when it was rebuilt (and checked)."""
+        codes = DTYPE_CODES
+        rows = [(t.data_ptr(), t.numel(), codes[t.dtype]) for t in tensors]
+        if rows == self.rows:
+            return False
+        chunk = CHUNK
+        first, table = 0, []
+        for ptr, numel, code in rows:
+            table.append((ptr, numel, code, first))
+            first += (numel + chunk - 1) // chunk
+        self.table = torch.tensor(table, dtype=torch.int64).reshape(len(rows), 4)
+        _core.check_table(self.table.data_ptr(), len(rows), first)
+        self.rows, self.total = rows, first
+        return True
 
 
-def _table(tensors: list[torch.Tensor]) -> torch.Tensor:
-    rows = [[t.data_ptr(), t.numel(), DTYPE_CODES[t.dtype], 0] for t in tensors]
-    return torch.tensor(rows, dtype=torch.int64).reshape(len(tensors), 4)
+CHUNK = int(_core.CUDA_CHUNK_ELEMS) if _core is not None else 1 << 16
+_cpu_tables: dict[int, TableCache] = {}
 
 
 def scan_cpu(tensors: list[torch.Tensor], num_threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,30 +68,13 @@ def scan_cpu(tensors: list[torch.Tensor], num_threads: int | None = None) -> tup
     counts = torch.zeros((n, 4), dtype=torch.int64)
     stats = torch.zeros((n, 2), dtype=torch.float64)
     if n:
-        table = _table(tensors)
+        cache = _cpu_tables.get(threading.get_ident())
+        if cache is None:
+            cache = _cpu_tables[threading.get_ident()] = TableCache()
+            if len(_cpu_tables) > 64:  # threads come and go: keep the map small
+                _cpu_tables.clear()
+                _cpu_tables[threading.get_ident()] = cache
+        cache.update(tensors)
         threads = num_threads if num_threads is not None else torch.get_num_threads()
-        _core.scan_cpu(table.data_ptr(), n, counts.data_ptr(), stats.data_ptr(), int(threads))
+        _core.scan_cpu(cache.table.data_ptr(), n, counts.data_ptr(), stats.data_ptr(), int(threads))
     return counts, stats
-
-
-def launch_cuda(tensors: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Enqueue the fused kernel on the current stream; returns device buffers (counts, stats, table).
-
-    Nothing here waits for the GPU: the table travels through pinned memory with a non-blocking copy
-    (torch keeps the pinned block alive until the copy is done) and the results stay on the device.
-    """
-    n = len(tensors)
-    table = _table(tensors)
-    chunk = int(_core.CUDA_CHUNK_ELEMS)
-    nchunks = (table[:, 1] + (chunk - 1)) // chunk
-    table[:, 3] = torch.cumsum(nchunks, 0) - nchunks
-    total = int(nchunks.sum())
-    counts = torch.zeros((n, 4), dtype=torch.int64, device=device)
-    stats = torch.zeros((n, 2), dtype=torch.float64, device=device)
-    dev_table = table.pin_memory().to(device, non_blocking=True)
-    stream = torch.cuda.current_stream(device)
-    # The host copy is checked (dtype codes, counts, chunk column) before the kernel is enqueued.
-    _core.scan_cuda(table.data_ptr(), dev_table.data_ptr(), n, total, counts.data_ptr(), stats.data_ptr(),
-                    device.index if device.index is not None else torch.cuda.current_device(),
-                    int(stream.cuda_stream))
-    return counts, stats, dev_table

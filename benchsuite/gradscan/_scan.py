@@ -106,27 +106,47 @@ class Pending:
     parts: list[tuple[list[int], torch.Tensor, torch.Tensor, list[int], object]] = field(default_factory=list)
     backend: str = "torch"
     step: int | None = None
-    event: object = None
+    events: list = field(default_factory=list)  # one per CUDA device whose results are being copied
 
     def finish(self) -> ScanReport:
-        if self.event is not None:
-            self.event.synchronize()
+        for event in self.events:
+            event.synchronize()
+        self.events = []
+        records = self.records
         for idx, counts, stats, implicit, _ in self.parts:
-            c = counts.cpu().tolist()
-            s = stats.cpu().tolist()
+            c = counts.tolist()
+            s = stats.tolist()
             for j, i in enumerate(idx):
-                r = self.records[i]
+                r = records[i]
                 r.nan, r.posinf, r.neginf, r.zero = c[j]
-                r.zero += implicit[j]
+                if implicit[j]:
+                    r.zero += implicit[j]
                 r.sumsq, r.absmax = s[j]
         self.parts = []
-        return ScanReport(self.records, self.backend, step=self.step)
+        return ScanReport(records, self.backend, step=self.step)
+
+
+_DEVICE_NAMES: dict[torch.device, str] = {}
+_DEVICE_BY_INDEX: dict[int, str] = {-1: "cpu"}
+
+
+def _device_name(device: torch.device) -> str:
+    name = _DEVICE_NAMES.get(device)
+    if name is None:
+        name = _DEVICE_NAMES[device] = str(device)
+        if device.type == "cuda" and device.index is not None:
+            _DEVICE_BY_INDEX[device.index] = name
+    return name
 
 
 def launch(pairs: list[tuple[str, torch.Tensor | None]], *, backend: str = "auto", grads: bool = True,
            expected_zero: set[str] | None = None, step: int | None = None, asynchronous: bool = False,
            num_threads: int | None = None) -> Pending:
-    """Start scanning; with grads=True the tensors' ``.grad`` are scanned, else the tensors themselves."""
+    """Start scanning; with grads=True the tensors' ``.grad`` are scanned, else the tensors themselves.
+
+    On CUDA nothing here waits for the GPU: the kernel and the copy of its results back to pinned host
+    memory are enqueued on each device's current stream (with ``asynchronous``, an event per device
+    marks when they land; ``finish`` waits on those events only)."""
     if backend not in ("auto", "native", "torch"):
         raise ValueError(f"backend must be 'auto', 'native' or 'torch', not {backend!r}")
     use_native = backend != "torch" and _native.available()
@@ -138,61 +158,88 @@ def launch(pairs: list[tuple[str, torch.Tensor | None]], *, backend: str = "auto
                                   "using the pure-torch scanner (same results, slower)")
     expected_zero = expected_zero or set()
     records: list[ParamRecord] = []
+    # Dense gradients the core reads, by device index (-1: the CPU), then everything else by device.
+    fast: dict[int, list[tuple[int, torch.Tensor, int]]] = {}
     groups: dict[torch.device, list[tuple[int, torch.Tensor, int]]] = {}
     codes = _native.DTYPE_CODES
+    dtype_names = _DTYPE_NAMES
+    strided = torch.strided
     for name, t in pairs:
         g = (t.grad if t is not None else None) if grads else t
-        src = g if g is not None else t
-        rec = ParamRecord(name=name, dtype=_dtype_name(src.dtype) if src is not None else "unknown",
-                          numel=src.numel() if src is not None else 0, none=g is None,
-                          device=str(src.device) if src is not None else "cpu",
-                          expected_zero=name in expected_zero)
-        records.append(rec)
         if g is None:
+            src = t
+            records.append(ParamRecord(name, _dtype_name(src.dtype) if src is not None else "unknown",
+                                       src.numel() if src is not None else 0, True, 0, 0, 0, 0, 0.0, 0.0,
+                                       _device_name(src.device) if src is not None else "cpu",
+                                       name in expected_zero))
             continue
-        # The common case first: a dense, contiguous gradient of a dtype the core reads.
-        if g.layout == torch.strided and g.dtype in codes and g.is_contiguous() and g.device.type != "meta":
-            dense, implicit, readable = g, 0, True
-        else:
-            dense, implicit, readable = _dense_view(name, g.detach())
+        dtype = g.dtype
+        where = g.get_device()  # -1 on the CPU; an int costs less than a torch.device
+        records.append(ParamRecord(name, dtype_names.get(dtype) or _dtype_name(dtype), g.numel(), False, 0, 0, 0, 0,
+                                   0.0, 0.0, _DEVICE_BY_INDEX.get(where) or _device_name(g.device),
+                                   name in expected_zero))
+        # The common case first: a dense, contiguous gradient of a dtype the core reads, on the CPU or CUDA.
+        if use_native and dtype in codes and g.layout is strided and g.is_contiguous() and (g.is_cuda if where >= 0 else g.is_cpu):
+            fast.setdefault(where, []).append((len(records) - 1, g, 0))
+            continue
+        dense, implicit, readable = _dense_view(name, g.detach())
         if not (readable and use_native):
+            rec = records[-1]
             rec.nan, rec.posinf, rec.neginf, rec.zero, rec.sumsq, rec.absmax = tensor_stats(dense)
             rec.zero += implicit
             continue
         groups.setdefault(dense.device, []).append((len(records) - 1, dense, implicit))
+    for where, items in fast.items():
+        device = torch.device("cpu") if where < 0 else torch.device("cuda", where)
+        groups.setdefault(device, []).extend(items)
 
     pending = Pending(records, step=step)
     used = set()
     for device, items in groups.items():
-        idx = [i for i, _, _ in items]
-        tensors = [d for _, d, _ in items]
-        implicit = [z for _, _, z in items]
         if device.type == "cpu":
+            idx = [i for i, _, _ in items]
+            tensors = [d for _, d, _ in items]
             counts, stats = _native.scan_cpu(tensors, num_threads)
-            pending.parts.append((idx, counts, stats, implicit, tensors))
+            pending.parts.append((idx, counts, stats, [z for _, _, z in items], tensors))
             used.add("cpu")
-        elif device.type == "cuda" and _native.cuda_available():
-            try:
-                counts, stats, table = _native.launch_cuda(tensors, device)
-            except RuntimeError as exc:
-                _native.warn_once("cuda", f"the CUDA scanner failed ({exc}); using the torch scanner on GPU tensors")
-                _torch_fill(records, items)
-                continue
-            if asynchronous:
-                # Device-to-host copies with non_blocking land in pinned memory: no wait here.
-                counts = counts.to("cpu", non_blocking=True)
-                stats = stats.to("cpu", non_blocking=True)
-            pending.parts.append((idx, counts, stats, implicit, (tensors, table)))
+        elif device.type == "cuda" and _native.available() and _launch_cuda(pending, device, items, asynchronous):
             used.add("cuda")
         else:
-            # Other devices (mps, xpu, cuda without a compiled kernel): torch computes the same statistics.
+            # Other devices (mps, xpu), or a CUDA device where the kernel is not usable: torch computes the
+            # same statistics.
             _torch_fill(records, items)
-    if asynchronous and "cuda" in used:
-        event = torch.cuda.Event()
-        event.record()
-        pending.event = event
     pending.backend = "cuda" if "cuda" in used else ("cpu" if "cpu" in used else "torch")
     return pending
+
+
+def _launch_cuda(pending: Pending, device: torch.device, items: list[tuple[int, torch.Tensor, int]],
+                 asynchronous: bool) -> bool:
+    """Enqueue the kernel over ``items`` on ``device`` and the copy of its results; False when the
+    kernel is not usable there (the reason was said once)."""
+    from . import _cuda
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if not _cuda.device_state(index).ready:
+        return False
+    live = [it for it in items if it[1].numel()]
+    if not live:
+        _torch_fill(pending.records, items)
+        return True
+    try:
+        words = _cuda.launch([d for _, d, _ in live], device)
+    except RuntimeError as exc:
+        _native.warn_once("cuda", f"benchsuite: the CUDA scan kernel failed on cuda:{index} "
+                                  f"({str(exc).replace('benchsuite._core: ', '')}); using torch's scanner there")
+        return False
+    with torch.cuda.device(index):
+        host = torch.empty(words.numel(), dtype=torch.int64, pin_memory=True)
+        host.copy_(words, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()  # on this device's current stream, after the copy
+    pending.events.append(event)
+    counts, stats = _cuda.split(host, len(live))
+    _torch_fill(pending.records, [it for it in items if not it[1].numel()])
+    pending.parts.append(([i for i, _, _ in live], counts, stats, [z for _, _, z in live], [d for _, d, _ in live]))
+    return True
 
 
 def _torch_fill(records: list[ParamRecord], items: list[tuple[int, torch.Tensor, int]]) -> None:

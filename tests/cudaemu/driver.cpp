@@ -1,18 +1,26 @@
-// Test driver: runs csrc/'s CPU core and csrc/gradscan_cuda.cu (compiled as C++ against cudaemu)
+// Test driver: runs csrc/'s CPU core and csrc/gradscan_kernel.cu (compiled as C++ against cudaemu)
 // over the same tensors, and writes both results for tests/test_cudaemu.py to compare.
 //
 //   driver --cases FILE --out FILE [--schedules inorder,reverse,...] [--workers N] [--cpu-threads N]
 //   driver --huge NUMEL --out FILE ...      (an fp16 tensor of NUMEL elements and its 1-element offset view)
-//   --chunks-delta N   hand scan_cuda a total chunk count off by N (its table check must refuse it)
-//   --raw-kernel       launch the kernel itself, one chunk per block, without scan_cuda's table check
+//   --chunks-delta N   hand the host check a total chunk count off by N (it must refuse it)
+//   --raw-kernel       launch the kernel itself, one chunk per block, without the host's table check
 //
+// Each launch goes the way csrc/cuda_driver.cpp launches it: the host check (check_table), the grid from
+// cuda_geometry() over the emulated multiprocessors and occupancy, and the second accumulator, filled
+// with garbage first, which the launch must leave all zero (the host's alternating buffers rely on it).
 // Case file (little endian): "BSCASES1", int64 n, then per tensor int64 dtype, numel, offset (elements
 // before the data, so the data pointer is misaligned by offset * element size), nbytes, raw bytes.
-#include "gradscan_cuda.cu"  // the kernel source, unchanged; BENCHSUITE_LAUNCH comes from cudaemu
+#include <cuda_runtime.h>  // cudaemu's stand-ins (tests/cudaemu/include)
+#include <cuda_fp16.h>
+#define BENCHSUITE_HALF_TO_FLOAT(h) ::cudaemu::half_bits_to_float(h)
+#include "gradscan_kernel.cu"  // the kernel source, unchanged
+#include "gradscan.h"
 
 #include <sys/mman.h>
 
 #include <cinttypes>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -133,19 +141,40 @@ int main(int argc, char** argv) {
     write_result(out, "cpu", err, t, counts, stats);
   }
   cudaemu::set_workers(workers);
+  int sms = 0, per_sm = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, benchsuite_gradscan, benchsuite::kCudaThreads, 0);
   for (const std::string& s : split(schedules, ',')) {
     cudaemu::set_schedule(s);
-    std::vector<int64_t> counts(t.n * 4, 0);
-    std::vector<double> stats(t.n * 2, 0.0);
+    const int64_t words = t.n * benchsuite::kOutWords;
+    std::vector<uint64_t> acc(size_t(words > 0 ? words : 1), 0), other(acc.size(), 0xa5a5a5a5a5a5a5a5ull);
     std::string err;
     if (raw_kernel) {
       if (t.total_chunks > 0)
-        BENCHSUITE_LAUNCH(benchsuite::scan_kernel, dim3(unsigned(t.total_chunks)), dim3(benchsuite::kThreads), 0,
-                          nullptr)(t.table.data(), t.n, t.total_chunks, int64_t(1),
-                                   reinterpret_cast<unsigned long long*>(counts.data()), stats.data());
+        BENCHSUITE_LAUNCH(benchsuite_gradscan, dim3(unsigned(t.total_chunks)), dim3(benchsuite::kCudaThreads), 0,
+                          nullptr)(reinterpret_cast<const long long*>(t.table.data()), t.n, t.total_chunks, 1LL,
+                                   reinterpret_cast<unsigned long long*>(acc.data()),
+                                   reinterpret_cast<unsigned long long*>(other.data()), (long long)words);
     } else {
-      err = benchsuite::scan_cuda(t.table.data(), t.table.data(), t.n, t.total_chunks + chunks_delta, counts.data(),
-                                  stats.data(), 0, 0);
+      err = benchsuite::check_table(t.table.data(), t.n, t.total_chunks + chunks_delta);
+      if (err.empty() && t.n > 0 && t.total_chunks > 0) {
+        const benchsuite::CudaGeometry geo = benchsuite::cuda_geometry(t.total_chunks, int64_t(sms) * per_sm);
+        BENCHSUITE_LAUNCH(benchsuite_gradscan, dim3(unsigned(geo.blocks)), dim3(benchsuite::kCudaThreads), 0,
+                          nullptr)(reinterpret_cast<const long long*>(t.table.data()), t.n, t.total_chunks,
+                                   (long long)geo.per_block, reinterpret_cast<unsigned long long*>(acc.data()),
+                                   reinterpret_cast<unsigned long long*>(other.data()), (long long)words);
+        const cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) err = std::string("launch: ") + cudaGetErrorString(e);
+      }
+    }
+    if (err.empty() && t.total_chunks > 0)
+      for (int64_t i = 0; i < words; ++i)
+        if (other[size_t(i)] != 0) { err = "zero_next word " + std::to_string(i) + " was not cleared"; break; }
+    std::vector<int64_t> counts(size_t(t.n * 4), 0);
+    std::vector<double> stats(size_t(t.n * 2), 0.0);
+    if (t.n > 0) {
+      std::memcpy(counts.data(), acc.data(), size_t(t.n) * 4 * 8);
+      std::memcpy(stats.data(), acc.data() + t.n * 4, size_t(t.n) * 2 * 8);
     }
     write_result(out, (raw_kernel ? "cuda-raw:" : "cuda:") + s, err, t, counts, stats);
   }

@@ -2,7 +2,7 @@
 
     python tests/cudaemu/gpu_static.py [--write]     (from the repository root)
 
-Compiles csrc/gradscan_cuda.cu with nvcc for each target architecture, plus per-dtype probe kernels
+Compiles csrc/gradscan_kernel.cu with nvcc for each target architecture, plus per-dtype probe kernels
 that contain only scan_run<T> (so each probe's SASS holds one dtype's loops), reads `ptxas -v`
 (registers, spills) and disassembles with cuobjdump (PyPI: nvidia-cuda-cuobjdump, which needs
 nvidia-cuda-nvdisasm). The vector loop of a probe is the loop (backward branch) holding the most
@@ -23,9 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = Path(os.environ.get("BENCHSUITE_CSRC", ROOT / "csrc")).resolve()
 ARCHS = ["80", "90"]  # CMakeLists.txt's CMAKE_CUDA_ARCHITECTURES default
-PROBES = {"float32": ("float", 4), "float16": ("__half", 8), "bfloat16": ("__nv_bfloat16", 8), "float64": ("double", 2)}
+PROBES = {"float32": ("float", 4), "float16": ("benchsuite::f16", 8), "bfloat16": ("benchsuite::bf16", 8),
+          "float64": ("double", 2)}
 PROBE_SRC = "\n".join(
-    f'extern "C" __global__ void __launch_bounds__(benchsuite::kThreads, benchsuite::kMinBlocks) probe_{name}(const {t}* p, int64_t e0, int64_t e1, double* out) {{\n'
+    f'extern "C" __global__ void __launch_bounds__(benchsuite::kThreads, benchsuite::kMinBlocks) probe_{name}(const {t}* p, long long e0, long long e1, double* out) {{\n'
     f"  benchsuite::Acc a;\n  benchsuite::scan_run(p, e0, e1, a);\n"
     f"  out[threadIdx.x] = a.ss + a.am + a.nan + a.pinf + a.ninf + a.zero;\n}}"
     for name, (t, _) in PROBES.items())
@@ -56,8 +57,8 @@ def missing_tools() -> list[str]:
 
 def compile_cubin(arch: str, workdir: Path) -> tuple[Path, str]:
     src = workdir / "probe.cu"
-    src.write_text((CSRC / "gradscan_cuda.cu").read_text() + "\n" + PROBE_SRC + "\n")
-    shutil.copy(CSRC / "gradscan.h", workdir / "gradscan.h")
+    src.write_text((CSRC / "gradscan_kernel.cu").read_text() + "\n" + PROBE_SRC + "\n")
+    shutil.copy(CSRC / "gradscan_abi.h", workdir / "gradscan_abi.h")
     out = workdir / f"probe_{arch}.cubin"
     r = subprocess.run([tool("nvcc"), "-cubin", f"-arch=sm_{arch}", "-O3", "-std=c++17", "-Xptxas", "-v",
                         str(src), "-o", str(out)], capture_output=True, text=True)
@@ -66,16 +67,36 @@ def compile_cubin(arch: str, workdir: Path) -> tuple[Path, str]:
     return out, r.stderr
 
 
+def compile_cubin_nvrtc(arch: str, workdir: Path) -> tuple[Path, str]:
+    """The same probe source compiled by NVRTC (the route users get: benchsuite/gradscan/_cuda.py)."""
+    sys.path.insert(0, str(ROOT))
+    from benchsuite.gradscan import _cuda
+    nv, err = _cuda.nvrtc()
+    if nv is None:
+        raise RuntimeError(err)
+    source = (CSRC / "gradscan_kernel.cu").read_text() + "\n" + PROBE_SRC + "\n"
+    image, log = nv.compile(source, {"gradscan_abi.h": (CSRC / "gradscan_abi.h").read_text()},
+                            _cuda.kernel_options(f"sm_{arch}") + ["--ptxas-options=-v"])
+    out = workdir / f"probe_nvrtc_{arch}.cubin"
+    out.write_bytes(image)
+    return out, log
+
+
 def parse_ptxas(log: str) -> dict[str, dict]:
-    res, fn = {}, None
+    res, fn, props = {}, None, None
     for line in log.splitlines():
         m = re.search(r"Compiling entry function '([^']+)'", line)
         if m:
-            fn = "scan_kernel" if "scan_kernel" in m.group(1) else m.group(1)
+            fn = "scan_kernel" if m.group(1) == "benchsuite_gradscan" else m.group(1)
             res[fn] = {}
+        # "Function properties for X" names the function whose stack/spill line follows: an entry function,
+        # or a device function called from it (never one to book on the entry's account).
+        m = re.search(r"Function properties for (\S+)", line)
+        if m:
+            props = "scan_kernel" if m.group(1) == "benchsuite_gradscan" else m.group(1)
         m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
-        if m and fn:
-            res[fn].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        if m and props in res:
+            res[props].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
         m = re.search(r"Used (\d+) registers", line)
         if m and fn:
             res[fn]["registers"] = int(m.group(1))
@@ -134,14 +155,41 @@ def vector_loop(insns: list[tuple[int, str, str, bool]]) -> dict:
             "start": hex(best[3]), "end": hex(best[4])}
 
 
-def measure() -> dict:
-    version = subprocess.run([tool("nvcc"), "--version"], capture_output=True, text=True).stdout
-    out = {"nvcc": re.search(r"release ([\d.]+), V([\d.]+)", version).group(2),
-           "archs": {}}
+def kernel_spills(insns: list[tuple[int, str, str, bool]]) -> dict:
+    """Local-memory spill instructions of the whole kernel, and those inside its innermost vector loops
+    (loops holding 16-byte loads and no other such loop): the only ones paid per element."""
+    spills = [a for a, op, _, _ in insns if op.startswith(("STL", "LDL"))]
+    loops = []
+    for addr, op, args, _ in insns:
+        m = re.search(r"0x([0-9a-f]+)", args) if op.startswith("BRA") else None
+        if m and int(m.group(1), 16) < addr:
+            lo = int(m.group(1), 16)
+            if any(lo <= a <= addr and o.startswith("LDG") and ".128" in o for a, o, _, _ in insns):
+                loops.append((lo, addr))
+    inner = [(lo, hi) for lo, hi in loops if not any((lo, hi) != (l2, h2) and lo <= l2 and h2 <= hi for l2, h2 in loops)]
+    return {"spill_instructions": len(spills),
+            "spills_in_vector_loops": sum(1 for a in spills if any(lo <= a <= hi for lo, hi in inner)),
+            "vector_loops": len(inner)}
+
+
+def measure(compiler: str = "nvcc") -> dict:
+    """Figures of the kernel as ``compiler`` ("nvcc", or "nvrtc": the library users' first scan uses) builds it."""
+    if compiler == "nvcc":
+        version = subprocess.run([tool("nvcc"), "--version"], capture_output=True, text=True).stdout
+        out = {"compiler": "nvcc", "nvcc": re.search(r"release ([\d.]+), V([\d.]+)", version).group(2), "archs": {}}
+        build = compile_cubin
+    else:
+        sys.path.insert(0, str(ROOT))
+        from benchsuite.gradscan import _cuda
+        nv, err = _cuda.nvrtc()
+        if nv is None:
+            raise RuntimeError(err)
+        out = {"compiler": "nvrtc", "nvrtc": f"{nv.version[0]}.{nv.version[1]}", "archs": {}}
+        build = compile_cubin_nvrtc
     with tempfile.TemporaryDirectory() as d:
         for arch in ARCHS:
-            cubin, log = compile_cubin(arch, Path(d))
-            res = {"ptxas": parse_ptxas(log), "loops": {}}
+            cubin, log = build(arch, Path(d))
+            res = {"ptxas": parse_ptxas(log), "loops": {}, "kernel": kernel_spills(sass(cubin, "benchsuite_gradscan"))}
             for name, (_, per_vec) in PROBES.items():
                 loop = vector_loop(sass(cubin, f"probe_{name}"))
                 if loop:

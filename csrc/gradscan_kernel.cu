@@ -1,10 +1,18 @@
-// CUDA gradient scanner: one launch over any number of tensors.
+// CUDA gradient scanner: one launch over any number of tensors. Device code only, in one file that
+// three compilers take unchanged: NVRTC at first use on the user's machine (benchsuite/gradscan/_cuda.py;
+// no toolkit needed, and "gradscan_abi.h" is its only header), nvcc when one is found at build time (a
+// fatbin shipped beside the extension), and g++ against tests/cudaemu, which runs it on the CPU.
+// The host side (csrc/cuda_driver.cpp) loads it through the CUDA driver API and launches it.
 //
-// The caller puts a table of [address, numel, dtype, first chunk] rows in device memory (scan_cuda
-// checks a host copy first). The work is cut into chunks of kCudaChunkElems elements; each block owns
-// a contiguous run of chunks, so it meets each tensor in at most one run: it accumulates that run in
-// registers, reduces it through warp shuffles and shared memory, and one thread publishes it with one
-// set of atomics (one per output field) for that tensor.
+// The caller puts a table of [address, numel, dtype, first chunk] rows in device memory (the host checks a
+// copy first). The work is cut into chunks of kCudaChunkElems elements; each block owns a contiguous run
+// of chunks, so it meets each tensor in at most one run: it accumulates that run in registers, reduces it
+// through warp shuffles and shared memory, and one thread publishes it with one set of atomics (one per
+// output field) for that tensor, into `acc` (n*6 words: counts, then stats).
+//
+// No separate memset per scan: the host keeps two accumulators and alternates. While a launch adds into
+// one, its blocks zero the other (`zero_next`), which the previous launch on the same stream filled and
+// whose copy back to the host was enqueued before this launch, so it is free.
 //
 // Per element, the vector loops do only what a clean gradient needs (P1): decode, one fused
 // multiply-add of x*x into a float sum, one max of |x|, one zero test. NaN and Inf need no test of
@@ -19,27 +27,36 @@
 //   fp64: x*x summed in double, max in double.
 // Runs whose start is not 16-byte aligned (views into flat gradient buckets) take a scalar head up to
 // the first aligned element, the vector body, then a scalar tail (P4).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <math_constants.h>
+#include "gradscan_abi.h"
 
-#include <algorithm>
-#include <mutex>
-#include <vector>
-
-#include "gradscan.h"
-
-// The one kernel launch goes through this macro, so the tests can run the kernel on the CPU
-// (tests/cudaemu defines it before this file is compiled as C++).
-#ifndef BENCHSUITE_LAUNCH
-#define BENCHSUITE_LAUNCH(kernel, grid, block, shmem, stream) kernel<<<grid, block, shmem, stream>>>
+// fp16 -> fp32: one conversion instruction on the GPU. Compiled as C++ (tests/cudaemu) the includer
+// defines BENCHSUITE_HALF_TO_FLOAT first.
+#ifndef BENCHSUITE_HALF_TO_FLOAT
+__device__ __forceinline__ float benchsuite_half_to_float(unsigned short h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+#define BENCHSUITE_HALF_TO_FLOAT(h) benchsuite_half_to_float(h)
 #endif
 
 namespace benchsuite {
 namespace {
 
-constexpr int kThreads = 256;
+// No <cstdint> under NVRTC: the kernel's own names for the two integer types it needs.
+using i64 = long long;
+using uptr = unsigned long long;
+static_assert(sizeof(i64) == 8 && sizeof(uptr) == 8 && sizeof(void*) == 8, "64-bit targets only");
+
+// Storage of the two 16-bit float types (decoded by bit operations below; no cuda_fp16.h needed).
+struct f16 { unsigned short bits; };
+struct bf16 { unsigned short bits; };
+
+__device__ __forceinline__ double inf_d() { return __longlong_as_double(0x7ff0000000000000LL); }
+__device__ __forceinline__ float inf_f() { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ i64 imin(i64 a, i64 b) { return a < b ? a : b; }
+
+constexpr int kThreads = kCudaThreads;
 constexpr int kWarps = kThreads / 32;
 // Blocks per multiprocessor the register budget is cut for: 5 x 256 threads fit in 48 registers with no
 // spills on sm_80 and sm_90 (without the bound ptxas takes ~68, which allows only 3 blocks).
@@ -61,10 +78,10 @@ struct Acc {
 __device__ __forceinline__ void take(double v, Acc& a) {
   const double x = fabs(v);
   a.nan += (v != v);
-  a.pinf += (v == CUDART_INF);
-  a.ninf += (v == -CUDART_INF);
+  a.pinf += (v == inf_d());
+  a.ninf += (v == -inf_d());
   a.zero += (v == 0.0);
-  const double f = x < CUDART_INF ? x : 0.0;  // NaN fails the comparison too
+  const double f = x < inf_d() ? x : 0.0;  // NaN fails the comparison too
   a.ss = fma(f, f, a.ss);
   a.am = fmax(a.am, f);
 }
@@ -72,15 +89,13 @@ __device__ __forceinline__ void take(double v, Acc& a) {
 // Decoding: one element of each storage type, and the elements of one 16-byte vector.
 __device__ __forceinline__ float bf16_lo(unsigned int w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf16_hi(unsigned int w) { return __uint_as_float(w & 0xffff0000u); }
-__device__ __forceinline__ float half_lo(unsigned int w) {
-  return __half2float(__ushort_as_half((unsigned short)(w & 0xffffu)));
-}
-__device__ __forceinline__ float half_hi(unsigned int w) { return __half2float(__ushort_as_half((unsigned short)(w >> 16))); }
+__device__ __forceinline__ float half_lo(unsigned int w) { return BENCHSUITE_HALF_TO_FLOAT((unsigned short)(w & 0xffffu)); }
+__device__ __forceinline__ float half_hi(unsigned int w) { return BENCHSUITE_HALF_TO_FLOAT((unsigned short)(w >> 16)); }
 
-__device__ __forceinline__ double elem(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ double elem(const double* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ double elem(const __half* p, int64_t i) { return __half2float(p[i]); }
-__device__ __forceinline__ double elem(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ double elem(const float* p, i64 i) { return p[i]; }
+__device__ __forceinline__ double elem(const double* p, i64 i) { return p[i]; }
+__device__ __forceinline__ double elem(const f16* p, i64 i) { return BENCHSUITE_HALF_TO_FLOAT(p[i].bits); }
+__device__ __forceinline__ double elem(const bf16* p, i64 i) { return __uint_as_float(unsigned(p[i].bits) << 16); }
 
 template <typename T>
 struct Vec;
@@ -92,7 +107,7 @@ struct Vec<float> {
   }
 };
 template <>
-struct Vec<__nv_bfloat16> {
+struct Vec<bf16> {
   static constexpr int kN = 8;
   __device__ static __forceinline__ float at(const uint4& u, int k) {
     const unsigned int w = (k >> 1) == 0 ? u.x : (k >> 1) == 1 ? u.y : (k >> 1) == 2 ? u.z : u.w;
@@ -100,7 +115,7 @@ struct Vec<__nv_bfloat16> {
   }
 };
 template <>
-struct Vec<__half> {
+struct Vec<f16> {
   static constexpr int kN = 8;
   __device__ static __forceinline__ float at(const uint4& u, int k) {
     const unsigned int w = (k >> 1) == 0 ? u.x : (k >> 1) == 1 ? u.y : (k >> 1) == 2 ? u.z : u.w;
@@ -115,10 +130,10 @@ struct Classified {
   double ss, am;
 };
 __device__ __forceinline__ void classify(double x, Classified& c) {
-  const double f = fabs(x) < CUDART_INF ? fabs(x) : 0.0;  // NaN fails the comparison too
+  const double f = fabs(x) < inf_d() ? fabs(x) : 0.0;  // NaN fails the comparison too
   c.nan += (x != x);
-  c.pinf += (x == CUDART_INF);
-  c.ninf += (x == -CUDART_INF);
+  c.pinf += (x == inf_d());
+  c.ninf += (x == -inf_d());
   c.ss = fma(f, f, c.ss);
   c.am = fmax(c.am, f);
 }
@@ -166,7 +181,7 @@ __device__ __forceinline__ void take_vecs(const uint4 (&u)[kU], Acc& a) {
   float total = 0.0f;
 #pragma unroll
   for (int j = 0; j < kU; ++j) total += s[j];
-  if (__builtin_expect(total < CUDART_INF_F && !(m < kTinyMax && m > 0.0f), 1)) {
+  if (__builtin_expect(total < inf_f() && !(m < kTinyMax && m > 0.0f), 1)) {
 #pragma unroll
     for (int j = 0; j < kU; ++j) a.ss += double(s[j]);
     a.am = fmax(a.am, double(m));
@@ -187,7 +202,7 @@ __device__ __forceinline__ void take_vecs_f64(const uint4 (&u)[kU], Acc& a) {
     m = fmax(m, fabs(x0)), m = fmax(m, fabs(x1));
     a.zero += (x0 == 0.0), a.zero += (x1 == 0.0);
   }
-  if (__builtin_expect(s < CUDART_INF, 1)) {
+  if (__builtin_expect(s < inf_d(), 1)) {
     a.ss += s;
     a.am = fmax(a.am, m);
   } else {
@@ -204,16 +219,16 @@ __device__ __forceinline__ void take_vecs_any(const uint4 (&u)[kU], Acc& a) {
 // Elements [e0, e1) of one tensor, this block's share, into this thread's accumulator: a scalar head
 // up to the first 16-byte aligned element, the vector body, a scalar tail.
 template <typename T>
-__device__ void scan_run(const T* p, int64_t e0, int64_t e1, Acc& a) {
-  constexpr int64_t kVec = 16 / sizeof(T);
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(p + e0);
-  const int64_t head = addr % sizeof(T) != 0 ? e1 - e0  // not even element-aligned: all scalar
-                                             : min(e1 - e0, int64_t(((16 - (addr & 15)) & 15) / sizeof(T)));
-  const int64_t v0 = e0 + head;
-  const int64_t nvec = (e1 - v0) / kVec;
+__device__ void scan_run(const T* p, i64 e0, i64 e1, Acc& a) {
+  constexpr i64 kVec = 16 / sizeof(T);
+  const uptr addr = reinterpret_cast<uptr>(p + e0);
+  const i64 head = addr % sizeof(T) != 0 ? e1 - e0  // not even element-aligned: all scalar
+                                             : imin(e1 - e0, i64(((16 - (addr & 15)) & 15) / sizeof(T)));
+  const i64 v0 = e0 + head;
+  const i64 nvec = (e1 - v0) / kVec;
   const uint4* v = reinterpret_cast<const uint4*>(p + v0);
-  for (int64_t j = e0 + threadIdx.x; j < v0; j += kThreads) take(elem(p, j), a);
-  int64_t k = threadIdx.x;
+  for (i64 j = e0 + threadIdx.x; j < v0; j += kThreads) take(elem(p, j), a);
+  i64 k = threadIdx.x;
   for (; k + (kUnroll - 1) * kThreads < nvec; k += kUnroll * kThreads) {
     uint4 u[kUnroll];
 #pragma unroll
@@ -224,7 +239,7 @@ __device__ void scan_run(const T* p, int64_t e0, int64_t e1, Acc& a) {
     const uint4 u[1] = {__ldg(v + k)};
     take_vecs_any<T, 1>(u, a);
   }
-  for (int64_t j = v0 + nvec * kVec + threadIdx.x; j < e1; j += kThreads) take(elem(p, j), a);
+  for (i64 j = v0 + nvec * kVec + threadIdx.x; j < e1; j += kThreads) take(elem(p, j), a);
 }
 
 __device__ __forceinline__ unsigned long long warp_sum(unsigned long long x) {
@@ -246,7 +261,7 @@ struct Shared {
 };
 
 // Block-wide reduction of every thread's accumulator; thread 0 publishes the run's totals.
-__device__ void flush(const Acc& a, Shared& sh, int64_t t, unsigned long long* counts, double* stats) {
+__device__ void flush(const Acc& a, Shared& sh, i64 t, unsigned long long* counts, double* stats) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   unsigned long long c0 = warp_sum((unsigned long long)a.nan), c1 = warp_sum((unsigned long long)a.pinf);
   unsigned long long c2 = warp_sum((unsigned long long)a.ninf), c3 = warp_sum((unsigned long long)a.zero);
@@ -276,39 +291,41 @@ __device__ void flush(const Acc& a, Shared& sh, int64_t t, unsigned long long* c
   __syncthreads();  // the shared slots are reused by the next run
 }
 
-__device__ __forceinline__ int64_t chunks_of(int64_t numel) {
+__device__ __forceinline__ i64 chunks_of(i64 numel) {
   return (numel + kCudaChunkElems - 1) / kCudaChunkElems;
 }
 
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-scan_kernel(const int64_t* __restrict__ table, int64_t n, int64_t total_chunks, int64_t per_block,
-            unsigned long long* counts, double* stats) {
+// The blocks' share of the work: the chunks [blockIdx.x * per_block, +per_block) of the table.
+__device__ __forceinline__ void scan_blocks(const i64* __restrict__ table, i64 n, i64 total_chunks, i64 per_block,
+                                            unsigned long long* acc) {
   __shared__ Shared sh;
-  int64_t c = int64_t(blockIdx.x) * per_block;
-  const int64_t c_end = min(c + per_block, total_chunks);
+  unsigned long long* counts = acc;
+  double* stats = reinterpret_cast<double*>(acc + n * kCountCols);
+  i64 c = i64(blockIdx.x) * per_block;
+  const i64 c_end = imin(c + per_block, total_chunks);
   if (c >= c_end) return;
   // The tensor holding chunk c: the last row whose first chunk is <= c (empty tensors share their
   // first chunk with the next non-empty one and are never selected).
-  int64_t lo = 0, hi = n - 1;
+  i64 lo = 0, hi = n - 1;
   while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
+    const i64 mid = (lo + hi + 1) / 2;
     if (table[mid * kTableCols + 3] <= c) lo = mid; else hi = mid - 1;
   }
-  int64_t t = lo;
+  i64 t = lo;
   while (c < c_end && t < n) {
-    const int64_t* row = table + t * kTableCols;
-    const int64_t numel = row[1], first = row[3];
-    const int64_t run_end = min(c_end, first + chunks_of(numel));
-    const int64_t e0 = (c - first) * kCudaChunkElems;
-    const int64_t e1 = min((run_end - first) * kCudaChunkElems, numel);
+    const i64* row = table + t * kTableCols;
+    const i64 numel = row[1], first = row[3];
+    const i64 run_end = imin(c_end, first + chunks_of(numel));
+    const i64 e0 = (c - first) * kCudaChunkElems;
+    const i64 e1 = imin((run_end - first) * kCudaChunkElems, numel);
     Acc a;
-    const void* base = reinterpret_cast<const void*>(static_cast<uintptr_t>(row[0]));
+    const void* base = reinterpret_cast<const void*>(static_cast<uptr>(row[0]));
     switch (row[2]) {  // uniform across the block: no divergence
       case kFloat32: scan_run(static_cast<const float*>(base), e0, e1, a); break;
       case kFloat64: scan_run(static_cast<const double*>(base), e0, e1, a); break;
-      case kFloat16: scan_run(static_cast<const __half*>(base), e0, e1, a); break;
-      case kBFloat16: scan_run(static_cast<const __nv_bfloat16*>(base), e0, e1, a); break;
-      default: a.nan = threadIdx.x == 0;  // unknown dtype (scan_cuda rejects it first): never "clean"
+      case kFloat16: scan_run(static_cast<const f16*>(base), e0, e1, a); break;
+      case kBFloat16: scan_run(static_cast<const bf16*>(base), e0, e1, a); break;
+      default: a.nan = threadIdx.x == 0;  // unknown dtype (the host check rejects it first): never "clean"
     }
     flush(a, sh, t, counts, stats);
     c = run_end;
@@ -317,59 +334,18 @@ scan_kernel(const int64_t* __restrict__ table, int64_t n, int64_t total_chunks, 
   }
 }
 
-// Blocks that fill every multiprocessor once (one wave, so no straggler tail): the multiprocessor count
-// times what the occupancy calculator says one holds of this kernel (registers, shared memory and
-// threads all count). Looked up once per device: a driver query per call would cost host time.
-int64_t grid_blocks(int device) {
-  static std::mutex mu;
-  static std::vector<int64_t> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  if (device >= int(cache.size())) cache.resize(device + 1, 0);
-  if (cache[device] == 0) {
-    int sms = 0, per_sm = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) sms = 108;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, scan_kernel, kThreads, 0) != cudaSuccess || per_sm <= 0)
-      per_sm = 4;
-    cudaGetLastError();  // a failed query must not surface as the launch's error
-    cache[device] = int64_t(sms) * per_sm;
-  }
-  return cache[device];
-}
-
 }  // namespace
-
-std::string scan_cuda(const int64_t* host_table, const int64_t* device_table, int64_t n, int64_t total_chunks,
-                      int64_t* counts, double* stats, int device, uintptr_t stream) {
-  const std::string bad = check_table(host_table, n, total_chunks);
-  if (!bad.empty()) return bad;
-  if (n <= 0 || total_chunks <= 0) return "";
-  int previous = -1;
-  if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
-  if (previous != device) {
-    const cudaError_t e = cudaSetDevice(device);
-    if (e != cudaSuccess) return std::string("cudaSetDevice: ") + cudaGetErrorString(e);
-  }
-  // One wave of blocks, each with a contiguous run of chunks.
-  const int64_t want = grid_blocks(device);
-  const int64_t per_block = (total_chunks + want - 1) / want;
-  const int64_t blocks = (total_chunks + per_block - 1) / per_block;
-  BENCHSUITE_LAUNCH(scan_kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, reinterpret_cast<cudaStream_t>(stream))(
-      device_table, n, total_chunks, per_block, reinterpret_cast<unsigned long long*>(counts), stats);
-  const cudaError_t err = cudaGetLastError();
-  if (previous >= 0 && previous != device) cudaSetDevice(previous);
-  if (err != cudaSuccess) return std::string("scan kernel launch: ") + cudaGetErrorString(err);
-  return "";
-}
-
-int cuda_device_count(std::string* error) {
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess) {
-    if (error) *error = cudaGetErrorString(e);
-    cudaGetLastError();  // clear the sticky-free error so later calls start clean
-    return -1;
-  }
-  return count;
-}
-
 }  // namespace benchsuite
+
+// The one kernel. `acc`: n*6 words, zero on entry, accumulated into. `zero_next`: `zero_words` words
+// (the other accumulator) that this launch sets to zero for the next one; may be null.
+extern "C" __global__ void __launch_bounds__(benchsuite::kThreads, benchsuite::kMinBlocks)
+benchsuite_gradscan(const long long* __restrict__ table, long long n, long long total_chunks, long long per_block,
+                    unsigned long long* acc, unsigned long long* zero_next, long long zero_words) {
+  if (zero_next != nullptr) {
+    const long long stride = (long long)gridDim.x * benchsuite::kThreads;
+    for (long long i = (long long)blockIdx.x * benchsuite::kThreads + threadIdx.x; i < zero_words; i += stride)
+      zero_next[i] = 0ULL;
+  }
+  benchsuite::scan_blocks(table, n, total_chunks, per_block, acc);
+}

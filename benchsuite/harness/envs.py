@@ -264,17 +264,41 @@ def ensure(pins_list: list[str], log=print) -> Path:
     venv = cache_root() / "envs" / env_key(pins)
     python = venv / "bin" / "python"
     if not (venv / ".ready").exists():
-        try:
-            _build(venv, python, pins, log)
-        except BaseException:  # a failed or interrupted build leaves nothing in the cache
-            shutil.rmtree(venv, ignore_errors=True)
-            raise
+        # Several processes on one machine may ask for the same environment at once (Ray tasks of one
+        # environment on one node): one builds it, the others wait and reuse it.
+        with _build_lock(venv):
+            if not (venv / ".ready").exists():
+                try:
+                    _build(venv, python, pins, log)
+                except BaseException:  # a failed or interrupted build leaves nothing in the cache
+                    shutil.rmtree(venv, ignore_errors=True)
+                    raise
     else:
         os.utime(venv / ".ready")  # last used, for `benchsuite cache prune --older-than`
     site = _site_packages(venv)
     site.mkdir(parents=True, exist_ok=True)
     (site / "benchsuite_overlay.pth").write_text(str(overlay()) + "\n")
     return python
+
+
+class _build_lock:
+    """An exclusive lock on ``<venv>.lock`` (a file next to the environment, released when the holder
+    exits, even when it is killed)."""
+
+    def __init__(self, venv: Path):
+        self.path = venv.with_name(venv.name + ".lock")
+
+    def __enter__(self):
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
 
 
 def _build(venv: Path, python: Path, pins: dict[str, str], log) -> None:

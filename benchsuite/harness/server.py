@@ -85,14 +85,15 @@ def _emit(result: dict) -> None:
 
 
 def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workdir: str | None = None,
-          repeat: int = 1) -> None:
+          repeat: int = 1, threads: int | None = None) -> None:
     """Run the cases; results, logs and the cases' temporary files go to ``workdir`` (made and removed
     here when not given; the caller that gives one removes it). ``repeat``: runs of each case (see
-    execute.execute); ``timeout`` is per run, so a case gets ``timeout * repeat``."""
+    execute.execute); ``timeout`` is per run, so a case gets ``timeout * repeat``. ``threads``: torch threads
+    per case (default: the machine's CPUs shared among ``jobs``; a Ray task gives the CPUs it was granted)."""
     if workdir is None:
         work = tempfile.mkdtemp(prefix="benchsuite-run-")
         try:
-            serve(paths, jobs, timeout, model, work, repeat)
+            serve(paths, jobs, timeout, model, work, repeat, threads)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
@@ -100,7 +101,7 @@ def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workd
     from .versions import environment
     env = environment()
     work = Path(workdir)
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     pending = list(paths)
     running: dict[int, tuple[Path, float, Path, Path]] = {}
     while pending or running:
@@ -151,14 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--model", default=None)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per case")
     ap.add_argument("--workdir", default=None, help="an existing folder for results, logs and temporary files")
     ap.add_argument("cases", nargs="*", type=Path)
     args = ap.parse_args(argv)
+    # The runner goes when the process that started it goes (a Ray worker that was lost, a killed driver):
+    # its cases already die with it (their own die_with_parent), so nothing is left running.
+    die_with_parent()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    serve(args.cases, args.jobs, args.timeout, args.model, args.workdir, max(1, args.repeat))
+    serve(args.cases, args.jobs, args.timeout, args.model, args.workdir, max(1, args.repeat), args.threads)
     return 0
 
 

@@ -62,6 +62,60 @@ class Context:
         self.workdir = workdir
         self.model_path = model_path
         self.seed = seed
+        # Set on each rank of ctx.torchrun(...): its rank, the group's size, its device and backend.
+        self.rank, self.local_rank, self.world_size = 0, 0, 1
+        self.device = "cpu"
+        self.backend: str | None = None
+
+    # -- several processes
+    def torchrun(self, fn: Callable, nproc: int = 2, **options) -> "TrainResult":
+        """Run ``fn(ctx, **options)`` on ``nproc`` ranks launched by ``torch.distributed.run`` (torchrun
+        --standalone) and return rank 0's TrainResult.
+
+        ``fn`` is a module-level function of the case file. On each rank the process group is already
+        initialised: nccl where every rank has a CUDA GPU of its own (``ctx.device`` is then its GPU;
+        move the model and batches there), else gloo with the ranks on the CPU; every collective times out
+        after 60 s. A rank that raises makes this raise the same exception class (by name) with the same
+        message; warnings rank 0 saw are warned again here, so a symptom's ``warning=`` sees them. The
+        harness's timeout covers the ranks: killing the scenario kills torchrun and every rank."""
+        import json
+        import os
+        import tempfile
+        import warnings
+
+        from .harness.torchrun import backend_for, launch, raise_rank_error
+        run_dir = tempfile.mkdtemp(prefix="torchrun-", dir=self.workdir)
+        spec = {"file": fn.__code__.co_filename, "function": fn.__name__, "workdir": self.workdir,
+                "model_path": self.model_path, "seed": self.seed, "options": options, "nproc": nproc,
+                "backend": backend_for(nproc)}
+        spec_path = os.path.join(run_dir, "spec.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        failed = None
+        saved_port = os.environ.pop("MASTER_PORT", None)  # --standalone picks a free port
+        try:
+            launch(spec_path, nproc)
+        except Exception as exc:  # torchrun's ChildFailedError: the ranks' error files say what failed
+            failed = exc
+        finally:
+            if saved_port is not None:
+                os.environ["MASTER_PORT"] = saved_port
+        tail = str(failed)[-2000:] if failed else ""
+        errors = []
+        for name in os.listdir(run_dir):
+            if name.startswith("rank") and name.endswith(".error"):
+                with open(os.path.join(run_dir, name)) as f:
+                    errors.append(json.load(f))
+        if errors:  # the first rank to fail is the failure; the others' errors follow from it
+            raise_rank_error(min(errors, key=lambda e: (e.get("time", 0), e.get("rank", 0))), tail)
+        result_path = os.path.join(run_dir, "result.json")
+        if failed is not None or not os.path.exists(result_path):
+            raise RuntimeError(f"torchrun: no rank reported a result: {tail[-800:] or 'rank 0 wrote nothing'}")
+        with open(result_path) as f:
+            done = json.load(f)
+        for category, message in done.get("warnings", []):
+            warnings.warn(message, type(category, (UserWarning,), {"__module__": "benchsuite.rank"}))
+        return TrainResult(precomputed=done["summary"])
 
     # -- data
     def batch(self, model, batch_size: int = 2, seq_len: int = 16, task: str = "causal") -> dict:

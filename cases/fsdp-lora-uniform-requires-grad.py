@@ -3,8 +3,8 @@
 FSDP's default use_orig_params=False flattens every parameter of a wrapped unit into one FlatParameter,
 which can only have one requires_grad. A LoRA model mixes frozen base weights and trainable adapters in
 the same modules, so wrapping it raises a ValueError before the first step (older torch releases say
-"`FlatParameter` requires uniform `requires_grad`"). Reproduced here on the CPU with a one-process gloo
-group, which is enough: the check runs when the model is wrapped.
+"`FlatParameter` requires uniform `requires_grad`"). Reproduced with one rank under torchrun (a gloo
+group on the CPU, nccl on a GPU), which is enough: the check runs when the model is wrapped.
 """
 from benchsuite.case import Case, Symptom
 
@@ -22,28 +22,21 @@ case = Case(
 )
 
 
-def _train(ctx, use_orig_params=False):
-    import os
-    import socket
-
+def _train_rank(ctx, use_orig_params=False):
+    """The rank ctx.torchrun(...) runs: the process group is ready (gloo on the CPU, nccl on a GPU)."""
     import torch
-    import torch.distributed as dist
     from peft import get_peft_model
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    try:
-        base = ctx.causal_model()
-        model = get_peft_model(base, ctx.lora_config(base, "CAUSAL_LM"))
-        batch = ctx.batch(model)
-        wrapped = FSDP(model, use_orig_params=use_orig_params, device_id=torch.device("cpu"))
-        return ctx.train(wrapped, batch=batch, loss_fn=lambda m, b: m(**b).loss)
-    finally:
-        dist.destroy_process_group()
-        os.environ.pop("MASTER_PORT", None)
+    base = ctx.causal_model()
+    model = get_peft_model(base, ctx.lora_config(base, "CAUSAL_LM"))
+    batch = {k: v.to(ctx.device) for k, v in ctx.batch(model).items()}
+    wrapped = FSDP(model, use_orig_params=use_orig_params, device_id=torch.device(ctx.device))
+    return ctx.train(wrapped, batch=batch, loss_fn=lambda m, b: m(**b).loss)
+
+
+def _train(ctx, use_orig_params=False):
+    return ctx.torchrun(_train_rank, nproc=1, use_orig_params=use_orig_params)   # one rank under torchrun
 
 
 @case.trigger

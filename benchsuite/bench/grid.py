@@ -57,6 +57,24 @@ def expand(grid: dict) -> list[dict]:
     return [dict(zip(KEYS, combo)) for combo in itertools.product(*(grid[k] for k in KEYS))]
 
 
+def gradient_baseline(c: dict) -> dict:
+    """The configuration whose gradients c's are compared with: same model and adapter, checkpointing off,
+    accumulation 1, fp32."""
+    return {"checkpointing": "off", "accumulation": 1, "precision": "fp32", "adapter": c["adapter"]}
+
+
+def with_baselines(configs: list[dict]) -> list[dict]:
+    """The configurations with each one's gradient baseline added (first) where the grid lacks it."""
+    have = {label(c) for c in configs}
+    added = []
+    for c in configs:
+        b = gradient_baseline(c)
+        if label(b) not in have:
+            have.add(label(b))
+            added.append({**b, "added_as": "gradient baseline"})
+    return added + configs
+
+
 def label(c: dict) -> str:
     ck = {"off": "ckpt-off", "reentrant": "ckpt-re", "non-reentrant": "ckpt-nonre"}.get(c["checkpointing"], c["checkpointing"])
     return f"{ck}/acc{c['accumulation']}/{c['precision']}/{c['adapter']}"
@@ -126,8 +144,39 @@ def run_one(cfg: dict, timeout: float) -> dict:
             "error": f"the configuration's process ended by {how} before reporting", "log": text[-4000:]}
 
 
-def derive(results: list[dict]) -> None:
-    """Memory saved and slowdown against the baseline; whether checkpointing took effect."""
+def compare_to_baseline(results: list[dict], signatures: dict) -> None:
+    """Each configuration's first-step gradients against its gradient baseline's (from their signatures):
+    ``gradients`` (and, for accumulation > 1, ``gradients_per_micro_batch_mean``: what normalising each
+    micro-batch's mean instead of the whole effective batch would have given)."""
+    from ..gradscan.compare import TOLERANCES, compare_signatures
+    from ..gradscan.signature import Signature
+    for r in results:
+        if r.get("status") != "ok":
+            continue
+        base_label = label(gradient_baseline(r))
+        base = signatures.get(base_label, {}).get("gradient_signature")
+        if base is None:
+            r["gradients"] = {"baseline": base_label, "matches": None,
+                              "note": "baseline not measured (failed or not finished)"}
+            continue
+        rtol = TOLERANCES[r["precision"]]
+        mine = signatures.get(label(r), {})
+        for key, field in (("gradient_signature", "gradients"),
+                           ("gradient_signature_micro_mean", "gradients_per_micro_batch_mean")):
+            if key not in mine:
+                continue
+            rep = compare_signatures({n: Signature.from_dict(d) for n, d in base.items()},
+                                     {n: Signature.from_dict(d) for n, d in mine[key].items()}, rtol=rtol)
+            d = rep.to_dict(baseline=base_label, records=False)
+            d["estimated_from"] = "signatures (K=128 count sketch; see benchsuite.gradscan.signature)"
+            r[field] = d
+
+
+def derive(results: list[dict], signatures: dict | None = None) -> None:
+    """Memory saved and slowdown against the baseline; whether checkpointing took effect; with the
+    configurations' gradient signatures, whether each one kept the baseline's gradients."""
+    if signatures is not None:
+        compare_to_baseline(results, signatures)
     ok = [r for r in results if r.get("status") == "ok"]
     base = next((r for r in ok if (r["checkpointing"], r["accumulation"], r["precision"], r["adapter"])
                  == ("off", 1, "fp32", "full")), ok[0] if ok else None)
@@ -159,11 +208,12 @@ def markdown(results: list[dict], meta: dict) -> str:
              f"± half the min-max range); memory: "
              f"{meta.get('memory_source', '')}.", "",
              "| configuration | status | peak MiB | estimate MiB | est. error | step s (spread) | tokens/s | memory saved | "
-             "slowdown | checkpointing took effect | loss finite |" + (" scan overhead |" if meta.get("scan") else ""),
-             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if meta.get("scan") else "")]
+             "slowdown | checkpointing took effect | loss finite | gradients vs baseline |"
+             + (" scan overhead |" if meta.get("scan") else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if meta.get("scan") else "")]
     for r in results:
         if r.get("status") != "ok":
-            lines.append(f"| {label(r)} | {r.get('status')}: {r.get('error', '')[:80]} |" + " |" * (9 + bool(meta.get("scan"))))
+            lines.append(f"| {label(r)} | {r.get('status')}: {r.get('error', '')[:80]} |" + " |" * (10 + bool(meta.get("scan"))))
             continue
         ck = "-" if r["checkpointing_took_effect"] is None else ("yes" if r["checkpointing_took_effect"]
                                                                  else f"**no** ({r['checkpointing_flag']})")
@@ -171,13 +221,62 @@ def markdown(results: list[dict], meta: dict) -> str:
                f"{100 * r['estimate_error_fraction']:+.0f}% | {r['step_time_s']:.3f} "
                f"(±{50 * r.get('step_time_spread_fraction', 0):.0f}%) | {r['tokens_per_s']:.0f} | "
                f"{100 * r.get('memory_saved_fraction', 0):.0f}% | {r.get('slowdown', 1):.2f}x | {ck} | "
-               f"{'yes' if r['loss_finite'] else '**no**'} |")
+               f"{'yes' if r['loss_finite'] else '**no**'} | {gradient_cell(r.get('gradients'))} |")
         if meta.get("scan"):
             row += f" {100 * r.get('scan_overhead_fraction', 0):.2f}% ({1e3 * r.get('scan_seconds_per_step', 0):.2f} ms) |"
         lines.append(row)
     lines += ["", f"Baseline: {next((r.get('baseline') for r in results if r.get('baseline')), '-')}. "
                   "Memory saved and slowdown are against it."]
+    lines += gradient_notes(results)
     return "\n".join(lines) + "\n"
+
+
+def gradient_cell(g: dict | None) -> str:
+    """The table's gradient column: match or CHANGED, with the figures."""
+    if not g:
+        return "-"
+    if g.get("matches") is None:
+        return g.get("note", "-")
+    figs = f"rel. error {_sci(g['max_rel_error'])}, cos {_cos(g['min_cosine'])}"
+    if g["matches"]:
+        return f"match ({figs})"
+    why = f"{len(g['no_grad_mismatch'])} without gradient on one side; " if g["no_grad_mismatch"] else ""
+    return f"**CHANGED** ({why}{figs}; worst {g['worst']})"
+
+
+def _sci(x) -> str:
+    return "-" if x is None else ("inf" if x == float("inf") else f"{x:.1e}")
+
+
+def _cos(x) -> str:
+    if x is None:
+        return "-"
+    return "1" if x == 1.0 else (f"{x:.6f}" if x > 0.9999 else f"{x:.4f}")
+
+
+def gradient_notes(results: list[dict]) -> list[str]:
+    from ..gradscan.compare import TOLERANCES
+    ok = [r for r in results if r.get("status") == "ok" and r.get("gradients")]
+    if not ok:
+        return []
+    changed = [label(r) for r in ok if r["gradients"].get("matches") is False]
+    out = ["", "Gradients: each configuration's gradients at its first optimizer step (same initial weights, same "
+               "batch, same seed), parameter by parameter, against the configuration with checkpointing off, "
+               "accumulation 1 and fp32 of the same adapter; accumulation normalises the loss over the whole "
+               "effective batch (each micro-batch's mean times its share of the labelled tokens). \"match\": "
+               "every parameter's relative error ||g - g_base|| / ||g_base|| is within the precision's bound ("
+               + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items())
+               + ") and no parameter has a gradient on one side only; figures are the worst parameter's, "
+                 "estimated from 128-number signatures (about 6% relative error on the relative error).",
+           "", ("**Configurations that change the gradients: " + ", ".join(changed) + ".**") if changed
+           else f"All {len(ok)} configurations keep the baseline's gradients."]
+    mm = [r for r in ok if r.get("gradients_per_micro_batch_mean")]
+    if mm:
+        out += ["", "Had accumulation averaged each micro-batch's mean loss instead (transformers < 4.46; these "
+                    "sequences have unequal numbers of labelled tokens):", "",
+                "| configuration | per-micro-batch-mean gradients vs baseline |", "|---|---|"]
+        out += [f"| {label(r)} | {gradient_cell(r['gradients_per_micro_batch_mean'])} |" for r in mm]
+    return out
 
 
 def plot(results: list[dict], path: str, title: str) -> None:
@@ -195,7 +294,11 @@ def plot(results: list[dict], path: str, title: str) -> None:
         ax.scatter(x, y, c=colours.get(r["checkpointing"], "grey"), marker=markers.get(r["precision"], "o"),
                    s=70 if r["adapter"] == "full" else 35, edgecolors="black" if r["accumulation"] > 1 else "none",
                    zorder=3)
-        ax.annotate(label(r), (x, y), fontsize=6.5, xytext=(4, 3), textcoords="offset points", alpha=0.85)
+        changed = (r.get("gradients") or {}).get("matches") is False
+        if changed:  # an option that changes the gradients is a bug, not a saving: crossed out in red
+            ax.scatter(x, y, marker="x", c="red", s=160, linewidths=2.2, zorder=4)
+        ax.annotate(label(r) + ("  GRADIENTS CHANGED" if changed else ""), (x, y), fontsize=6.5, xytext=(4, 3),
+                    textcoords="offset points", alpha=0.85, color="red" if changed else "black")
     # Pareto front: no other configuration uses less memory and is faster.
     pts = sorted(ok, key=lambda r: (r["peak_memory_bytes"], -r["tokens_per_s"]))
     front, best = [], -1.0
@@ -210,7 +313,8 @@ def plot(results: list[dict], path: str, title: str) -> None:
     handles += [Line2D([], [], marker="o", ls="", c=c, label=f"checkpointing {k}") for k, c in colours.items()]
     handles += [Line2D([], [], marker=m, ls="", c="grey", label=k) for k, m in markers.items()]
     handles += [Line2D([], [], marker="o", ls="", c="white", markeredgecolor="black", label="accumulation > 1 (ringed)"),
-                Line2D([], [], marker="o", ls="", c="grey", markersize=4, label="small marker: LoRA")]
+                Line2D([], [], marker="o", ls="", c="grey", markersize=4, label="small marker: LoRA"),
+                Line2D([], [], marker="x", ls="", c="red", markersize=9, label="gradients changed vs baseline")]
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_xlabel("peak memory (MiB)")
     ys = [r["tokens_per_s"] for r in ok]
@@ -263,7 +367,7 @@ def main(args) -> int:
         except ImportError as exc:
             from ..harness.report import UsageError
             raise UsageError(f"--plot needs matplotlib ({exc}); pip install matplotlib") from None
-    configs = expand(grid)
+    configs = with_baselines(expand(grid))
     root = tempfile.mkdtemp(prefix="benchsuite-bench-")
     try:
         # torch's compile cache folder (made empty at import) goes with the rest; removed at the end.
@@ -285,6 +389,7 @@ def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, ro
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     quiet = "-" in (args.json, args.markdown)
     results: list[dict] = []
+    signatures: dict[str, dict] = {}
     t_all = time.perf_counter()
     interrupted = False
     try:
@@ -295,6 +400,9 @@ def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, ro
                        "max_memory_mb": args.max_memory_mb}
                 t0 = time.perf_counter()
                 res = {**c, **run_one(cfg, args.timeout)}
+            # Signatures are compared here, then kept out of the results (128 numbers per parameter).
+            signatures[label(c)] = {k: res.pop(k) for k in ("gradient_signature", "gradient_signature_micro_mean")
+                                    if k in res}
             res["wall_s"] = round(time.perf_counter() - t0, 2)
             results.append(res)
             if res.get("status") == "ok":
@@ -306,7 +414,7 @@ def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, ro
             else:
                 print(f"[{i}/{len(configs)}] {label(c):<32} {res['status']}: {res.get('error', '')[:120]}",
                       file=sys.stderr, flush=True)
-            derive(results)
+            derive(results, signatures)
             if args.json and args.json != "-":  # rewritten after every configuration: an interrupted grid keeps what finished
                 write_atomic(args.json, json.dumps({**meta, "results": results}, indent=2, default=str))
     except KeyboardInterrupt:
@@ -315,7 +423,7 @@ def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, ro
         print(f"\ninterrupted: {len(results)} of {len(configs)} configuration(s) finished; writing their results",
               file=sys.stderr)
     meta["duration_s"] = round(time.perf_counter() - t_all, 1)
-    derive(results)
+    derive(results, signatures)
     md = markdown(results, meta)
     print(md, file=sys.stderr if quiet else sys.stdout)
     if args.json:

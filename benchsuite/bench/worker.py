@@ -9,6 +9,9 @@ import statistics
 import time
 
 MODELS = ("tiny-llama", "tiny-qwen2", "tiny-chatglm")
+# Elements the gradient signature reads at a time: its transient memory (~40 bytes an element, 2.6 MB)
+# stays far below any configuration's peak.
+SIGNATURE_CHUNK = 1 << 16
 # Sized so that activations dominate weights at the default batch and sequence length: the effect of
 # checkpointing is then plainly visible in a CPU measurement.
 TINY = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
@@ -119,26 +122,61 @@ def run(cfg: dict) -> dict:
     opt = torch.optim.AdamW(trainable, lr=1e-4)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["precision"])
     scaler = torch.amp.GradScaler(device.type) if cfg["precision"] == "fp16" else None
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1, shape.vocab, (cfg["batch"], cfg["seq_len"]), generator=g).to(device)
+    batch = make_batch(shape.vocab, cfg["batch"], cfg["seq_len"], device)
+    res["sequence_lengths"], res["labelled_tokens"] = batch["lengths"], batch["labelled"]
     micro = cfg["batch"] // cfg["accumulation"]
+    batch["micro_labelled"] = [sum(batch["labelled"][k * micro:(k + 1) * micro]) for k in range(cfg["accumulation"])]
     hook = None
     if cfg.get("scan"):
         from ..gradscan import GradScanHook
         hook = GradScanHook(model, policy="record", keep=False)
+    from ..gradscan import named_trainable
+    from ..gradscan.signature import signatures
+    pairs = named_trainable(model)
+    sig_seconds = [0.0]
 
-    def step(scan: bool) -> float:
+    def signature(scale: float = 1.0) -> dict:
+        t0 = time.perf_counter()
+        out = {n: s.to_dict() for n, s in signatures(pairs, scale=scale, chunk=SIGNATURE_CHUNK).items()}
+        sig_seconds[0] += time.perf_counter() - t0
+        return out
+
+    def backward_all(normalisation: str) -> float:
+        """Forward and backward over the micro-batches, the loss normalised over the whole effective batch
+        ("token-weighted": each micro-batch's mean loss times its share of the labelled tokens) or, as
+        transformers < 4.46 did, each micro-batch's mean divided by the number of micro-batches."""
         total = 0.0
         for k in range(cfg["accumulation"]):
-            chunk = ids[k * micro:(k + 1) * micro]
+            sl = slice(k * micro, (k + 1) * micro)
+            labels = batch["labels"][sl]
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = model(input_ids=chunk, labels=chunk, use_cache=False).loss / cfg["accumulation"]
+                loss = model(input_ids=batch["input_ids"][sl], attention_mask=batch["attention_mask"][sl],
+                             labels=labels, use_cache=False).loss
+            if normalisation == "token-weighted":
+                loss = loss * (batch["micro_labelled"][k] / batch["total_labelled"])
+            else:
+                loss = loss / cfg["accumulation"]
             with recompute.backward():
                 (scaler.scale(loss) if scaler else loss).backward()
             total += float(loss.detach())
+        return total
+
+    if cfg["accumulation"] > 1:
+        # What per-micro-batch-mean normalisation would do to the same first step: its gradients are
+        # compared with the baseline too (they are not the ones this configuration trains with).
+        backward_all("micro-mean")
+        res["gradient_signature_micro_mean"] = signature(1.0 / scaler.get_scale() if scaler else 1.0)
+        opt.zero_grad(set_to_none=True)
+    first = [True]
+
+    def step(scan: bool) -> float:
+        total = backward_all("token-weighted")
+        if scaler and (scan or first[0]):
+            scaler.unscale_(opt)
+        if first[0]:  # the gradients of the first optimizer step, compared with the baseline's
+            res["gradient_signature"] = signature()
+            first[0] = False
         if scan:
-            if scaler:
-                scaler.unscale_(opt)
             hook()
         if scaler:
             scaler.step(opt)
@@ -153,11 +191,11 @@ def run(cfg: dict) -> dict:
         for _ in range(n):
             if cuda:
                 torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
+            t0, s0 = time.perf_counter(), sig_seconds[0]
             losses.append(step(scan))
             if cuda:
                 torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t0)
+            times.append(time.perf_counter() - t0 - (sig_seconds[0] - s0))  # the signature is not the step's
         return times, losses, recompute.calls - c0
 
     timed(cfg["warmup"], False)
@@ -179,12 +217,35 @@ def run(cfg: dict) -> dict:
     else:
         res["peak_memory_bytes"] = _status_kb("VmHWM") * 1024 - base_rss
         res["peak_memory_source"] = "process peak RSS (VmHWM) above the level before the model was built"
+    res["gradient_signature_s"] = sig_seconds[0]
     if hook is not None:
         scan_times, _, _ = timed(cfg["steps"], True)
         res["scan_step_time_s"] = statistics.median(scan_times)
         res["scan_seconds_per_step"] = hook.seconds / max(1, hook.scans)
         res["scan_overhead_fraction"] = res["scan_seconds_per_step"] / res["step_time_s"]
     return res
+
+
+def make_batch(vocab: int, rows: int, seq: int, device) -> dict:
+    """A fixed-seed batch with realistic, unequal sequence lengths: rows of seq/8 .. seq tokens (the first
+    row full), right-padded (attention mask 0, id 0), the first quarter of each row a prompt that is not
+    labelled, and padding not labelled either (-100). ``micro_labelled``/``total_labelled``: the tokens
+    the loss counts (labels after the causal shift) per row and in all."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, vocab, (rows, seq), generator=g)
+    low = max(2, seq // 8)
+    lengths = [seq] + [int(x) for x in torch.randint(low, seq + 1, (rows - 1,), generator=g)]
+    mask = torch.zeros(rows, seq, dtype=torch.long)
+    labels = torch.full((rows, seq), -100, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+        start = min(n // 4, n - 2)
+        labels[i, start:n] = ids[i, start:n]
+        ids[i, n:] = 0
+    labelled = [int((labels[i, 1:] != -100).sum()) for i in range(rows)]
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device),
+            "lengths": lengths, "labelled": labelled, "total_labelled": sum(labelled), "micro_labelled": None}
 
 
 def _nvml_process_bytes(device) -> int | None:

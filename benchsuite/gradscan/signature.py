@@ -101,10 +101,16 @@ class Signature:
         return cls(**d)
 
 
-def signature(t: torch.Tensor | None, *, scale: float = 1.0, k: int = K, numel: int | None = None) -> Signature:
-    """The signature of tensor ``t`` (a gradient) times ``scale``; ``t=None`` gives a "no gradient" one."""
+def signature(t: torch.Tensor | None, *, scale: float = 1.0, k: int = K, numel: int | None = None,
+              chunk: int | None = None) -> Signature:
+    """The signature of tensor ``t`` (a gradient) times ``scale``; ``t=None`` gives a "no gradient" one.
+    ``chunk``: elements read at a time (a multiple of 256; default ``CHUNK``): its transient memory is
+    about 40 bytes per element."""
     if k < 1 or k & (k - 1):
         raise ValueError(f"k must be a power of two, not {k}")
+    chunk = CHUNK if chunk is None else chunk
+    if chunk < MAX_TILE or chunk % MAX_TILE:
+        raise ValueError(f"chunk must be a positive multiple of {MAX_TILE}, not {chunk}")
     if t is None:
         return Signature(numel=numel or 0, none=True)
     if not (t.is_floating_point()):
@@ -120,8 +126,8 @@ def signature(t: torch.Tensor | None, *, scale: float = 1.0, k: int = K, numel: 
     sumsq = torch.zeros((), dtype=torch.float64, device=dev)
     bad = torch.zeros((), dtype=torch.int64, device=dev)
     bits = torch.arange(64, dtype=torch.int64, device=dev)
-    for c0 in range(0, n, CHUNK):
-        x = flat[c0:c0 + CHUNK].to(torch.float64)
+    for c0 in range(0, n, chunk):
+        x = flat[c0:c0 + chunk].to(torch.float64)
         m = x.numel()
         fin = torch.isfinite(x)
         bad += m - fin.sum()
@@ -143,9 +149,9 @@ def signature(t: torch.Tensor | None, *, scale: float = 1.0, k: int = K, numel: 
     return Signature(numel=n, nonfinite=int(bad), sumsq=float(sumsq), proj=proj.cpu().tolist())
 
 
-def signatures(pairs, *, scale: float = 1.0, k: int = K) -> dict[str, Signature]:
+def signatures(pairs, *, scale: float = 1.0, k: int = K, chunk: int | None = None) -> dict[str, Signature]:
     """Signatures of the ``.grad`` of every (name, parameter) pair (``benchsuite.gradscan.named_trainable``)."""
-    return {name: signature(p.grad, scale=scale, k=k, numel=p.numel()) for name, p in pairs}
+    return {name: signature(p.grad, scale=scale, k=k, numel=p.numel(), chunk=chunk) for name, p in pairs}
 
 
 def estimate(a: Signature, b: Signature) -> tuple[float, float]:

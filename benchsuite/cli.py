@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of float32 (fp32), bfloat16 (bf16), float16 (fp16) (default float32,bfloat16)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--reps", type=_positive_int, default=10, metavar="N", help="timed repetitions per method")
+    p.add_argument("--host-cost", action="store_true",
+                   help="time the Python side of one scan (launch, finish, table upkeep) for 291 and 1,000 tensors")
     p.set_defaults(func=_scan_bench)
 
     p = sub.add_parser("compare", help="what changed between two run, matrix or bench JSON results")

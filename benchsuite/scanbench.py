@@ -189,6 +189,60 @@ def run(lists: list[str], dtypes: list[str], device: str, reps: int, log=None) -
     return out
 
 
+def host_cost(counts=(291, 1000), reps: int = 300, scan_module=None) -> list[dict]:
+    """The Python side of one scan for ``counts`` small CPU gradients: ``launch`` and ``finish`` (the
+    per-step work around the kernel), the native scan alone (subtracted: "excluding the kernel"), and the
+    tensor table's upkeep. Medians of ``reps`` calls. ``scan_module``: another ``gradscan._scan`` to time
+    (an older version, for a before/after)."""
+    import importlib
+    from .gradscan import _native
+    mod = scan_module or importlib.import_module("benchsuite.gradscan._scan")
+
+    def median_ms(fn) -> float:
+        for _ in range(20):
+            fn()
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e3
+
+    out = []
+    for n in counts:
+        params = [torch.nn.Parameter(torch.zeros(64)) for _ in range(n)]
+        for p in params:
+            p.grad = torch.randn(64)
+        pairs = [(f"model.layers.{i // 7}.proj{i % 7}.lora_A.default.weight", p) for i, p in enumerate(params)]
+        grads = [p.grad for p in params]
+        launch = median_ms(lambda: mod.launch(pairs))
+        finish = median_ms(lambda: mod.launch(pairs).finish()) - launch
+        cache = _native.TableCache()
+        cache.update(grads)
+        counts_t = torch.zeros((n, 4), dtype=torch.int64)
+        stats_t = torch.zeros((n, 2), dtype=torch.float64)
+        core = median_ms(lambda: _native._core.scan_cpu(cache.table.data_ptr(), n, counts_t.data_ptr(),
+                                                         stats_t.data_ptr(), 1))
+        reuse = median_ms(lambda: cache.update(grads))
+        other = [g.clone() for g in grads]
+        flip = [grads, other]
+        rebuild = median_ms(lambda: cache.update(flip.reverse() or flip[0]))
+        out.append({"tensors": n, "launch_ms": round(launch, 4), "finish_ms": round(finish, 4),
+                    "native_scan_ms": round(core, 4),
+                    "python_per_scan_ms": round(launch + finish - core, 4),
+                    "table_reused_ms": round(reuse, 4), "table_rebuilt_ms": round(rebuild, 4), "reps": reps})
+    return out
+
+
+def render_host_cost(rows: list[dict]) -> str:
+    lines = [f"{'tensors':>7} {'launch ms':>10} {'finish ms':>10} {'native ms':>10} {'python/scan ms':>15} "
+             f"{'table kept ms':>14} {'table rebuilt ms':>17}"]
+    for r in rows:
+        lines.append(f"{r['tensors']:>7} {r['launch_ms']:>10.3f} {r['finish_ms']:>10.3f} {r['native_scan_ms']:>10.3f} "
+                     f"{r['python_per_scan_ms']:>15.3f} {r['table_reused_ms']:>14.3f} {r['table_rebuilt_ms']:>17.3f}")
+    return "\n".join(lines)
+
+
 def render(result: dict) -> str:
     lines = [f"{'list':<11} {'dtype':<9} {'device':<6} {'fused GB/s':>10} {'loop/fused':>10} "
              f"{'foreach/fused':>13} {'amp/fused':>9} {'fused/roofline GB/s':>19} {'fused ms':>9} {'host us':>8}"]
@@ -225,10 +279,16 @@ def main(args) -> int:
                          "float32 (fp32), bfloat16 (bf16), float16 (fp16)")
     dtypes = list(dict.fromkeys(DTYPES[d.lower()] for d in raw))
     check_output(args.json, "--json")
-    result = run(lists, dtypes, device, args.reps, log=lambda m: print(m, file=sys.stderr, flush=True))
-    result = {"benchsuite_version": version(), "kind": "scan-bench", **result}
     quiet = args.json == "-"
-    print(render(result), file=sys.stderr if quiet else sys.stdout)
+    if getattr(args, "host_cost", False):
+        rows = host_cost()
+        result = {"benchsuite_version": version(), "kind": "scan-bench", "host_cost": rows,
+                  "device": "cpu", "cpu_threads": torch.get_num_threads()}
+        print(render_host_cost(rows), file=sys.stderr if quiet else sys.stdout)
+    else:
+        result = run(lists, dtypes, device, args.reps, log=lambda m: print(m, file=sys.stderr, flush=True))
+        result = {"benchsuite_version": version(), "kind": "scan-bench", **result}
+        print(render(result), file=sys.stderr if quiet else sys.stdout)
     if args.json:
         write_atomic(args.json, json.dumps(result, indent=2))
         if not quiet:

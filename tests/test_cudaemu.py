@@ -16,6 +16,7 @@ import platform
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -43,10 +44,12 @@ VARIANTS = {
     "plain": ["-O2"],
     "asan": ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"],
     "tsan": ["-O1", "-g", "-fsanitize=thread"],
+    "shared": ["-O2", "-shared", "-fPIC"],
 }
 PROGRAMS = {
     "driver": [EMU / "driver.cpp", EMU / "cudaemu.cpp", CSRC / "gradscan_cpu.cpp"],
     "selftest": [EMU / "selftest.cpp", EMU / "cudaemu.cpp"],
+    "libcuda": [EMU / "fake_libcuda.cpp", EMU / "cudaemu.cpp"],
 }
 
 if shutil.which(CXX) is None or platform.machine() != "x86_64":
@@ -239,6 +242,16 @@ def test_one_block_per_chunk(tmp_path):
     check(case, res)
 
 
+def test_idle_accumulator_zeroed_by_few_blocks(tmp_path):
+    """One block per launch and 1,800 words to zero: the zeroing loop must stride over all of them (the
+    driver fails the launch when a word of the idle accumulator is left non-zero)."""
+    case = many_small(300, seed=11)
+    r, res = run_driver(build("driver"), case, tmp_path, schedules=["inorder", "random:4"], workers=1,
+                        env={"CUDAEMU_SMS": "1", "CUDAEMU_OCCUPANCY": "1"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    check(case, res)
+
+
 def test_asan_ubsan(tmp_path):
     case = planted_suite(seed=2, offsets=(0, 1, 3))
     r, res = run_driver(build("driver", "asan"), case, tmp_path, schedules=["inorder", "random:11"], workers=2)
@@ -295,6 +308,41 @@ def test_kernel_never_reports_an_unknown_dtype_clean(tmp_path):
         assert err is None
         assert rows[0] == (0, 0, 0, 0, 1000.0, 1.0) and rows[2] == (0, 0, 0, 0, 40.0, 2.0), (backend, rows)
         assert rows[1][0] > 0, (backend, rows[1])  # reported as NaN: never "clean"
+
+
+@pytest.mark.parametrize("driver_version, route", [(12040, "nvrtc"), (13000, "fatbin")])
+def test_host_path_through_an_emulated_driver(tmp_path, driver_version, route):
+    """The extension's own CUDA host code (csrc/cuda_driver.cpp and benchsuite/gradscan/_cuda.py) against a
+    libcuda.so.1 that runs the kernel under cudaemu: the route is chosen by the driver's CUDA version (a
+    CUDA 12.4 driver cannot take the nvcc 13 fatbin, so NVRTC compiles a cubin), the image loads, the
+    launch's arguments reach the kernel as its signature says, results match, the idle accumulator is
+    zeroed, and every context pushed is popped."""
+    from benchsuite.gradscan import _cuda
+    if route == "fatbin" and _cuda.fatbin_path() is None:
+        pytest.skip("this build has no fatbin (no nvcc at build time)")
+    if route == "nvrtc" and _cuda.nvrtc()[0] is None:
+        pytest.skip("no NVRTC (pip install nvidia-cuda-nvrtc-cu12)")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "libcuda.so.1").symlink_to(build("libcuda", "shared"))
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+           "FAKE_CUDA_DRIVER_VERSION": str(driver_version), "FAKE_CUDA_CC": "80", "CUDAEMU_SMS": "4",
+           "BENCHSUITE_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, str(EMU / "host_path.py")], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["facts"]["driver_version"] == driver_version and res["facts"]["devices"][0]["capability"] == [8, 0]
+    assert res["ready"], res["error"]
+    assert res["route"]["kind"] == route, res["route"]
+    if route == "nvrtc":
+        assert res["route"]["target"] == "sm_80" and res["route"]["driver_floor"] == "525.60.13"
+        assert "fatbin" not in str(res["route"].get("skipped", "fatbin")) or _cuda.fatbin_path() is not None
+        assert list((tmp_path / "cache" / "kernels").glob("gradscan-sm_80-*.cubin"))  # cached for next time
+    assert res["mismatches_0"] == [] and res["mismatches_1"] == [], (res["mismatches_0"][:3], res["mismatches_1"][:3])
+    assert res["idle_zeroed_0"] and res["idle_zeroed_1"] and res["bad_total_refused"]
+    loaded = "cubin" if route == "nvrtc" else "fatbin"
+    assert res["driver_report"] == f"loaded={loaded} function=benchsuite_gradscan launches=2 bad_context_launches=0 depth=0"
 
 
 HUGE = 2**31 + 2**16 + 3

@@ -294,3 +294,47 @@ def test_cuda_all_nan_and_many_tensors():
     rep = scan_tensors(tensors)
     assert all(r.nan == r.numel for r in rep)
     assert gradscan.native_available()
+
+
+def test_async_scanner_decides_lora_zeros_from_values_scanned_at_launch(monkeypatch):
+    """H1: the first step's lora_A gradient is zero because lora_B starts at zero. AsyncScanner decides that
+    from lora_B's values scanned in the same pass as the gradients (no read-back at launch), as they were
+    then: after the optimizer step lora_B is no longer zero, and a late look would call lora_A dead."""
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    model = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["0", "2"]))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    scanner = AsyncScanner(model)
+    reports = []
+    for step in range(2):
+        opt.zero_grad()
+        model(torch.randn(4, 8)).sum().backward()
+        with monkeypatch.context() as m:  # launching reads nothing back from any tensor
+            m.setattr(torch.Tensor, "count_nonzero", lambda *a, **k: pytest.fail("count_nonzero at launch"))
+            m.setattr(torch.Tensor, "item", lambda *a, **k: pytest.fail("item() at launch"))
+            reports.append(scanner.step())
+        opt.step()
+    first = reports[1]
+    lora_a = [r for r in first.records if "lora_A" in r.name]
+    assert first.step == 0 and lora_a and all(r.all_zero and r.expected_zero for r in lora_a)
+    assert first.ok, first.summary()
+    assert all("value" not in r.name for r in first.records)  # the partner values are not parameters
+    assert not any(r.all_zero for r in scanner.flush().records if "lora_A" in r.name)  # B moved: A gets gradients
+
+
+@pytest.mark.cuda
+def test_cuda_route_self_check_and_alternating_accumulators():
+    """On a GPU: the kernel is loaded by a route and passes its first-use self-check; scans that reuse the
+    table and alternate the two accumulators keep giving the oracle's numbers, also after the tensor list
+    changes size."""
+    from benchsuite.gradscan import _cuda
+    st = _cuda.device_state(torch.cuda.current_device())
+    assert st.ready, st.error
+    assert st.route["kind"] in ("fatbin", "nvrtc") and st.selfcheck["ok"], (st.route, st.selfcheck)
+    a = planted(300_001, torch.bfloat16, "cuda", 5, nan=3, zero=4)
+    b = planted(70_000, torch.float32, "cuda", 6, ninf=2)
+    for tensors in ([a, b], [a, b], [a, b], [b], [a, b, a[1:]]):
+        rep = scan_tensors(tensors)
+        assert rep.backend == "cuda"
+        assert_matches_oracle(rep, tensors)

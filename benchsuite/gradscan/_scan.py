@@ -40,20 +40,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
-def _expected_zero_names(pairs: list[tuple[str, torch.Tensor]], module: torch.nn.Module | None = None,
-                         zero_grad: set[str] | None = None) -> set[str]:
-    """Trainable parameters whose gradient is zero by construction: a factor whose partner factor is all
-    zero (see ``_zero``). ``module`` gives the structure; without it PEFT's names are used.
-    ``zero_grad``: the names to decide for (default: every parameter whose gradient is all zero)."""
-    if zero_grad is None:
-        zero_grad = {n for n, p in pairs if p.grad is not None and p.grad.layout == torch.strided
-                     and p.grad.numel() and not bool(p.grad.count_nonzero())}
-    if not zero_grad:
-        return set()
-    groups = _zero.factor_groups(module) if module is not None else _zero.name_groups(pairs)
-    return _zero.explained_zero(zero_grad, groups)
-
-
 def _dense_view(name: str, g: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
     """(tensor to scan, implicit zeros it leaves out, whether the native core can read it).
 
@@ -265,17 +251,19 @@ def scan(source: Source, *, backend: str = "auto", step: int | None = None,
 
 def mark_expected_zero(report: ScanReport, pairs: list[tuple[str, torch.Tensor]],
                        module: torch.nn.Module | None = None, *, groups: list | None = None,
-                       bias_pairs: dict[str, str] | None = None) -> set[str]:
+                       bias_pairs: dict[str, str] | None = None, all_zero=None) -> set[str]:
     """Mark the records whose all-zero gradient the parameters' state explains (see ``_zero``: a factor
     whose partner factor is all zero; with a module, also a bias whose layer's weight gets a gradient),
     recompute the report's problems, and return the names excused. ``groups`` and ``bias_pairs``: the
-    module's factor groups and bias/weight pairs when the caller keeps them between scans."""
+    module's factor groups and bias/weight pairs when the caller keeps them between scans. ``all_zero``:
+    whether each of a list of partner tensors is all zero, when the caller scanned their values already
+    (default: one fused scan of them now)."""
     zero = {r.name for r in report.records if r.all_zero}
     if not zero:
         return set()
     if groups is None:
         groups = _zero.factor_groups(module) if module is not None else _zero.name_groups(pairs)
-    excused = _zero.explained_zero(zero, groups, _all_zero)
+    excused = _zero.explained_zero(zero, groups, all_zero or _all_zero)
     if bias_pairs is not None or module is not None:
         signal = {r.name for r in report.records if not r.none and not r.all_zero and not r.nonfinite}
         excused |= _zero.shift_invariant_biases(zero - excused, bias_pairs if bias_pairs is not None else module,
@@ -300,6 +288,15 @@ def scan_tensors(tensors: Source, *, backend: str = "auto", num_threads: int | N
     return launch(pairs, backend=backend, grads=False, num_threads=num_threads).finish()
 
 
+class _Value:
+    """Presents a tensor's values where ``launch`` reads a gradient, so values ride in the same pass."""
+
+    __slots__ = ("grad",)
+
+    def __init__(self, t: torch.Tensor):
+        self.grad = t.detach()
+
+
 class AsyncScanner:
     """Scans without stalling the training loop: step N's scan is launched and read at step N+1.
 
@@ -309,19 +306,37 @@ class AsyncScanner:
 
     On CUDA the kernel and the copy of its results run on the current stream; reading them one step
     later finds them done, so no step waits for the scan. On the CPU the scan itself runs at launch.
+    Whether an all-zero gradient is zero by construction (a factor whose partner factor is all zero) is
+    decided from the partner factors' values, scanned in the same pass and read with the rest: no step
+    waits for a device-to-host copy of its own.
     """
 
     def __init__(self, source: Source, backend: str = "auto"):
         self.source = source
         self.backend = backend
         self._pending: Pending | None = None
+        self._meta: tuple | None = None
+        self._structure: tuple | None = None
         self._count = 0
+
+    def _groups(self, module: torch.nn.Module | None, pairs: list) -> tuple[list, dict | None]:
+        """The factor groups and bias/weight pairs, found once per set of trainable parameters."""
+        key = (id(module), len(pairs))
+        if self._structure is None or self._structure[0] != key:
+            groups = _zero.factor_groups(module) if module is not None else _zero.name_groups(pairs)
+            biases = _zero.bias_weight_pairs(module) if module is not None else None
+            self._structure = (key, groups, biases)
+        return self._structure[1], self._structure[2]
 
     def launch(self, step: int | None = None) -> None:
         pairs = named_trainable(self.source)
         module = self.source if isinstance(self.source, torch.nn.Module) else None
-        self._pending = launch(pairs, backend=self.backend, expected_zero=_expected_zero_names(pairs, module),
-                               step=self._count if step is None else step, asynchronous=True)
+        groups, biases = self._groups(module, pairs)
+        partners = list({id(p): p for g in groups for _, p in g}.values())
+        values = [(f"value{i}", _Value(p)) for i, p in enumerate(partners)]
+        self._pending = launch(pairs + values, backend=self.backend, step=self._count if step is None else step,
+                               asynchronous=True)
+        self._meta = (pairs, module, groups, biases, partners)
         self._count += 1
 
     def step(self, step: int | None = None) -> ScanReport | None:
@@ -332,4 +347,15 @@ class AsyncScanner:
 
     def flush(self) -> ScanReport | None:
         pending, self._pending = self._pending, None
-        return pending.finish() if pending is not None else None
+        if pending is None:
+            return None
+        pairs, module, groups, biases, partners = self._meta
+        report = pending.finish()
+        n = len(pairs)
+        # The partners' values as they were when the gradients were scanned (before the optimizer step).
+        zero_at = {p.data_ptr(): r.numel == r.zero for p, r in zip(partners, report.records[n:])}
+        report.records = report.records[:n]
+        report.problems = find_problems(report.records)
+        mark_expected_zero(report, pairs, module, groups=groups, bias_pairs=biases,
+                           all_zero=lambda tensors: [zero_at.get(t.data_ptr(), False) for t in tensors])
+        return report

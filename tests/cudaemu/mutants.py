@@ -1,4 +1,4 @@
-"""Single-line mutants of csrc/gradscan_cuda.cu against tests/test_cudaemu.py.
+"""Single-line mutants of csrc/gradscan_kernel.cu (and the launch geometry in csrc/gradscan.h) against tests/test_cudaemu.py.
 
     python tests/cudaemu/mutants.py [--only ID,ID] [--write]      (from the repository root)
 
@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-KERNEL = "gradscan_cuda.cu"
+KERNEL = "gradscan_kernel.cu"
+FILES = [KERNEL, "gradscan.h"]  # a mutant changes the first of these that holds its text
 
 # id, what, old text (must occur on exactly one line, or the `nth` occurrence), new text, why equivalent
 MUTANTS = [
@@ -46,23 +47,23 @@ MUTANTS = [
      "x = fmax(x, __shfl_down_sync(0xffffffffu, x, o));", "x = fmax(x, __shfl_xor_sync(0xffffffffu, x, o));", 0,
      "a butterfly also leaves the warp's maximum in lane 0: the same result by another route"),
     ("forced-aligned", "every run takes the vector path (no scalar head for offset pointers)",
-     "                                             : min(e1 - e0, int64_t(((16 - (addr & 15)) & 15) / sizeof(T)));",
+     "                                             : imin(e1 - e0, i64(((16 - (addr & 15)) & 15) / sizeof(T)));",
      "                                             : 0;", 0, None),
     ("head-bound", "scalar head bound off by one (j <= v0)",
-     "for (int64_t j = e0 + threadIdx.x; j < v0; j += kThreads)", "for (int64_t j = e0 + threadIdx.x; j <= v0; j += kThreads)",
+     "for (i64 j = e0 + threadIdx.x; j < v0; j += kThreads)", "for (i64 j = e0 + threadIdx.x; j <= v0; j += kThreads)",
      0, None),
     ("tail-bound", "scalar tail bound off by one (j <= e1)",
-     "for (int64_t j = v0 + nvec * kVec + threadIdx.x; j < e1; j += kThreads)",
-     "for (int64_t j = v0 + nvec * kVec + threadIdx.x; j <= e1; j += kThreads)", 0, None),
+     "for (i64 j = v0 + nvec * kVec + threadIdx.x; j < e1; j += kThreads)",
+     "for (i64 j = v0 + nvec * kVec + threadIdx.x; j <= e1; j += kThreads)", 0, None),
     ("unroll-bound", "unrolled loop bound off by one (<= nvec)",
      "for (; k + (kUnroll - 1) * kThreads < nvec; k += kUnroll * kThreads) {",
      "for (; k + (kUnroll - 1) * kThreads <= nvec; k += kUnroll * kThreads) {", 0, None),
     ("run-end", "a run ends one element past the tensor",
-     "const int64_t e1 = min((run_end - first) * kCudaChunkElems, numel);",
-     "const int64_t e1 = min((run_end - first) * kCudaChunkElems, numel + 1);", 0, None),
+     "const i64 e1 = imin((run_end - first) * kCudaChunkElems, numel);",
+     "const i64 e1 = imin((run_end - first) * kCudaChunkElems, numel + 1);", 0, None),
     ("grid-blocks", "grid one block short (the last run of chunks is never scanned)",
-     "const int64_t blocks = (total_chunks + per_block - 1) / per_block;",
-     "const int64_t blocks = (total_chunks + per_block - 1) / per_block - (total_chunks > 1);", 0, None),
+     "return {(total_chunks + per_block - 1) / per_block, per_block};",
+     "return {(total_chunks + per_block - 1) / per_block - (total_chunks > 1), per_block};", 0, None),
     ("search", "binary search picks the tensor before the right one (< instead of <=)",
      "if (table[mid * kTableCols + 3] <= c) lo = mid; else hi = mid - 1;",
      "if (table[mid * kTableCols + 3] < c) lo = mid; else hi = mid - 1;", 0,
@@ -72,27 +73,32 @@ MUTANTS = [
     ("decode-bf16", "bf16 high half decoded with one mantissa bit lost",
      "return __uint_as_float(w & 0xffff0000u);", "return __uint_as_float(w & 0xfffe0000u);", 0, None),
     ("decode-f16", "fp16 high half taken from bits 15-30",
-     "return __half2float(__ushort_as_half((unsigned short)(w >> 16)));",
-     "return __half2float(__ushort_as_half((unsigned short)(w >> 15)));", 0, None),
+     "return BENCHSUITE_HALF_TO_FLOAT((unsigned short)(w >> 16)); }",
+     "return BENCHSUITE_HALF_TO_FLOAT((unsigned short)(w >> 15)); }", 0, None),
     ("decode-f64", "fp64 slow path reads the words of a double swapped",
      "classify(__hiloint2double(int(u.y), int(u.x)), c);", "classify(__hiloint2double(int(u.x), int(u.y)), c);", 0,
      None),
     ("zero-count", "zero test on the fast path counts negatives too (<= 0)",
      "a.zero += (x == 0.0f);", "a.zero += (x <= 0.0f);", 0, None),
     ("ninf-count", "slow path counts +Inf as -Inf",
-     "  c.ninf += (x == -CUDART_INF);", "  c.ninf += (x == CUDART_INF);", 0, None),
+     "  c.ninf += (x == -inf_d());", "  c.ninf += (x == inf_d());", 0, None),
     ("tiny-check", "no slow path for tiny values (squares underflow in float)",
-     "if (__builtin_expect(total < CUDART_INF_F && !(m < kTinyMax && m > 0.0f), 1)) {",
-     "if (__builtin_expect(total < CUDART_INF_F, 1)) {", 0, None),
+     "if (__builtin_expect(total < inf_f() && !(m < kTinyMax && m > 0.0f), 1)) {",
+     "if (__builtin_expect(total < inf_f(), 1)) {", 0, None),
     ("nonfinite-check", "groups whose float sum is Inf stay on the fast path (<= instead of <)",
-     "if (__builtin_expect(total < CUDART_INF_F && !(m < kTinyMax && m > 0.0f), 1)) {",
-     "if (__builtin_expect(total <= CUDART_INF_F && !(m < kTinyMax && m > 0.0f), 1)) {", 0, None),
+     "if (__builtin_expect(total < inf_f() && !(m < kTinyMax && m > 0.0f), 1)) {",
+     "if (__builtin_expect(total <= inf_f() && !(m < kTinyMax && m > 0.0f), 1)) {", 0, None),
     ("lane-publish", "lane 1 instead of lane 0 writes its warp's totals",
      "  if (lane == 0) {", "  if (lane == 1) {", 0, None),
     ("table-guard", "the kernel's t < n guard dropped",
      "  while (c < c_end && t < n) {", "  while (c < c_end) {", 0,
-     "only reachable with a table whose chunk column disagrees with its counts, which scan_cuda's "
+     "only reachable with a table whose chunk column disagrees with its counts, which the host's "
      "check_table rejects before any launch (test_bad_chunk_total_is_an_error holds that check)"),
+    ("zero-next-missing", "the idle accumulator is not zeroed (the next scan would add to old totals)",
+     "      zero_next[i] = 0ULL;", "      (void)zero_next[i];", 0, None),
+    ("zero-next-stride", "the zeroing loop strides one block too far (words between blocks stay dirty)",
+     "  const long long stride = (long long)gridDim.x * benchsuite::kThreads;",
+     "  const long long stride = (long long)(gridDim.x + 1) * benchsuite::kThreads;", 0, None),
 ]
 
 
@@ -110,8 +116,8 @@ def run(mutant, workdir: Path) -> dict:
     mid, what, old, new, nth, why = mutant
     csrc = workdir / mid
     shutil.copytree(ROOT / "csrc", csrc)
-    src = (csrc / KERNEL).read_text()
-    (csrc / KERNEL).write_text(apply(src, old, new, nth))
+    target = next((csrc / f for f in FILES if old in (csrc / f).read_text()), csrc / KERNEL)
+    target.write_text(apply(target.read_text(), old, new, nth))
     env = {**os.environ, "BENCHSUITE_CSRC": str(csrc), "BENCHSUITE_CUDAEMU_TIMEOUT": "120"}
     t0 = time.time()
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "tests/test_cudaemu.py",
@@ -129,7 +135,7 @@ def run(mutant, workdir: Path) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["# Mutants of the CUDA kernel", "",
-             "`python tests/cudaemu/mutants.py --write`: each mutant changes one line of `csrc/gradscan_cuda.cu`; "
+             "`python tests/cudaemu/mutants.py --write`: each mutant changes one line of `csrc/gradscan_kernel.cu` (or the grid in `csrc/gradscan.h`); "
              "`tests/test_cudaemu.py` (emulated kernel under 5 schedules, ASan+UBSan, TSan with two workers, CPU core "
              "and oracle comparison) runs on it. Tests: planted = test_planted_values_every_schedule, small = "
              "test_many_small_tensors, chunks = test_one_block_per_chunk, asan = test_asan_ubsan, tsan = "

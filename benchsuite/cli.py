@@ -188,6 +188,15 @@ def _selection(p) -> None:
                    help="only cases with this tag (repeatable: every tag must be present); `list` shows tags")
 
 
+def _ray_arguments(p) -> None:
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="local|ADDRESS",
+                   help="run each environment's cases as Ray tasks: `local` (the default) starts a cluster on this "
+                        "machine for the run; ADDRESS is an existing cluster (auto, HOST:PORT, ray://HOST:10001). "
+                        "Needs pip install 'benchsuite[ray]'")
+    p.add_argument("--ray-workers", type=_positive_int, default=None, metavar="N",
+                   help="with --ray: tasks at a time (default: the cluster's CPUs; a local cluster gets N CPUs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .harness.report import version
     ap = _Parser(prog="benchsuite", description=(
@@ -252,10 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases-dir", default=None, metavar="DIR", help="a folder of case files (default: the catalogue)")
     p.add_argument("--json", default=None, metavar="PATH", help=JSON_HELP)
     p.add_argument("--markdown", default=None, metavar="PATH", help="the table as Markdown (- for stdout)")
+    p.add_argument("--junit", default=None, metavar="PATH", help="JUnit XML for CI, a testsuite per environment (- for stdout)")
     p.add_argument("--timeout", type=_seconds, default=300.0, metavar="S", help="per case, in seconds (default 300)")
-    p.add_argument("--jobs", type=_positive_int, default=2, metavar="N", help="cases at a time (default 2)")
+    p.add_argument("--jobs", type=_positive_int, default=None, metavar="N", help="cases at a time (default 2; not with --ray)")
     p.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
                    help="run every case N times in each environment; differing verdicts make a cell 'flaky'")
+    _ray_arguments(p)
     p.set_defaults(func=_matrix)
 
     p = sub.add_parser("bisect", help="find the release of a package where a case's status changes")
@@ -271,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true",
                    help="when the probes contradict the case's declared range for --package, write the suggested "
                         "range into the case file and print the diff")
+    _ray_arguments(p)
     p.set_defaults(func=_bisect)
 
     p = sub.add_parser("bench", help="memory and throughput over checkpointing x accumulation x precision x adapter")

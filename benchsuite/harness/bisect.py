@@ -47,28 +47,72 @@ class Prober:
         self.path, self.package, self.extra, self.timeout, self.log = path, package, extra, timeout, log
         self.seen: dict[str, dict] = {}
 
+    def pins(self, version: str) -> list[str]:
+        return [f"{self.package}=={version}"] + self.extra
+
+    def prefetch(self, versions: list[str]) -> None:
+        """Probe these releases (here one after the other; RayProber runs them at once)."""
+        for version in versions:
+            if version in self.seen:
+                continue
+            t0 = time.perf_counter()
+            try:
+                python = str(ensure(self.pins(version), log=self.log))
+                entry = self.entry(run_cases([self.path], python=python, jobs=1, timeout=self.timeout)[0])
+            except EnvError as exc:
+                entry = {"status": "unusable", "reason": f"cannot be installed: {str(exc)[:300]}"}
+            self.record(version, entry, time.perf_counter() - t0)
+
+    @staticmethod
+    def entry(r: dict) -> dict:
+        return {"status": r.get("status"), "expected": r.get("expected"), "reason": r.get("reason"),
+                "environment": {k: v for k, v in (r.get("environment") or {}).items()
+                                if k in ("transformers", "peft", "accelerate", "trl", "torch")}}
+
+    def record(self, version: str, entry: dict, seconds: float) -> None:
+        if entry["status"] not in USABLE:
+            entry["unusable"] = True
+        entry["seconds"] = round(seconds, 1)
+        self.seen[version] = entry
+        self.log(f"  {self.package}=={version}: {entry['status']}"
+                 + (f" (stepped over: {entry.get('reason')})" if entry.get("unusable") else ""))
+
     def status(self, version: str) -> str | None:
         """The case's status with package==version, or None when that release is unusable here."""
         if version not in self.seen:
-            pins = [f"{self.package}=={version}"] + self.extra
-            t0 = time.perf_counter()
-            try:
-                python = str(ensure(pins, log=self.log))
-                r = run_cases([self.path], python=python, jobs=1, timeout=self.timeout)[0]
-                entry = {"status": r.get("status"), "expected": r.get("expected"), "reason": r.get("reason"),
-                         "environment": {k: v for k, v in (r.get("environment") or {}).items()
-                                         if k in ("transformers", "peft", "accelerate", "trl", "torch")}}
-            except EnvError as exc:
-                entry = {"status": "unusable", "reason": f"cannot be installed: {str(exc)[:300]}"}
-            if entry["status"] not in USABLE:
-                entry["unusable"] = True
-            entry["seconds"] = round(time.perf_counter() - t0, 1)
-            self.seen[version] = entry
-            self.log(f"  {self.package}=={version}: {entry['status']}"
-                     + (f" (stepped over: {entry.get('reason')})" if entry.get("unusable") else ""))
+            self.prefetch([version])
         e = self.seen[version]
         return None if e.get("unusable") else ("reproduced" if e["status"] in ("reproduced", "fix-failed")
                                                 else "not-reproduced")
+
+
+class RayProber(Prober):
+    """Probes as Ray tasks, several at once: each builds (or reuses) its environment on the worker."""
+
+    def __init__(self, cluster, path: Path, package: str, extra: list[str], timeout: float, log):
+        super().__init__(path, package, extra, timeout, log)
+        self.cluster = cluster
+        self.source = path.read_text()
+
+    def prefetch(self, versions: list[str]) -> None:
+        from .rayexec import TaskStream
+        todo = [v for v in dict.fromkeys(versions) if v not in self.seen]
+        if not todo:
+            return
+        stream = TaskStream(self.cluster, self.timeout, 1)
+        t0 = time.perf_counter()
+        for v in todo:
+            stream.add(v, self.pins(v), {self.path.stem: self.source})
+        for v, ev in stream:
+            if ev["event"] == "result":
+                self.record(v, self.entry(ev["result"]), time.perf_counter() - t0)
+            elif ev["event"] == "env-error":
+                self.record(v, {"status": "unusable", "reason": f"cannot be installed: {ev['reason'][:300]}"},
+                            time.perf_counter() - t0)
+            elif ev["event"] == "lost":
+                self.record(v, {"status": "error", "reason": f"the Ray task running this probe was lost on node "
+                                                             f"{ev.get('node') or '(not started)'}: {ev['reason']}"},
+                            time.perf_counter() - t0)
 
 
 def bisect(prober: Prober, versions: list[str]) -> dict:
@@ -105,6 +149,50 @@ def bisect(prober: Prober, versions: list[str]) -> dict:
             lo = probe
         else:
             hi = probe
+    return {"found": True, "last": versions[lo], "last_status": s_lo, "first": versions[hi], "first_status": s_hi,
+            "unusable_between": [v for v in versions[lo + 1:hi] if v in prober.seen]}
+
+
+def bisect_parallel(prober: Prober, versions: list[str], width: int) -> dict:
+    """The same search with ``width`` probes at a time (RayProber.prefetch runs them together): each
+    round probes ``width`` releases evenly spaced between the last two usable ones whose statuses
+    differ, so a round divides the range by ``width + 1``. The result has bisect()'s form."""
+    width = max(1, width)
+    n = len(versions)
+    prober.prefetch([versions[0], versions[-1]])
+
+    def first_usable(indices: list[int]) -> int | None:
+        for k in range(0, len(indices), width):
+            batch = indices[k:k + width]
+            prober.prefetch([versions[i] for i in batch])
+            for i in batch:
+                if prober.status(versions[i]) is not None:
+                    return i
+        return None
+
+    lo = first_usable(list(range(n)))
+    hi = first_usable(list(range(n - 1, -1, -1)))
+    if lo is None or hi is None or lo >= hi:
+        return {"found": False, "why": "fewer than two usable releases in the range"}
+    s_lo, s_hi = prober.status(versions[lo]), prober.status(versions[hi])
+    if s_lo == s_hi:
+        return {"found": False, "why": f"{s_lo} at both ends ({versions[lo]} and {versions[hi]})",
+                "status": s_lo}
+    while hi - lo > 1:
+        known = [i for i in range(lo + 1, hi) if versions[i] in prober.seen and prober.status(versions[i]) is not None]
+        if known:  # narrow to the first change after lo among the probed releases
+            for i in known:
+                if prober.status(versions[i]) == s_lo:
+                    lo = i
+                else:
+                    hi = i
+                    break
+            continue
+        todo = [i for i in range(lo + 1, hi) if versions[i] not in prober.seen]
+        if not todo:
+            break  # only unusable releases between lo and hi
+        picks = sorted({todo[min(len(todo) - 1, (j + 1) * len(todo) // (width + 1))] for j in range(width)})
+        prober.prefetch([versions[i] for i in picks])
     return {"found": True, "last": versions[lo], "last_status": s_lo, "first": versions[hi], "first_status": s_hi,
             "unusable_between": [v for v in versions[lo + 1:hi] if v in prober.seen]}
 
@@ -184,22 +272,39 @@ def main(args) -> int:
         log(f"note: {case.id} declares no range for {package} "
             f"({'it declares ' + ', '.join(f'{k}{v}' for k, v in case.affected.items()) if case.affected else 'every version is affected'}); "
             "each probe is compared with what the declaration predicts for the versions installed in it")
+    cluster = None
+    executor = {"kind": "local"}
+    if getattr(args, "ray", None):
+        from .rayexec import Cluster
+        cluster = Cluster(args.ray, workers=getattr(args, "ray_workers", None), log=log)
+        executor = cluster.info()
+    elif getattr(args, "ray_workers", None):
+        raise UsageError("--ray-workers goes with --ray")
     t0 = time.perf_counter()
-    prober = Prober(paths[0], package, list(extra.values()), args.timeout, log)
     interrupted = False
     try:
-        result = bisect(prober, versions)
+        if cluster is not None:
+            prober = RayProber(cluster, paths[0], package, list(extra.values()), args.timeout, log)
+            log(f"probing {cluster.workers} release(s) at a time on Ray")
+            result = bisect_parallel(prober, versions, cluster.workers)
+        else:
+            prober = Prober(paths[0], package, list(extra.values()), args.timeout, log)
+            result = bisect(prober, versions)
     except KeyboardInterrupt:
         interrupted = True
         result = {"found": False, "why": "interrupted"}
         log("\ninterrupted: the probes that finished are kept")
+    finally:
+        if cluster is not None:
+            cluster.close()
     fix = correction(case.affected, package, result, prober.seen, versions[0], versions[-1])
     differs = disagreements(case.affected, package, prober.seen)
     out = {"benchsuite_version": version(), "kind": "bisect", "case": case.id, "package": package,
            "range": [versions[0], versions[-1]], "releases": len(versions), "probes": len(prober.seen),
            "declared_affected": case.affected, "package_declared": declared_here, "result": result,
            "seen": prober.seen, "suggested_affected": fix, "disagreements": differs,
-           "agrees_with_declaration": not differs, "duration_s": round(time.perf_counter() - t0, 1)}
+           "agrees_with_declaration": not differs, "executor": executor,
+           "duration_s": round(time.perf_counter() - t0, 1)}
     code, lines = verdict(case.id, case.affected, package, result, prober.seen, versions)
     say = (lambda m: print(m, file=sys.stderr)) if args.json == "-" else print
     for line in lines:

@@ -125,7 +125,7 @@ def table(cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown(cells: list[dict], title: str = "benchsuite matrix") -> str:
+def markdown(cells: list[dict], title: str = "benchsuite matrix", executor: dict | None = None) -> str:
     cases, envs, index = _grid(cells)
     lines = [f"# {title}", "", "| case | " + " | ".join(f"`{e}`" for e in envs) + " |",
              "|---|" + "---|" * len(envs)]
@@ -142,7 +142,43 @@ def markdown(cells: list[dict], title: str = "benchsuite matrix") -> str:
     if versions:
         lines += ["", "Environments:", ""] + [
             f"- `{e}`: " + ", ".join(f"{k} {v}" for k, v in (env or {}).items() if v) for e, env in versions.items()]
+    if executor and executor.get("kind") == "ray":
+        lines += ["", f"Run on Ray {executor.get('ray_version')} ({'a local cluster' if executor.get('local_cluster') else executor.get('address')}: "
+                      f"{executor.get('nodes')} node(s), {executor.get('cpus')} CPU(s), {executor.get('gpus')} GPU(s))."]
     return "\n".join(lines) + "\n"
+
+
+def junit(cells: list[dict], meta: dict) -> str:
+    """JUnit XML: one testsuite per environment, one testcase per cell (as `run --junit` for one)."""
+    from xml.sax.saxutils import escape, quoteattr
+    cases, envs, index = _grid(cells)
+    out = ['<?xml version="1.0" encoding="utf-8"?>', "<testsuites>"]
+    for e in envs:
+        row = [index[(c, e)] for c in cases if (c, e) in index]
+        errors = sum(1 for c in row if c["status"] in ("error", "crashed", "timeout"))
+        skipped = sum(1 for c in row if c["status"] == "skipped")
+        failures = sum(1 for c in row if not c["agrees"] and c["status"] not in ("error", "crashed", "timeout"))
+        total = sum(c.get("duration_s") or 0 for c in row)
+        out.append(f'  <testsuite name={quoteattr("benchsuite matrix " + e)} tests="{len(row)}" failures="{failures}" '
+                   f'errors="{errors}" skipped="{skipped}" time="{total:.3f}">')
+        for c in row:
+            out.append(f'    <testcase classname={quoteattr("benchsuite.matrix." + e)} name={quoteattr(c["case"])} '
+                       f'time="{c.get("duration_s") or 0:.3f}">')
+            status, msg = c["status"], c.get("reason") or ""
+            detail = escape(json.dumps({k: c.get(k) for k in ("fixes", "runs", "environment") if c.get(k)},
+                                       indent=1, default=str)[:20000])
+            if status == "skipped":
+                out.append(f"      <skipped message={quoteattr(msg)}/>")
+            elif status in ("error", "crashed", "timeout"):
+                out.append(f'      <error type="{status}" message={quoteattr(msg)}>{detail}</error>')
+            elif not c["agrees"]:
+                m = f"status {status}, expected {c.get('expected')}" + (f": {msg}" if msg else "")
+                out.append(f'      <failure type="{status}" message={quoteattr(m)}>{detail}</failure>')
+            out.append(f"      <system-out>{escape('status: ' + str(status))}</system-out>")
+            out.append("    </testcase>")
+        out.append("  </testsuite>")
+    out.append("</testsuites>")
+    return "\n".join(out) + "\n"
 
 
 def main(args) -> int:
@@ -159,12 +195,23 @@ def main(args) -> int:
         raise UsageError("no case matches the selection (-k/--tag); `benchsuite list` shows ids and tags")
     check_output(args.json, "--json")
     check_output(args.markdown, "--markdown")
+    check_output(getattr(args, "junit", None), "--junit")
+    if sum(str(p) == "-" for p in (args.json, args.markdown, getattr(args, "junit", None)) if p) > 1:
+        raise UsageError("only one report can go to stdout (-)")
+    ray_address = getattr(args, "ray", None)
+    jobs = getattr(args, "jobs", None)
+    if ray_address and jobs:
+        raise UsageError("--jobs is for a local run; with --ray the cells at a time are the cluster's CPUs "
+                         "(--ray-workers N sets them)")
+    if getattr(args, "ray_workers", None) and not ray_address:
+        raise UsageError("--ray-workers goes with --ray")
+    jobs = jobs or 2
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     envs = expand(args.with_, log=log)
     meta = {"benchsuite_version": version(), "kind": "matrix",
             "command": " ".join(["benchsuite"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "environments": [env_label(p) for p in envs], "cases_dir": str(cases_dir),
-            "repeat": getattr(args, "repeat", 1)}
+            "repeat": getattr(args, "repeat", 1), "executor": {"kind": "local", "jobs": jobs}}
     order = {p.stem: i for i, p in enumerate(paths)}
 
     def ordered(cells):
@@ -173,27 +220,47 @@ def main(args) -> int:
 
     def save(cells, final=False):
         for path, text in ((args.json, lambda: json.dumps({**meta, "cells": ordered(cells)}, indent=2, default=str)),
-                           (args.markdown, lambda: markdown(ordered(cells)))):
+                           (args.markdown, lambda: markdown(ordered(cells), executor=meta["executor"])),
+                           (getattr(args, "junit", None), lambda: junit(ordered(cells), meta))):
             if path and (final or path != "-"):
                 report.write_atomic(path, text())
 
+    cluster = None
+    if ray_address:
+        from .rayexec import Cluster
+        cluster = Cluster(ray_address, workers=getattr(args, "ray_workers", None), log=log)
+        meta["executor"] = cluster.info()
     t0 = time.perf_counter()
     cells: list[dict] = []
     interrupted = False
     try:
-        run_matrix(paths, envs, jobs=args.jobs, timeout=args.timeout, log=log, on_env_done=save, cells=cells,
-                   repeat=getattr(args, "repeat", 1))
+        if cluster is not None:
+            from . import rayexec
+            rayexec.run_matrix(paths, envs, cluster, timeout=args.timeout, repeat=getattr(args, "repeat", 1), log=log,
+                               on_cell=save, cells=cells, executor=meta["executor"])
+        else:
+            run_matrix(paths, envs, jobs=jobs, timeout=args.timeout, log=log, on_env_done=save, cells=cells,
+                       repeat=getattr(args, "repeat", 1))
     except KeyboardInterrupt:
         interrupted = True
         meta["interrupted"] = True
         log("\ninterrupted: the finished cases are kept")
+    finally:
+        if cluster is not None:
+            try:
+                cluster.close()
+            except KeyboardInterrupt:  # a second Ctrl-C while the local cluster stops: it is stopped anyway
+                cluster.close()
     meta["duration_s"] = round(time.perf_counter() - t0, 1)
+    meta["executor"]["cells_per_minute"] = round(len(cells) / meta["duration_s"] * 60, 2) if meta["duration_s"] else None
     save(cells, final=True)
-    quiet = "-" in (args.json, args.markdown)
+    quiet = "-" in (args.json, args.markdown, getattr(args, "junit", None))
     print(table(ordered(cells)), file=sys.stderr if quiet else sys.stdout)
     agree = sum(c["agrees"] for c in cells)
+    on = (f" on Ray ({meta['executor']['nodes']} node(s), {meta['executor']['workers']} at a time)"
+          if cluster is not None else "")
     print(f"{len(paths)} case(s) x {len(envs)} environment(s): {agree} as declared, {len(cells) - agree} not"
-          f" in {meta['duration_s']:.0f} s" + (" (interrupted)" if interrupted else ""), file=sys.stderr)
+          f" in {meta['duration_s']:.0f} s{on}" + (" (interrupted)" if interrupted else ""), file=sys.stderr)
     if interrupted:
         return 130
     return 0 if all(c["agrees"] for c in cells) else 1

@@ -1,0 +1,504 @@
+"""Matrix cells and bisect probes as Ray tasks: ``benchsuite matrix|bisect --ray [local|ADDRESS]``.
+
+Each task is one pinned environment and some cases (a matrix "cell" of the task graph). It runs on a
+Ray worker exactly what a local run does there: the environment is built (or reused) with uv in that
+node's $BENCHSUITE_CACHE, the cases run in a runner process of that environment, each case and scenario
+in its own forked process, under the harness's timeout. A task streams each case's result back as it
+finishes (a Ray generator task), so the driver writes the reports after every case; a task whose worker
+or node is lost marks the cases it had not reported ``error``, with Ray's reason, and the others go on.
+
+``local`` starts a Ray cluster on this machine for the run: its session folder lives under
+$BENCHSUITE_CACHE/ray (or $TMPDIR when that path is too long for Ray's unix sockets) and is removed,
+with every process the cluster started, when the run ends (Ctrl-C included). ``ADDRESS`` is an existing
+cluster (``auto``, ``HOST:PORT`` of its head or ``ray://HOST:10001``); benchsuite must be installed on
+its nodes (the same version: each task reports the one it found).
+"""
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .envs import EnvError, cache_root, ensure
+from .report import UsageError
+
+INSTALL = ("--ray needs Ray, an optional extra of benchsuite: pip install 'benchsuite[ray]' "
+           "(or pip install 'ray>=2.9' next to benchsuite)")
+_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(INSTALL) from None
+    return ray
+
+
+def _session_folder() -> Path:
+    """A new folder for a local cluster's session. Ray puts unix sockets in it
+    (``<dir>/session_<date>_<time>_<pid>/sockets/plasma_store``, at most 107 bytes in all), so it is
+    $BENCHSUITE_CACHE/ray/<pid>-XXXXXXXX where that path is short enough, else $TMPDIR/benchsuite-ray-<pid>-XXXXXXXX."""
+    pid = str(os.getpid())
+    room = 107 - len("/session_2026-01-01_00-00-00_000000_") - len(pid) - len("/sockets/plasma_store")
+    root = cache_root() / "ray"
+    if len(str(root)) + len(f"/{pid}-XXXXXXXX") <= room:
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{pid}-", dir=root))
+    return Path(tempfile.mkdtemp(prefix=f"benchsuite-ray-{pid}-"))
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _reload_auth_config() -> None:
+    """Make an already imported Ray see the RAY_AUTH_* variables just set (Ray reads them once, at import;
+    ray.init's own default does the same)."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except Exception:  # an older Ray without token authentication: nothing to reload
+        pass
+
+
+class Cluster:
+    """A Ray cluster for one command: a local one started here, or an existing one at an address.
+
+    Use as a context manager: leaving it disconnects, and for a local cluster stops every process it
+    started and removes its session folder."""
+
+    def __init__(self, address: str = "local", workers: int | None = None, log=None):
+        self.ray = import_ray()
+        self.log = log or (lambda m: None)
+        self.address = address or "local"
+        self.local = self.address == "local"
+        self.temp_dir: Path | None = None
+        self._saved_env: dict[str, str | None] = {}
+        t0 = time.perf_counter()
+        try:
+            if self.local:
+                self._start_local(workers)
+            else:
+                self._connect()
+        except BaseException:
+            self.close()
+            raise
+        self.startup_s = round(time.perf_counter() - t0, 1)
+        res = self.ray.cluster_resources()
+        self.cpus = int(res.get("CPU", 0))
+        self.gpus = int(res.get("GPU", 0))
+        self.nodes = sum(1 for n in self.ray.nodes() if n.get("Alive"))
+        self.workers = max(1, min(workers or self.cpus or 1, self.cpus or 1))
+        self.log(f"ray: {'local cluster' if self.local else 'cluster at ' + self.address}: {self.nodes} node(s), "
+                 f"{self.cpus} CPU(s), {self.gpus} GPU(s); {self.workers} task(s) at a time"
+                 + (f" (started in {self.startup_s:.0f} s)" if self.local else ""))
+
+    def _setenv(self, name: str, value: str) -> None:
+        self._saved_env.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    def _start_local(self, workers: int | None) -> None:
+        self.temp_dir = _session_folder()
+        if "RAY_USAGE_STATS_ENABLED" not in os.environ:
+            self._setenv("RAY_USAGE_STATS_ENABLED", "0")  # offline: no usage report, no prompt file
+        if not any(v in os.environ for v in _AUTH_VARS):
+            # Token authentication with a token for this run only (the cluster's processes and any driver
+            # started from here inherit it): Ray's default would write one to ~/.ray/auth_token, outside
+            # the cache, and keep it.
+            self._setenv("RAY_AUTH_MODE", "token")
+            self._setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+            _reload_auth_config()
+        import logging
+        self._before = set(_children(os.getpid()))
+        try:
+            self.ray.init(num_cpus=workers or os.cpu_count() or 1, _temp_dir=str(self.temp_dir),
+                          _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
+                          logging_level=logging.WARNING, object_store_memory=128 * 2**20)
+        except Exception as exc:
+            raise UsageError(f"--ray local: could not start a Ray cluster on this machine: {type(exc).__name__}: "
+                             f"{str(exc).strip()[:400]}") from None
+
+    def _connect(self) -> None:
+        import logging
+        try:
+            self.ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+        except Exception as exc:
+            raise UsageError(f"--ray {self.address}: could not connect to a Ray cluster there: "
+                             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                             " (give `local`, `auto` on a cluster node, HOST:PORT of its head or ray://HOST:10001)"
+                             ) from None
+
+    def info(self) -> dict:
+        """What the reports say about the executor."""
+        return {"kind": "ray", "address": self.address, "local_cluster": self.local, "ray_version": self.ray.__version__,
+                "nodes": self.nodes, "cpus": self.cpus, "gpus": self.gpus, "workers": self.workers,
+                "startup_s": self.startup_s}
+
+    def close(self) -> None:
+        started = [p for p in _children(os.getpid()) if p not in getattr(self, "_before", set())] if self.local else []
+        try:
+            if self.ray.is_initialized():
+                self.ray.shutdown()
+        finally:
+            # The cluster's processes (GCS, raylet, their helpers) are this process's children: wait for
+            # them to go and reap them, so that nothing, not even a zombie, is left.
+            deadline = time.monotonic() + 15
+            while any(_alive(p) for p in started) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for p in started:
+                try:
+                    os.waitpid(p, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            if self.temp_dir is not None:
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
+                self.temp_dir = None
+            for name, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            if self._saved_env:
+                _reload_auth_config()
+            self._saved_env = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------- the task (runs on a Ray worker)
+
+def cell_task(pins: list[str], sources: dict[str, str], timeout: float, repeat: int, tmp_root: str | None):
+    """A Ray generator task: build/reuse the environment, run the cases one at a time, yield events.
+
+    Events: {"event": "start", node...}, then {"event": "env", ...} or {"event": "env-error", "reason"},
+    then one {"event": "result", "result": {...}} per case. ``sources``: {case id: file text}; the
+    files are written into a temporary folder on the worker (under ``tmp_root`` for a local cluster,
+    whose session folder is removed at the end even when this worker is killed)."""
+    import socket
+
+    from .report import version
+    from .run import iter_results
+    try:
+        import ray
+        node = ray.util.get_node_ip_address()
+        node_id = ray.get_runtime_context().get_node_id()
+    except Exception:  # pragma: no cover
+        node = node_id = None
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    parent = tmp_root if tmp_root and os.path.isdir(tmp_root) else tempfile.gettempdir()
+    sweep(parent, [])  # what workers killed earlier on this node left
+    work = tempfile.mkdtemp(prefix=f"benchsuite-task-{os.getpid()}-", dir=parent)
+    where = {"node": node, "node_id": node_id, "host": socket.gethostname(), "pid": os.getpid(),
+             "folder": parent, "benchsuite_version": version()}
+    yield {"event": "start", **where}
+    # The runner's work folder and the cases' temporary files go in here too.
+    os.environ["TMPDIR"] = work
+    tempfile.tempdir = work
+    try:
+        folder = Path(work) / "cases"
+        folder.mkdir()
+        paths = []
+        for cid, text in sources.items():
+            (folder / f"{cid}.py").write_text(text)
+            paths.append(folder / f"{cid}.py")
+        messages: list[str] = []
+        t0 = time.perf_counter()
+        try:
+            python = str(ensure(pins, log=messages.append)) if pins else sys.executable
+        except EnvError as exc:
+            yield {"event": "env-error", "reason": f"environment could not be built: {exc}", "log": messages}
+            return
+        yield {"event": "env", "seconds": round(time.perf_counter() - t0, 1), "log": messages}
+        for r in iter_results(paths, python=python, jobs=1, timeout=timeout, repeat=repeat, threads=1):
+            r.pop("file", None)  # the worker's temporary copy: meaningless to the driver
+            yield {"event": "result", "result": r}
+    finally:
+        if saved[0] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[0]
+        tempfile.tempdir = saved[1]
+        shutil.rmtree(work, ignore_errors=True)
+
+
+
+def sweep(folder: str, pids: list[int], wait_s: float = 0.0) -> list[str]:
+    """Remove the task folders (benchsuite-task-<pid>-*) in ``folder`` whose worker is gone: those of
+    ``pids`` (waiting up to ``wait_s`` for them to die: a task cancelled with force=True is killed a moment
+    later), and any other whose worker no longer exists. A task killed with its worker cannot clean up
+    after itself; the next task on that node, or the sweep the driver runs after cancelling, does."""
+    import re
+    deadline = time.monotonic() + wait_s
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = re.fullmatch(r"benchsuite-task-(\d+)-.+", name)
+        if m and not _alive(int(m.group(1))):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def _remote(ray):
+    return ray.remote(cell_task)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a task that Ray could not finish: the worker crashed or was killed, its node died,
+    or the task itself raised (then the last line of its traceback)."""
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    name = type(exc).__name__
+    if name.startswith("RayTaskError") and lines:
+        line = lines[-1]
+    else:
+        line = lines[0] if lines else ""
+    return f"{name}: {line[:300]}" if line else name
+
+
+# ---------------------------------------------------------------- the driver
+
+class TaskStream:
+    """Submits tasks (at most ``cluster.workers`` at a time) and yields their events as they arrive.
+
+    Each task is (key, pins, {id: source}, gpu); events come as (key, event). A task Ray could not finish
+    yields (key, {"event": "lost", "reason": ..., "missing": [ids it never reported]})."""
+
+    def __init__(self, cluster: Cluster, timeout: float, repeat: int):
+        self.cluster, self.timeout, self.repeat = cluster, timeout, repeat
+        self.ray = cluster.ray
+        self.fn = _remote(self.ray)
+        self.queue: list = []
+        self.active: dict = {}
+        self.killed: dict = {}  # (node id, folder) -> pids of workers killed with a task running
+
+    def add(self, key, pins: list[str], sources: dict[str, str], gpu: bool = False) -> None:
+        self.queue.append((key, pins, sources, gpu))
+
+    def _submit(self) -> None:
+        tmp_root = str(self.cluster.temp_dir) if self.cluster.temp_dir else None
+        while self.queue and len(self.active) < self.cluster.workers:
+            key, pins, sources, gpu = self.queue.pop(0)
+            opts = {"num_cpus": 1, "max_retries": 0, **({"num_gpus": 1} if gpu else {})}
+            gen = self.fn.options(**opts).remote(pins, sources, self.timeout, self.repeat, tmp_root)
+            self.active[gen] = {"key": key, "pending": list(sources), "node": None, "node_id": None, "pid": None,
+                                "folder": None}
+
+    def __iter__(self):
+        ray = self.ray
+        try:
+            self._submit()
+            while self.active:
+                ready, _ = ray.wait(list(self.active), num_returns=1, timeout=1.0)
+                for gen in ready:
+                    st = self.active[gen]
+                    try:
+                        ref = next(gen)
+                    except StopIteration:
+                        del self.active[gen]
+                        if st["pending"]:
+                            yield st["key"], {"event": "lost", "missing": st["pending"], "node": st["node"],
+                                              "reason": "the Ray task ended without reporting it"}
+                        continue
+                    try:
+                        ev = ray.get(ref)
+                    except Exception as exc:
+                        del self.active[gen]
+                        self._killed(st)
+                        yield st["key"], {"event": "lost", "missing": st["pending"], "node": st["node"],
+                                          "reason": describe_failure(exc)}
+                        continue
+                    if ev.get("event") == "start":
+                        st.update(node=ev.get("node"), node_id=ev.get("node_id"), pid=ev.get("pid"),
+                                  folder=ev.get("folder"))
+                    elif ev.get("event") == "result":
+                        cid = ev["result"].get("id")
+                        if cid in st["pending"]:
+                            st["pending"].remove(cid)
+                    elif ev.get("event") == "env-error":
+                        ev["missing"], st["pending"] = st["pending"], []
+                    yield st["key"], {**ev, "node": ev.get("node", st["node"])}
+                self._submit()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Stop the tasks still running (Ctrl-C, an error in the driver): their workers are killed, and
+        with them the runners and cases they started; a task that has reported all its cases is only
+        cleaning up and is given a few seconds to finish. Then each node's task folders of the killed
+        workers are removed (a sweep task on that node)."""
+        ray = self.ray
+        finishing = [g for g, st in self.active.items() if not st["pending"]]
+        for gen, st in list(self.active.items()):
+            if gen in finishing:
+                continue
+            try:
+                ray.cancel(gen, force=True)
+            except Exception:
+                pass
+            self._killed(st)
+        deadline = time.monotonic() + 10
+        while finishing and time.monotonic() < deadline:
+            ready, _ = ray.wait(finishing, num_returns=1, timeout=0.5)
+            for gen in ready:
+                try:
+                    ray.get(next(gen))
+                except StopIteration:
+                    finishing.remove(gen)
+                except Exception:
+                    finishing.remove(gen)
+                    self._killed(self.active[gen])
+        for gen in finishing:
+            try:
+                ray.cancel(gen, force=True)
+            except Exception:
+                pass
+            self._killed(self.active[gen])
+        self.active.clear()
+        self.queue.clear()
+        self.sweep()
+
+    def _killed(self, st: dict) -> None:
+        if st.get("node_id") and st.get("pid"):
+            self.killed.setdefault((st["node_id"], st["folder"]), []).append(st["pid"])
+
+    def sweep(self) -> None:
+        """Remove the folders of the tasks whose workers were killed, with a task on each of their nodes
+        (skipped for a local cluster: its session folder, where they are, is removed at the end)."""
+        if not self.killed or self.cluster.temp_dir is not None:
+            self.killed.clear()
+            return
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        fn = self.ray.remote(sweep)
+        refs = [fn.options(num_cpus=0, max_retries=0,
+                           scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+                           ).remote(folder, pids, 15.0)
+                for (node_id, folder), pids in self.killed.items()]
+        self.killed.clear()
+        try:
+            self.ray.wait(refs, num_returns=len(refs), timeout=30)
+        except Exception:
+            pass
+
+
+def _needs_gpu(path: Path) -> bool:
+    from .discover import load_case
+    try:
+        case = load_case(path)
+    except Exception:  # the worker reports the load error as the case's result
+        return False
+    return bool(case.requires_cuda or case.requires_gpu_below)
+
+
+def run_matrix(paths: list[Path], envs: list[list[str]], cluster: Cluster, *, timeout: float, repeat: int = 1,
+               log=print, on_cell=None, cells: list[dict] | None = None, executor: dict | None = None,
+               chunk: int | None = None) -> list[dict]:
+    """The matrix's cells, as benchsuite.harness.matrix.run_matrix makes them, from Ray tasks.
+
+    Each environment's cases are split into tasks of ``chunk`` cases (default: enough tasks to keep every
+    worker busy: the runner's start-up, ~5 s of imports, is paid once per task). Cases that need a GPU
+    go in tasks of their own that ask Ray for one (num_gpus=1); where the cluster has no GPU they are
+    ``skipped`` with the reason. ``on_cell(cells)`` is called after every cell; ``executor`` (a dict) is
+    updated in place with the tasks and the cells each node ran."""
+    from .matrix import _cell, env_label
+    cells = [] if cells is None else cells
+    executor = {} if executor is None else executor
+    sources = {p.stem: p.read_text() for p in paths}
+    gpu_ids = [p.stem for p in paths if _needs_gpu(p)]
+    cpu_ids = [p.stem for p in paths if p.stem not in gpu_ids]
+    per_env = max(1, math.ceil(cluster.workers / max(1, len(envs))))
+    size = chunk or max(1, math.ceil(len(cpu_ids) / per_env))
+    stream = TaskStream(cluster, timeout, repeat)
+    done = [0] * len(envs)
+    for i, pins in enumerate(envs):
+        for k in range(0, len(cpu_ids), size):
+            stream.add(i, pins, {c: sources[c] for c in cpu_ids[k:k + size]})
+        if gpu_ids and cluster.gpus:
+            stream.add(i, pins, {c: sources[c] for c in gpu_ids}, gpu=True)
+    executor.update(tasks=len(stream.queue), cases_per_task=size, cells_by_node=executor.get("cells_by_node", {}))
+    if gpu_ids:
+        executor["gpu_cases"] = gpu_ids
+    versions = executor.setdefault("worker_benchsuite_versions", [])
+
+    def add(cell: dict, node: str | None = None) -> None:
+        cells.append(cell)
+        if node:
+            executor["cells_by_node"][node] = executor["cells_by_node"].get(node, 0) + 1
+        if on_cell:
+            on_cell(cells)
+
+    if gpu_ids and not cluster.gpus:
+        for i, pins in enumerate(envs):
+            for cid in gpu_ids:
+                add({"case": cid, "env": env_label(pins), "pins": pins, "status": "skipped", "expected": None,
+                     "agrees": True, "reason": "needs a CUDA GPU: the Ray cluster has none (the task asks for num_gpus=1)",
+                     "fixes": {}, "repeat": repeat, "environment": {}, "duration_s": 0.0})
+                done[i] += 1
+    n_cases = len(paths)
+    for i, ev in stream:
+        pins = envs[i]
+        label = env_label(pins)
+        kind = ev["event"]
+        if kind == "start":
+            if ev.get("benchsuite_version") not in versions:
+                versions.append(ev.get("benchsuite_version"))
+        elif kind == "env":
+            for m in ev.get("log", []):
+                log(f"[{label}] [{ev.get('node')}] {m}")
+            if ev.get("seconds", 0) >= 1:
+                log(f"[{label}] environment ready on {ev.get('node')} in {ev['seconds']:.0f} s")
+        elif kind == "env-error":
+            log(f"[{label}] environment could not be built on {ev.get('node')}: {ev['reason']}")
+        elif kind == "result":
+            r = ev["result"]
+            cell = _cell(r, label, pins)
+            done[i] += 1
+            log(f"[env {i + 1}/{len(envs)} {label}] [{done[i]}/{n_cases}] {'ok ' if cell['agrees'] else '!! '}"
+                f"{r['id']}: {r.get('status')} (expected {r.get('expected') or '-'}) {r.get('duration_s', 0):.1f}s"
+                f" on {ev.get('node')}")
+            add(cell, ev.get("node"))
+        if kind in ("env-error", "lost"):
+            missing = ev.get("missing") or []
+            if kind == "env-error":
+                reason = ev["reason"]
+            else:
+                reason = (f"the Ray task running this cell was lost on node {ev.get('node') or '(not started)'}: "
+                          f"{ev['reason']}")
+                log(f"[{label}] {reason}; {len(missing)} case(s) marked error")
+            for cid in missing:
+                done[i] += 1
+                add({"case": cid, "env": label, "pins": pins, "status": "error", "expected": None,
+                     "agrees": False, "reason": reason}, ev.get("node"))
+    return cells

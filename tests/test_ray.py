@@ -1,0 +1,305 @@
+"""`matrix --ray` and `bisect --ray` on a real local Ray cluster (2 CPUs, started once for this module).
+
+The cluster is benchsuite's own local cluster (rayexec.Cluster("local")), started in this process; the
+commands under test connect to it by its address, as they would to any existing cluster. One test runs
+`--ray local` itself (a cluster of its own) and checks that it leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from benchsuite.harness.bisect import bisect, bisect_parallel
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'benchsuite[ray]'")
+
+CLI = [sys.executable, "-m", "benchsuite"]
+SEEDS = ["reentrant-checkpoint-frozen-inputs", "lora-loaded-frozen"]
+
+CASES = {
+    "quick-ok": """
+        from benchsuite.case import Case, Symptom
+        case = Case(id="quick-ok", title="raises as reported", references=["example/project#1"],
+                    symptom=Symptom("KeyError at the trigger", exception="KeyError", message="boom"))
+
+        @case.trigger
+        def trigger(ctx):
+            raise KeyError("boom")
+
+        @case.fix("do not raise")
+        def no_raise(ctx):
+            import torch
+            torch.manual_seed(0)
+            lin = torch.nn.Linear(3, 1)
+            return ctx.train(lin, batch=torch.randn(4, 3), loss_fn=lambda m, b: m(b).pow(2).mean())
+    """,
+    # Its trigger SIGKILLs the Ray worker that runs it (its first ancestor whose command line is Ray's
+    # "ray::..." title): the worker is lost mid-task, as when a node goes away.
+    "kills-its-worker": """
+        from benchsuite.case import Case, Symptom
+        case = Case(id="kills-its-worker", title="the Ray worker dies", references=["example/project#2"],
+                    symptom=Symptom("never seen", exception="KeyError"))
+
+        @case.trigger
+        def trigger(ctx):
+            import os, signal, time
+            pid = os.getpid()
+            while pid > 1:
+                stat = open(f"/proc/{pid}/stat").read()
+                pid = int(stat.rsplit(")", 1)[1].split()[1])
+                if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"ray::"):
+                    os.kill(pid, signal.SIGKILL)
+                    time.sleep(60)
+            raise RuntimeError("not run by a Ray worker")
+    """,
+    "needs-gpu": """
+        from benchsuite.case import Case, Symptom
+        case = Case(id="needs-gpu", title="needs CUDA", references=["example/project#3"], requires_cuda=True,
+                    symptom=Symptom("raises", exception="KeyError"))
+
+        @case.trigger
+        def trigger(ctx):
+            raise KeyError("x")
+    """,
+    "hangs": """
+        from benchsuite.case import Case, Symptom
+        case = Case(id="hangs", title="never returns", references=["example/project#4"],
+                    symptom=Symptom("raises", exception="KeyError"))
+
+        @case.trigger
+        def trigger(ctx):
+            import time
+            time.sleep(600)
+    """,
+}
+
+
+def write_cases(folder: Path, names) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (folder / f"{n}.py").write_text(textwrap.dedent(CASES[n]))
+    return folder
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(d.name))
+            except OSError:
+                pass
+    return found
+
+
+def _local_cluster_processes(driver_pid: int) -> list[int]:
+    """The processes of the local cluster a command started: their command lines name its session folder
+    ($BENCHSUITE_CACHE/ray/<pid>-... or $TMPDIR/benchsuite-ray-<pid>-...)."""
+    return _processes_with(f"{os.sep}ray{os.sep}{driver_pid}-") + _processes_with(f"benchsuite-ray-{driver_pid}-")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from benchsuite.harness.rayexec import Cluster
+    c = Cluster("local", workers=2)
+    try:
+        yield c
+    finally:
+        temp = c.temp_dir
+        c.close()
+        assert temp is not None and not temp.exists()
+
+
+def _address(cluster) -> str:
+    return cluster.ray.get_runtime_context().gcs_address
+
+
+def _verdicts(doc: dict) -> dict:
+    return {(c["case"], c["env"]): (c["status"], c["expected"], c["agrees"], c["fixes"], c["environment"])
+            for c in doc["cells"]}
+
+
+def test_matrix_on_ray_gives_the_verdicts_of_a_plain_run(tmp_path, cluster):
+    plain, on_ray = tmp_path / "plain.json", tmp_path / "ray.json"
+    p = subprocess.run(CLI + ["matrix", *SEEDS, "--json", str(plain)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = subprocess.run(CLI + ["matrix", *SEEDS, "--ray", _address(cluster), "--json", str(on_ray), "--markdown",
+                              str(tmp_path / "ray.md"), "--junit", str(tmp_path / "ray.xml")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    a, b = json.loads(plain.read_text()), json.loads(on_ray.read_text())
+    assert _verdicts(b) == _verdicts(a) and len(b["cells"]) == 2
+    assert [c["case"] for c in b["cells"]] == [c["case"] for c in a["cells"]]  # the same order
+    assert a["executor"]["kind"] == "local" and a["executor"]["jobs"] == 2 and a["executor"]["cells_per_minute"] > 0
+    ex = b["executor"]
+    assert ex["kind"] == "ray" and ex["address"] == _address(cluster) and not ex["local_cluster"]
+    assert ex["nodes"] == 1 and ex["cpus"] == 2 and ex["workers"] == 2 and sum(ex["cells_by_node"].values()) == 2
+    assert b["benchsuite_version"] == a["benchsuite_version"] and b["kind"] == "matrix"
+    assert set(b) - {"executor"} == set(a) - {"executor"}
+    assert "Run on Ray" in (tmp_path / "ray.md").read_text()
+    suite = ET.parse(tmp_path / "ray.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "2" and suite.get("failures") == "0" and suite.get("errors") == "0"
+    assert "on Ray (1 node(s), 2 at a time)" in r.stderr
+
+
+def test_a_lost_worker_marks_its_cells_error_and_the_run_goes_on(tmp_path):
+    # --ray local: a cluster of its own, since this kills one of its workers; --ray-workers 2 puts each case
+    # in a task of its own.
+    cases = write_cases(tmp_path / "cases", ["quick-ok", "kills-its-worker", "needs-gpu"])
+    out, xml = tmp_path / "m.json", tmp_path / "m.xml"
+    home_ray = Path.home() / ".ray"
+    had_home_ray = home_ray.exists()
+    proc = subprocess.Popen(CLI + ["matrix", "--cases-dir", str(cases), "--ray", "local", "--ray-workers", "2",
+                                   "--json", str(out), "--junit", str(xml)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stdout + stderr  # the lost cell disagrees
+    doc = json.loads(out.read_text())
+    cells = {c["case"]: c for c in doc["cells"]}
+    assert cells["quick-ok"]["status"] == "reproduced" and cells["quick-ok"]["agrees"]
+    lost = cells["kills-its-worker"]
+    assert lost["status"] == "error" and not lost["agrees"]
+    assert "the Ray task running this cell was lost" in lost["reason"] and "Error" in lost["reason"], lost["reason"]
+    gpu = cells["needs-gpu"]
+    assert gpu["status"] == "skipped" and "the Ray cluster has none" in gpu["reason"]
+    assert doc["executor"]["kind"] == "ray" and doc["executor"]["local_cluster"] and doc["executor"]["gpu_cases"] == ["needs-gpu"]
+    errors = [t for t in ET.parse(xml).getroot().iter("testcase") if t.find("error") is not None]
+    assert [t.get("name") for t in errors] == ["kills-its-worker"]
+    assert "was lost" in errors[0].find("error").get("message")
+    # Nothing left: no runner or case of the killed worker, no Ray process, no session folder, no token file.
+    deadline = time.time() + 15
+    while time.time() < deadline and (_processes_with("kills-its-worker") or _local_cluster_processes(proc.pid)):
+        time.sleep(0.2)
+    assert _processes_with("kills-its-worker") == [] and _local_cluster_processes(proc.pid) == []
+    from benchsuite.harness.envs import cache_root
+    leftovers = list((cache_root() / "ray").glob(f"{proc.pid}-*")) + list(
+        Path(os.environ.get("TMPDIR", "/tmp")).glob(f"benchsuite-ray-{proc.pid}-*"))
+    assert leftovers == []
+    assert home_ray.exists() == had_home_ray
+
+
+def test_ctrl_c_on_ray_keeps_finished_cells_and_stops_the_tasks(tmp_path, cluster):
+    cases = write_cases(tmp_path / "cases", ["quick-ok", "hangs"])
+    out = tmp_path / "m.json"
+    task_folders = set(Path(tempfile.gettempdir()).glob("benchsuite-task-*"))
+    proc = subprocess.Popen(CLI + ["matrix", "--cases-dir", str(cases), "--ray", _address(cluster), "--json", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:  # the finished cell is on disk before the run ends
+            if out.exists() and any(c["case"] == "quick-ok" for c in json.loads(out.read_text())["cells"]):
+                break
+            time.sleep(0.2)
+        while time.time() < deadline and not _processes_with(f"{os.sep}hangs.py"):
+            time.sleep(0.2)  # the hanging case is running on its worker
+        time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    doc = json.loads(out.read_text())
+    assert [c["case"] for c in doc["cells"]] == ["quick-ok"] and doc["interrupted"] and doc["executor"]["kind"] == "ray"
+    deadline = time.time() + 30
+    while time.time() < deadline and _processes_with(f"{os.sep}hangs.py"):
+        time.sleep(0.2)
+    assert _processes_with(f"{os.sep}hangs.py") == []  # the task was cancelled: its worker, runner and case are gone
+    # The killed worker's task folder was swept by a task on its node (an existing cluster's workers use
+    # their own $TMPDIR): nothing is left there.
+    assert set(Path(tempfile.gettempdir()).glob("benchsuite-task-*")) <= task_folders
+
+
+def test_without_ray_the_option_says_how_to_install_it(tmp_path):
+    # Ray made unimportable in a fresh interpreter (sys.modules["ray"] = None): what a user without the extra sees.
+    code = ("import sys; sys.modules['ray'] = None; from benchsuite.cli import main; "
+            f"sys.exit(main(['matrix', 'lora-loaded-frozen', '--ray', '--json', {str(tmp_path / 'm.json')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "benchsuite matrix: --ray needs Ray, an optional extra of benchsuite: pip install 'benchsuite[ray]' "
+        "(or pip install 'ray>=2.9' next to benchsuite)"]
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_jobs_is_a_usage_error_with_ray(capsys):
+    from benchsuite.cli import main
+    assert main(["matrix", "lora-loaded-frozen", "--ray", "--jobs", "3"]) == 2
+    assert "--jobs is for a local run" in capsys.readouterr().err
+    assert main(["matrix", "lora-loaded-frozen", "--ray-workers", "2"]) == 2
+    assert "--ray-workers goes with --ray" in capsys.readouterr().err
+
+
+class BatchProber:
+    """Statuses per release as a Ray prober would find them, recording which releases went out together."""
+
+    def __init__(self, statuses):
+        self.statuses, self.seen, self.batches = statuses, {}, []
+
+    def prefetch(self, versions):
+        todo = [v for v in versions if v not in self.seen]
+        if todo:
+            self.batches.append(todo)
+        for v in todo:
+            s = self.statuses[v]
+            self.seen[v] = {"status": s or "unusable", **({"unusable": True} if s is None else {})}
+
+    def status(self, v):
+        self.prefetch([v])
+        e = self.seen[v]
+        return None if e.get("unusable") else e["status"]
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_parallel_bisect_finds_the_same_boundary_in_fewer_rounds(width):
+    versions = [f"4.{i}.0" for i in range(30, 58)] + ["5.0.0", "5.1.0"]
+    statuses = {v: ("reproduced" if v.startswith("4.") else "not-reproduced") for v in versions}
+    statuses["4.56.0"] = statuses["4.57.0"] = None  # not installable
+    sequential = BatchProber(statuses)
+    expected = bisect(sequential, versions)
+    prober = BatchProber(statuses)
+    result = bisect_parallel(prober, versions, width)
+    assert result == expected and result["first"] == "5.0.0" and result["unusable_between"] == ["4.56.0", "4.57.0"]
+    assert all(len(b) <= max(2, width) for b in prober.batches)
+    if width > 1:
+        assert len(prober.batches) < len(sequential.batches)
+
+
+@pytest.mark.network
+def test_done_when_matrix_on_a_local_cluster_equals_the_plain_matrix(tmp_path):
+    """The issue's command: two cases x two transformers releases, --ray local against a plain run."""
+    args = ["matrix", *SEEDS, "--with", "transformers==4.57.6,5.23.0"]
+    plain, on_ray = tmp_path / "plain.json", tmp_path / "m.json"
+    p = subprocess.run(CLI + args + ["--json", str(plain)], capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = subprocess.run(CLI + args + ["--ray", "local", "--json", str(on_ray)], capture_output=True, text=True,
+                       timeout=1200)
+    assert r.returncode == 0, r.stdout + r.stderr
+    a, b = json.loads(plain.read_text()), json.loads(on_ray.read_text())
+    assert _verdicts(b) == _verdicts(a) and len(b["cells"]) == 4
+    assert b["executor"]["kind"] == "ray" and b["executor"]["address"] == "local" and b["executor"]["local_cluster"]
+    assert {c["environment"]["transformers"] for c in b["cells"]} == {"4.57.6", "5.23.0"}
+
+
+@pytest.mark.network
+def test_bisect_on_ray_finds_what_a_plain_bisect_finds(tmp_path, cluster):
+    args = ["bisect", "reentrant-checkpoint-frozen-inputs", "--package", "transformers", "--from", "4.57.5",
+            "--to", "5.0.0"]
+    out = tmp_path / "b.json"
+    proc = subprocess.run(CLI + args + ["--ray", _address(cluster), "--json", str(out)], capture_output=True,
+                          text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert data["executor"]["kind"] == "ray" and data["kind"] == "bisect"
+    assert data["result"]["found"] and data["result"]["first"] == "5.0.0"
+    assert data["result"]["last_status"] == "reproduced" and data["result"]["first_status"] == "not-reproduced"
+    assert all(e["environment"]["transformers"] == v for v, e in data["seen"].items())

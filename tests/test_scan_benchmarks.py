@@ -61,3 +61,47 @@ def test_scan_bench_command_writes_json(tmp_path):
     assert b["list"] == "1000-small" and b["tensors"] == 1000 and b["outputs_agree"] is True
     assert set(b["methods"]) >= {"fused", "loop", "foreach", "roofline"}
     assert data["machine_info"]["packages"]["torch"]
+
+
+@pytest.fixture(scope="module", params=[291, 1000])
+def small_grads(request):
+    """291 (a 7B model's parameter count) and 1,000 trainable tensors with gradients."""
+    params = [torch.nn.Parameter(torch.zeros(64)) for _ in range(request.param)]
+    for p in params:
+        p.grad = torch.randn(64)
+    return [(f"model.layers.{i // 7}.proj{i % 7}.weight", p) for i, p in enumerate(params)]
+
+
+def test_host_launch(benchmark, small_grads):
+    """The Python side of launching one scan (the table is kept: addresses are unchanged)."""
+    from benchsuite.gradscan import _scan
+    pending = benchmark(_scan.launch, small_grads)
+    assert len(pending.records) == len(small_grads) and pending.backend == "cpu"
+
+
+def test_host_launch_and_finish(benchmark, small_grads):
+    from benchsuite.gradscan import _scan
+    report = benchmark(lambda: _scan.launch(small_grads).finish())
+    assert report.ok and len(report.records) == len(small_grads)
+
+
+def test_table_kept_while_addresses_are_unchanged(small_grads):
+    from benchsuite.gradscan import _native
+    grads = [p.grad for _, p in small_grads]
+    cache = _native.TableCache()
+    assert cache.update(grads) is True
+    table = cache.table
+    assert cache.update(grads) is False and cache.table is table  # nothing rebuilt
+    grads[5] = grads[5].clone()  # one gradient got new storage
+    assert cache.update(grads) is True and int(cache.table[5, 0]) == grads[5].data_ptr()
+
+
+def test_host_cost_command(tmp_path):
+    out = tmp_path / "host.json"
+    proc = subprocess.run([sys.executable, "-m", "benchsuite", "scan-bench", "--host-cost", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["host_cost"]
+    assert [r["tensors"] for r in rows] == [291, 1000]
+    for r in rows:
+        assert min(r["launch_ms"], r["finish_ms"], r["table_rebuilt_ms"], r["table_reused_ms"]) > 0

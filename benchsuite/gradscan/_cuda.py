@@ -32,8 +32,9 @@ from ._native import DTYPE_CODES, _core, warn_once
 
 # CUDA's minor-version compatibility: code built by a toolkit of major version M, as SASS, runs on any
 # driver of at least these versions (Linux / Windows; NVIDIA's "CUDA Compatibility" guide, table "CUDA
-# Toolkit 11.x, 12.x and 13.x driver version ranges", and the CUDA 11.0 note on 450.80.02 / 452.39).
-DRIVER_FLOOR = {11: ("450.80.02", "452.39"), 12: ("525.60.13", "527.41"), 13: ("580.65.06", "580.88")}
+# Toolkit 11.x, 12.x and 13.x driver version ranges", and the CUDA 11.0 note on 450.80.02 / 452.39; for 13.x
+# the table says ">= 580": 580.65.06 is the CUDA 13.0 GA Linux driver, and for Windows only the branch is given).
+DRIVER_FLOOR = {11: ("450.80.02", "452.39"), 12: ("525.60.13", "527.41"), 13: ("580.65.06", "580")}
 
 _lock = threading.RLock()
 

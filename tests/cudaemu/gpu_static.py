@@ -221,6 +221,24 @@ def markdown(res: dict, baseline: dict | None = None) -> str:
             lines.append(f"| {arch} | {name} | {loop.get('instructions')} | {loop.get('fast_path')} | "
                          f"{loop.get('loads_16B')} | {loop.get('elements')} | {loop.get('per_element')} | "
                          f"{loop.get('fast_path_per_element')} |")
+    lines += ["", "Spills of the whole kernel (`benchsuite_gradscan`; ptxas books them on the entry function): local-memory "
+              "instructions in its SASS, and how many sit inside a vector loop (the only place they would cost per "
+              "element). Before this table, the parser booked the called `classify_vec` functions' zero spills on the "
+              "entry function, so a few spilled words around the per-tensor loop went unreported.", "",
+              "| compiler | arch | registers | spill stores/loads (bytes) | spill instructions | in vector loops |",
+              "|---|---|---|---|---|---|"]
+    for label, r_all in (("nvcc " + res["nvcc"], res), *([("NVRTC " + res["nvrtc"]["nvrtc"], res["nvrtc"])]
+                                                          if res.get("nvrtc") else [])):
+        for arch, r in r_all["archs"].items():
+            k, sp = r["ptxas"]["scan_kernel"], r.get("kernel", {})
+            lines.append(f"| {label} | {arch} | {k.get('registers')} | {k.get('spill_stores', 0)}/{k.get('spill_loads', 0)} | "
+                         f"{sp.get('spill_instructions')} | {sp.get('spills_in_vector_loops')} |")
+    if res.get("nvrtc"):
+        lines += ["", f"The same probes compiled by NVRTC {res['nvrtc']['nvrtc']} (what a user's first scan compiles):", "",
+                  "| arch | dtype | loop instructions/element | fast path/element |", "|---|---|---|---|"]
+        for arch, r in res["nvrtc"]["archs"].items():
+            for name, loop in r["loops"].items():
+                lines.append(f"| {arch} | {name} | {loop.get('per_element')} | {loop.get('fast_path_per_element')} |")
     if baseline:
         lines += ["", f"Before the rewrite ({baseline.get('source', 'baseline')}): every element classified four ways, "
                   "max and sum in double; no slow path, so the loop is the fast path.", "",
@@ -238,9 +256,14 @@ if __name__ == "__main__":
     if miss:
         sys.exit(f"missing: {', '.join(miss)} (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     result = measure()
+    try:
+        result["nvrtc"] = measure("nvrtc")
+    except RuntimeError as exc:  # no NVRTC here: the nvcc figures alone
+        print(f"NVRTC figures skipped: {exc}", file=sys.stderr)
     print(json.dumps(result, indent=1))
     if "--write" in sys.argv:
-        base = None
+        old = ROOT / "docs" / "results" / "cuda-static.json"
+        base = json.loads(old.read_text()).get("baseline") if old.exists() else None
         if "--baseline" in sys.argv:  # a JSON written by this script for an older csrc/ (BENCHSUITE_CSRC)
             base = json.loads(Path(sys.argv[sys.argv.index("--baseline") + 1]).read_text())
             result["baseline"] = base

@@ -45,6 +45,22 @@ def entries() -> list[dict]:
     return out
 
 
+def _stale_ray_sessions(root: Path) -> list[dict]:
+    """Session folders of local Ray clusters (`--ray local`) whose command is gone: a run removes its own
+    when it ends, so one is left only by a command that was killed (SIGKILL)."""
+    import os
+    out = []
+    folder = root / "ray"
+    if not folder.is_dir():
+        return out
+    for d in sorted(folder.iterdir()):
+        pid = d.name.split("-", 1)[0]
+        if d.is_dir() and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            out.append({"kind": "ray-session", "path": str(d), "bytes": _size(d)})
+            shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
 def main(args) -> int:
     check_output(args.json, "--json")
     root = cache_root()
@@ -74,6 +90,9 @@ def main(args) -> int:
         if args.all or not e["ready"] or old or stale_overlay:
             shutil.rmtree(e["path"], ignore_errors=True)
             removed.append(e)
+    for e in removed:
+        Path(e["path"] + ".lock").unlink(missing_ok=True)  # the build lock next to an environment
+    removed += _stale_ray_sessions(root)
     for e in removed:
         say(f"removed {e['path']} ({e['bytes'] / 2**20:.0f} MiB)")
     say(f"pruned {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, "

@@ -227,15 +227,16 @@ def run(cfg: dict) -> dict:
 
 
 def make_batch(vocab: int, rows: int, seq: int, device) -> dict:
-    """A fixed-seed batch with realistic, unequal sequence lengths: rows of seq/8 .. seq tokens (the first
-    row full), right-padded (attention mask 0, id 0), the first quarter of each row a prompt that is not
-    labelled, and padding not labelled either (-100). ``micro_labelled``/``total_labelled``: the tokens
-    the loss counts (labels after the causal shift) per row and in all."""
+    """A fixed-seed batch with realistic, unequal sequence lengths: rows spread evenly from seq down to
+    seq/8 tokens (4 rows of 512: 512, 363, 213, 64), right-padded (attention mask 0, id 0), the first
+    quarter of each row a prompt that is not labelled, and padding not labelled either (-100).
+    ``micro_labelled``/``total_labelled``: the tokens the loss counts (labels after the causal shift)
+    per row and in all."""
     import torch
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, vocab, (rows, seq), generator=g)
     low = max(2, seq // 8)
-    lengths = [seq] + [int(x) for x in torch.randint(low, seq + 1, (rows - 1,), generator=g)]
+    lengths = [seq - round(i * (seq - low) / max(1, rows - 1)) for i in range(rows)]
     mask = torch.zeros(rows, seq, dtype=torch.long)
     labels = torch.full((rows, seq), -100, dtype=torch.long)
     for i, n in enumerate(lengths):

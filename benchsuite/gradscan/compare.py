@@ -26,7 +26,7 @@ from none; run_b's are left in place.
 
 Tolerances (``TOLERANCES``), measured in docs/results/ (see README, "Memory and throughput"): fp32 (an
 option that only changes the order of fp32 rounding: checkpointing, token-weighted accumulation) 1e-3;
-bf16 and fp16 (autocast, against an fp32 reference) looser bounds.
+fp16 with GradScaler 0.02 and bf16 0.1 (autocast, against an fp32 reference).
 """
 from __future__ import annotations
 
@@ -39,10 +39,14 @@ import torch
 
 from . import signature as _sig
 
-# Relative-error bounds per precision of the compared run, against an fp32 reference.
-# Measured (docs/results/bench-cpu-tiny-llama.md, signature-error-cpu.md): fp32 options change
-# per-parameter gradients by at most ~1e-5 relative; bf16 autocast by at most ~0.05 (fp16 ~0.005).
-TOLERANCES = {"fp32": 1e-3, "fp16": 0.05, "bf16": 0.15}
+# Relative-error bounds per precision of the compared run, against an fp32 reference. Measured worst
+# per-parameter relative errors of healthy options (docs/results/bench-cpu-tiny-llama.md,
+# bench-cpu-fp16.md, signature-error-cpu.md; README, "Memory and throughput"): fp32 checkpointing 0
+# (bit-identical on the CPU), fp32 token-weighted accumulation < 1e-6, fp16 with GradScaler 2.8e-3,
+# bf16 autocast 0.015-0.016. Each bound leaves a margin of >= 6x over those, and stays below what the
+# failures give (per-micro-batch-mean accumulation on unequal lengths >= 0.2, reentrant checkpointing
+# of keyword inputs 0.3, None on one side).
+TOLERANCES = {"fp32": 1e-3, "fp16": 0.02, "bf16": 0.1}
 
 _WRAPPER_PARTS = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.")
 

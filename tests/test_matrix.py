@@ -1,6 +1,7 @@
 """Matrix and bisection: the search itself, and real runs over pinned transformers releases."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -58,18 +59,32 @@ def test_expand_and_table():
 
 
 @pytest.mark.network
-def test_two_version_matrix_of_the_seed_case(tmp_path):
+def test_two_version_matrix_of_the_seed_cases_and_the_same_on_a_local_ray_cluster(tmp_path):
+    """Issue 16's command: `--ray local` gives the verdicts of the plain matrix and says Ray ran it."""
+    args = ["matrix", "reentrant-checkpoint-frozen-inputs", "lora-loaded-frozen", "--with", "transformers==4.57.6,5.23.0"]
     out = tmp_path / "m.json"
     md = tmp_path / "m.md"
-    proc = subprocess.run(CLI + ["matrix", "reentrant-checkpoint-frozen-inputs", "--with",
-                                 "transformers==4.57.6,5.23.0", "--json", str(out), "--markdown", str(md)],
+    proc = subprocess.run(CLI + args + ["--json", str(out), "--markdown", str(md)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    cells = {c["env"]: c for c in json.loads(out.read_text())["cells"]}
-    assert cells["transformers==4.57.6"]["status"] == "reproduced"
-    assert cells["transformers==5.23.0"]["status"] == "not-reproduced"
-    assert cells["transformers==4.57.6"]["environment"]["transformers"] == "4.57.6"
+    plain = json.loads(out.read_text())
+    cells = {(c["case"], c["env"]): c for c in plain["cells"]}
+    assert cells[("reentrant-checkpoint-frozen-inputs", "transformers==4.57.6")]["status"] == "reproduced"
+    assert cells[("reentrant-checkpoint-frozen-inputs", "transformers==5.23.0")]["status"] == "not-reproduced"
+    assert cells[("reentrant-checkpoint-frozen-inputs", "transformers==4.57.6")]["environment"]["transformers"] == "4.57.6"
     assert "reentrant-checkpoint-frozen-inputs" in md.read_text()
+    assert plain["executor"]["kind"] == "local"
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("the ray extra is not installed: pip install 'benchsuite[ray]'")
+    on_ray = tmp_path / "ray.json"
+    proc = subprocess.run(CLI + args + ["--ray", "local", "--json", str(on_ray)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(on_ray.read_text())
+    verdicts = lambda d: {(c["case"], c["env"]): (c["status"], c["expected"], c["agrees"], c["fixes"],  # noqa: E731
+                                                  c["environment"]) for c in d["cells"]}
+    assert verdicts(doc) == verdicts(plain) and len(doc["cells"]) == 4
+    assert doc["executor"]["kind"] == "ray" and doc["executor"]["address"] == "local" and doc["executor"]["local_cluster"]
 
 
 @pytest.mark.network

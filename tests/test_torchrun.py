@@ -88,7 +88,7 @@ def test_ranks_under_torchrun_are_judged_and_a_timeout_ends_them_all(tmp_path):
     for name, text in CASES.items():
         (cases / f"{name}.py").write_text(textwrap.dedent(text))
     out = tmp_path / "r.json"
-    proc = subprocess.run(CLI + ["run", "--cases-dir", str(cases), "--timeout", "20", "--json", str(out)],
+    proc = subprocess.run(CLI + ["run", "--cases-dir", str(cases), "--timeout", "12", "--json", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # rank-hangs times out
     res = {r["id"]: r for r in json.loads(out.read_text())["results"]}

@@ -139,11 +139,15 @@ def markdown(rows: list[dict]) -> str:
              "`tests/test_cudaemu.py` (emulated kernel under 5 schedules, ASan+UBSan, TSan with two workers, CPU core "
              "and oracle comparison) runs on it. Tests: planted = test_planted_values_every_schedule, small = "
              "test_many_small_tensors, chunks = test_one_block_per_chunk, asan = test_asan_ubsan, tsan = "
-             "test_tsan_two_workers, dtype = test_unknown_dtype_is_an_error.", "",
+             "test_tsan_two_workers, dtype = test_unknown_dtype_is_an_error, zeroing = "
+             "test_idle_accumulator_zeroed_by_few_blocks, host-path = test_host_path_through_an_emulated_driver, "
+             "raw-dtype = test_kernel_never_reports_an_unknown_dtype_clean.", "",
              "| mutant | change | caught by |", "|---|---|---|"]
     short = {"test_planted_values_every_schedule": "planted", "test_many_small_tensors": "small",
              "test_one_block_per_chunk": "chunks", "test_asan_ubsan": "asan", "test_tsan_two_workers": "tsan",
-             "test_unknown_dtype_is_an_error": "dtype"}
+             "test_unknown_dtype_is_an_error": "dtype", "test_idle_accumulator_zeroed_by_few_blocks": "zeroing",
+             "test_host_path_through_an_emulated_driver": "host-path",
+             "test_kernel_never_reports_an_unknown_dtype_clean": "raw-dtype"}
     for r in rows:
         caught = ", ".join(short.get(n, n) for n in r["caught_by"])
         if r["compile_error"]:

@@ -134,7 +134,8 @@ class Cluster:
         import logging
         self._before = set(_children(os.getpid()))
         try:
-            self.ray.init(num_cpus=workers or os.cpu_count() or 1, _temp_dir=str(self.temp_dir),
+            # address="local": a new cluster even where RAY_ADDRESS names another one.
+            self.ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, _temp_dir=str(self.temp_dir),
                           _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
                           logging_level=logging.WARNING, object_store_memory=128 * 2**20)
         except Exception as exc:
@@ -319,9 +320,20 @@ class TaskStream:
     def __iter__(self):
         ray = self.ray
         try:
-            self._submit()
-            while self.active:
-                ready, _ = ray.wait(list(self.active), num_returns=1, timeout=1.0)
+            while self.active or self.queue:
+                try:
+                    self._submit()
+                    ready, _ = ray.wait(list(self.active), num_returns=1, timeout=1.0)
+                except Exception as exc:  # the cluster itself went away (its head, the connection)
+                    reason = f"the Ray cluster could not be reached: {describe_failure(exc)}"
+                    for st in list(self.active.values()) + [{"key": q[0], "pending": list(q[2]), "node": None}
+                                                            for q in self.queue]:
+                        if st["pending"]:
+                            yield st["key"], {"event": "lost", "missing": st["pending"], "node": st["node"],
+                                              "reason": reason}
+                    self.active.clear()
+                    self.queue.clear()
+                    return
                 for gen in ready:
                     st = self.active[gen]
                     try:
@@ -350,7 +362,6 @@ class TaskStream:
                     elif ev.get("event") == "env-error":
                         ev["missing"], st["pending"] = st["pending"], []
                     yield st["key"], {**ev, "node": ev.get("node", st["node"])}
-                self._submit()
         finally:
             self.cancel()
 
@@ -400,16 +411,16 @@ class TaskStream:
         if not self.killed or self.cluster.temp_dir is not None:
             self.killed.clear()
             return
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        fn = self.ray.remote(sweep)
-        refs = [fn.options(num_cpus=0, max_retries=0,
-                           scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
-                           ).remote(folder, pids, 15.0)
-                for (node_id, folder), pids in self.killed.items()]
-        self.killed.clear()
+        killed, self.killed = self.killed, {}
         try:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            fn = self.ray.remote(sweep)
+            refs = [fn.options(num_cpus=0, max_retries=0,
+                               scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+                               ).remote(folder, pids, 15.0)
+                    for (node_id, folder), pids in killed.items()]
             self.ray.wait(refs, num_returns=len(refs), timeout=30)
-        except Exception:
+        except Exception:  # a node that is gone has nothing left to sweep; the next task there sweeps the rest
             pass
 
 

@@ -233,12 +233,17 @@ def test_without_ray_the_option_says_how_to_install_it(tmp_path):
     assert not (tmp_path / "m.json").exists()
 
 
-def test_jobs_is_a_usage_error_with_ray(capsys):
+def test_usage_errors_with_ray_are_one_line_and_immediate(capsys, tmp_path):
     from benchsuite.cli import main
     assert main(["matrix", "lora-loaded-frozen", "--ray", "--jobs", "3"]) == 2
     assert "--jobs is for a local run" in capsys.readouterr().err
     assert main(["matrix", "lora-loaded-frozen", "--ray-workers", "2"]) == 2
     assert "--ray-workers goes with --ray" in capsys.readouterr().err
+    t0 = time.monotonic()  # nothing listens on port 1: said at once, not after Ray's minutes of retries
+    assert main(["matrix", "lora-loaded-frozen", "--ray", "127.0.0.1:1", "--json", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--ray 127.0.0.1:1: nothing answers there" in err and time.monotonic() - t0 < 30
+    assert not (tmp_path / "m.json").exists()
 
 
 class BatchProber:

@@ -144,6 +144,17 @@ class Cluster:
 
     def _connect(self) -> None:
         import logging
+        import socket
+        hostport = self.address.split("://", 1)[-1]
+        if self.address != "auto" and ":" in hostport:
+            # Ray retries an address where nothing answers for minutes; say so at once instead.
+            host, _, port = hostport.rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"--ray {self.address}: nothing answers there ({exc.strerror or exc}); give the "
+                                 "address of a running cluster's head (HOST:PORT, ray://HOST:10001), `auto` on one "
+                                 "of its nodes, or `local`") from None
         try:
             self.ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
         except Exception as exc:

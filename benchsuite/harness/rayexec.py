@@ -136,7 +136,7 @@ class Cluster:
         try:
             # address="local": a new cluster even where RAY_ADDRESS names another one.
             self.ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, _temp_dir=str(self.temp_dir),
-                          _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
+                          include_dashboard=False, log_to_driver=False,
                           logging_level=logging.WARNING, object_store_memory=128 * 2**20)
         except Exception as exc:
             raise UsageError(f"--ray local: could not start a Ray cluster on this machine: {type(exc).__name__}: "

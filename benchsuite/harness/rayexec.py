@@ -496,6 +496,10 @@ def run_matrix(paths: list[Path], envs: list[list[str]], cluster: Cluster, *, ti
         if kind == "start":
             if ev.get("benchsuite_version") not in versions:
                 versions.append(ev.get("benchsuite_version"))
+                from .report import version
+                if ev.get("benchsuite_version") != version():
+                    log(f"warning: node {ev.get('node')} runs benchsuite {ev.get('benchsuite_version')}, this "
+                        f"command {version()}: its verdicts may differ; install the same version on every node")
         elif kind == "env":
             for m in ev.get("log", []):
                 log(f"[{label}] [{ev.get('node')}] {m}")

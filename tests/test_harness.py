@@ -213,7 +213,8 @@ def test_info_shows_build_facts():
     assert "extension benchsuite._core" in out and "transformers" in out
     info = json.loads(run_cli("info", "--json").stdout)
     assert info["extension"]["importable"] is True
-    assert isinstance(info["extension"]["cuda"], bool)
+    assert info["extension"]["cuda_host"] == "driver API, opened at run time"
+    assert isinstance(info["cuda"]["routes"], list) and "driver_floor" in info["cuda"]
 
 
 def test_interrupting_a_run_leaves_no_case_process_behind(tmp_path):

@@ -116,9 +116,12 @@ def launch(spec_path: str, nproc: int) -> None:
 
     from torch.distributed.launcher.api import elastic_launch
     from torch.distributed.run import config_from_args, get_args_parser
+    # The agent's logs go beside the spec, in the case's work folder (removed with it): by default torchrun
+    # makes a torchelastic_* folder in $TMPDIR and leaves it there.
+    log_dir = Path(spec_path).resolve().parent / "torchrun-logs"
     args = get_args_parser().parse_args(["--standalone", "--nnodes=1", f"--nproc-per-node={nproc}",
                                          "--max-restarts=0", "--monitor-interval=0.1", "--start-method=fork",
-                                         "benchsuite-rank", spec_path])
+                                         f"--log-dir={log_dir}", "benchsuite-rank", spec_path])
     # As torch.distributed.run.run() does for --standalone: c10d rendezvous on a free local port.
     args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id = "c10d", "localhost:0", str(uuid.uuid4())
     config, _, _ = config_from_args(args)

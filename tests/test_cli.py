@@ -324,7 +324,7 @@ def test_ctrl_c_in_bench_writes_table_and_plot_for_finished_configurations(tmp_p
     # The fp32 configuration finishes; the fp16 one (no fast CPU kernels: many times slower) is interrupted.
     stdout, stderr = _interrupt_when(proc, lambda: len(json.loads(out.read_text())["results"]) == 1, settle=0.2)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
-    assert "ckpt-off/acc1/fp32/lora" in md.read_text() and "fp16" not in md.read_text()
+    assert "ckpt-off/acc1/fp32/lora" in md.read_text() and "ckpt-off/acc1/fp16/lora" not in md.read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(out.read_text())["interrupted"] is True
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from benchsuite.gradscan._oracle import tensor_stats
-from benchsuite.gradscan.planted import CHUNK, DTYPES, THREADS, full_suite, planted
+from benchsuite.gradscan.planted import CHUNK, DTYPES, full_suite, planted
 
 pytestmark = pytest.mark.cudaemu
 

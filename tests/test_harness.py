@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from procs import processes_with
 from packaging.version import Version
 
 from benchsuite.harness.discover import case_files, default_cases_dir
@@ -223,24 +224,14 @@ def test_interrupting_a_run_leaves_no_case_process_behind(tmp_path):
                             stderr=subprocess.PIPE, start_new_session=True)
     marker = str(cases / "hangs.py")
     deadline = time.time() + 60
-    while time.time() < deadline and not _processes_with(marker):
+    while time.time() < deadline and not processes_with(marker):
         time.sleep(0.2)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGINT)
     proc.communicate(timeout=60)
     deadline = time.time() + 10
-    while time.time() < deadline and _processes_with(marker):
+    while time.time() < deadline and processes_with(marker):
         time.sleep(0.2)
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
-def _processes_with(text: str) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found

@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from procs import processes_with
 
 from benchsuite.harness.bisect import bisect, bisect_parallel
 
@@ -93,22 +94,12 @@ def write_cases(folder: Path, names) -> Path:
     return folder
 
 
-def _processes_with(text: str) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 def _local_cluster_processes(driver_pid: int) -> list[int]:
     """The processes of the local cluster a command started: their command lines name its session folder
     ($BENCHSUITE_CACHE/ray/<pid>-... or $TMPDIR/benchsuite-ray-<pid>-...)."""
-    return _processes_with(f"{os.sep}ray{os.sep}{driver_pid}-") + _processes_with(f"benchsuite-ray-{driver_pid}-")
+    return processes_with(f"{os.sep}ray{os.sep}{driver_pid}-") + processes_with(f"benchsuite-ray-{driver_pid}-")
 
 
 @pytest.fixture(scope="module")
@@ -181,9 +172,9 @@ def test_a_lost_worker_marks_its_cells_error_and_the_run_goes_on(tmp_path):
     assert "was lost" in errors[0].find("error").get("message")
     # Nothing left: no runner or case of the killed worker, no Ray process, no session folder, no token file.
     deadline = time.time() + 15
-    while time.time() < deadline and (_processes_with("kills-its-worker") or _local_cluster_processes(proc.pid)):
+    while time.time() < deadline and (processes_with("kills-its-worker") or _local_cluster_processes(proc.pid)):
         time.sleep(0.2)
-    assert _processes_with("kills-its-worker") == [] and _local_cluster_processes(proc.pid) == []
+    assert processes_with("kills-its-worker") == [] and _local_cluster_processes(proc.pid) == []
     from benchsuite.harness.envs import cache_root
     leftovers = list((cache_root() / "ray").glob(f"{proc.pid}-*")) + list(
         Path(os.environ.get("TMPDIR", "/tmp")).glob(f"benchsuite-ray-{proc.pid}-*"))
@@ -203,7 +194,7 @@ def test_ctrl_c_on_ray_keeps_finished_cells_and_stops_the_tasks(tmp_path, cluste
             if out.exists() and any(c["case"] == "quick-ok" for c in json.loads(out.read_text())["cells"]):
                 break
             time.sleep(0.2)
-        while time.time() < deadline and not _processes_with(f"{os.sep}hangs.py"):
+        while time.time() < deadline and not processes_with(f"{os.sep}hangs.py"):
             time.sleep(0.2)  # the hanging case is running on its worker
         time.sleep(0.5)
     finally:
@@ -213,9 +204,9 @@ def test_ctrl_c_on_ray_keeps_finished_cells_and_stops_the_tasks(tmp_path, cluste
     doc = json.loads(out.read_text())
     assert [c["case"] for c in doc["cells"]] == ["quick-ok"] and doc["interrupted"] and doc["executor"]["kind"] == "ray"
     deadline = time.time() + 30
-    while time.time() < deadline and _processes_with(f"{os.sep}hangs.py"):
+    while time.time() < deadline and processes_with(f"{os.sep}hangs.py"):
         time.sleep(0.2)
-    assert _processes_with(f"{os.sep}hangs.py") == []  # the task was cancelled: its worker, runner and case are gone
+    assert processes_with(f"{os.sep}hangs.py") == []  # the task was cancelled: its worker, runner and case are gone
     # The killed worker's task folder was swept by a task on its node (an existing cluster's workers use
     # their own $TMPDIR): nothing is left there.
     assert set(Path(tempfile.gettempdir()).glob("benchsuite-task-*")) <= task_folders

@@ -7,7 +7,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
+
+from procs import processes_with
 
 CLI = [sys.executable, "-m", "benchsuite"]
 
@@ -70,16 +71,6 @@ CASES = {
 }
 
 
-def _processes_with(text: str) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 def test_ranks_under_torchrun_are_judged_and_a_timeout_ends_them_all(tmp_path):
@@ -102,6 +93,6 @@ def test_ranks_under_torchrun_are_judged_and_a_timeout_ends_them_all(tmp_path):
     assert res["rank-hangs"]["status"] == "timeout"
     marker = str(cases / "rank-hangs.py")
     deadline = time.time() + 10
-    while time.time() < deadline and _processes_with(marker):
+    while time.time() < deadline and processes_with(marker):
         time.sleep(0.2)
-    assert _processes_with(marker) == []  # the launcher's agent and both ranks went with the case
+    assert processes_with(marker) == []  # the launcher's agent and both ranks went with the case

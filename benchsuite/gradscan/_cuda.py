@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from . import _native
-from ._native import DTYPE_CODES, _core, warn_once
+from ._native import _core, warn_once
 
 # CUDA's minor-version compatibility: code built by a toolkit of major version M, as SASS, runs on any
 # driver of at least these versions (Linux / Windows; NVIDIA's "CUDA Compatibility" guide, table "CUDA

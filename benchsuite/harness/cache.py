@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .envs import cache_root
+from .envs import build_lock_path, cache_root
 from .report import UsageError, check_output, version, write_atomic
 
 
@@ -91,7 +91,10 @@ def main(args) -> int:
             shutil.rmtree(e["path"], ignore_errors=True)
             removed.append(e)
     for e in removed:
-        Path(e["path"] + ".lock").unlink(missing_ok=True)  # the build lock next to an environment
+        if e["kind"] == "environment":
+            build_lock_path(Path(e["path"])).unlink(missing_ok=True)
+    if args.all:  # locks of environments removed by hand
+        shutil.rmtree(root / "locks", ignore_errors=True)
     removed += _stale_ray_sessions(root)
     for e in removed:
         say(f"removed {e['path']} ({e['bytes'] / 2**20:.0f} MiB)")

@@ -281,12 +281,18 @@ def ensure(pins_list: list[str], log=print) -> Path:
     return python
 
 
+def build_lock_path(venv: Path) -> Path:
+    """The build lock of an environment: ``$BENCHSUITE_CACHE/locks/<key>.lock``, outside ``envs/`` so that a
+    failed build leaves nothing there."""
+    return venv.parent.parent / "locks" / (venv.name + ".lock")
+
+
 class _build_lock:
-    """An exclusive lock on ``<venv>.lock`` (a file next to the environment, released when the holder
-    exits, even when it is killed)."""
+    """An exclusive lock on the environment's build lock file (released when the holder exits, even when
+    it is killed)."""
 
     def __init__(self, venv: Path):
-        self.path = venv.with_name(venv.name + ".lock")
+        self.path = build_lock_path(venv)
 
     def __enter__(self):
         import fcntl

@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--reps", type=_positive_int, default=10, metavar="N", help="timed repetitions per method")
     p.add_argument("--host-cost", action="store_true",
-                   help="time the Python side of one scan (launch, finish, table upkeep) for 291 and 1,000 tensors")
+                   help="time the Python side of one scan (launch, finish, table upkeep) for 291 and 1,000 tensors "
+                        "(30 x --reps calls of each)")
     p.set_defaults(func=_scan_bench)
 
     p = sub.add_parser("compare", help="what changed between two run, matrix or bench JSON results")

@@ -289,7 +289,7 @@ def main(args) -> int:
     check_output(args.json, "--json")
     quiet = args.json == "-"
     if getattr(args, "host_cost", False):
-        rows = host_cost()
+        rows = host_cost(reps=30 * args.reps)  # 300 calls at the default --reps 10
         result = {"benchsuite_version": version(), "kind": "scan-bench", "host_cost": rows,
                   "device": "cpu", "cpu_threads": torch.get_num_threads()}
         print(render_host_cost(rows), file=sys.stderr if quiet else sys.stdout)

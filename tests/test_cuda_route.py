@@ -32,7 +32,7 @@ def _nvrtc():
     return nv
 
 
-@pytest.mark.parametrize("arch", [75, 80, 86, 89, 90])
+@pytest.mark.parametrize("arch", [80, 86, 89, 90])
 def test_nvrtc_compiles_the_embedded_kernel_to_sass(arch, tmp_path, monkeypatch):
     """The route a user with torch's CUDA wheels gets: SASS for the GPU's own architecture, cached on disk."""
     monkeypatch.setenv("BENCHSUITE_CACHE", str(tmp_path / "cache"))

@@ -274,7 +274,7 @@ def test_parallel_bisect_finds_the_same_boundary_in_fewer_rounds(width):
 
 @pytest.mark.network
 def test_bisect_on_ray_finds_what_a_plain_bisect_finds(tmp_path, cluster):
-    args = ["bisect", "reentrant-checkpoint-frozen-inputs", "--package", "transformers", "--from", "4.57.5",
+    args = ["bisect", "reentrant-checkpoint-frozen-inputs", "--package", "transformers", "--from", "4.57.6",
             "--to", "5.0.0"]
     out = tmp_path / "b.json"
     proc = subprocess.run(CLI + args + ["--ray", _address(cluster), "--json", str(out)], capture_output=True,

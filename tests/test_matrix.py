@@ -101,7 +101,7 @@ def test_matrix_cell_for_an_environment_that_cannot_be_built(tmp_path):
 def test_bisect_over_a_short_range(tmp_path):
     out = tmp_path / "b.json"
     proc = subprocess.run(CLI + ["bisect", "reentrant-checkpoint-frozen-inputs", "--package", "transformers",
-                                 "--from", "4.57.5", "--to", "5.0.0", "--json", str(out)],
+                                 "--from", "4.57.6", "--to", "5.0.0", "--json", str(out)],
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())

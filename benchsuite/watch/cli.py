@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .agent import ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY, ENV_REPLICA_EVERY, PREFIX
+from .env import ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY, ENV_REPLICA_EVERY, PREFIX
 from .names import compact
 
 SITE_DIR = Path(__file__).parent / "_site"

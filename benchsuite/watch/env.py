@@ -1,0 +1,10 @@
+"""What `benchsuite watch` tells the agent in the watched process, through its environment. Kept apart from
+the agent so that the command itself starts without importing torch."""
+ENV_DIR = "BENCHSUITE_WATCH_DIR"
+ENV_POLICY = "BENCHSUITE_WATCH_POLICY"
+ENV_EVERY = "BENCHSUITE_WATCH_EVERY"
+ENV_LOG = "BENCHSUITE_WATCH_LOG"
+ENV_CONFIRM = "BENCHSUITE_WATCH_CONFIRM"
+ENV_REPLICA_EVERY = "BENCHSUITE_WATCH_REPLICA_EVERY"
+ENV_JSON = "BENCHSUITE_WATCH_JSON"
+PREFIX = "[benchsuite watch]"

@@ -20,21 +20,30 @@ included); max |x| and the sum of squares cover finite values only.
 """
 from __future__ import annotations
 
-from ._native import available as native_available
-from ._oracle import tensor_stats
 from ._records import ALL_ZERO, NO_GRADIENT, NON_FINITE, ParamRecord, Problem, ScanReport
-from ._scan import AsyncScanner, named_trainable, scan, scan_tensors
-from .compare import CompareReport, compare
 
-# The callback module subclasses transformers.TrainerCallback: it is imported on first use only, so that
-# importing the scanner (as `benchsuite watch` does inside a script) never imports transformers.
-_CALLBACK_NAMES = ("GradientProblemError", "GradScanCallback", "GradScanHook")
+# Everything that needs torch (or transformers) is imported on first use: the package's pure parts
+# (records, verdicts) are read by commands that never scan (`benchsuite list`, `watch` itself, doctor),
+# and the callback module subclasses transformers.TrainerCallback, which a watched script may not import.
+_LAZY = {
+    "native_available": ("_native", "available"), "tensor_stats": ("_oracle", "tensor_stats"),
+    "AsyncScanner": ("_scan", "AsyncScanner"), "named_trainable": ("_scan", "named_trainable"),
+    "scan": ("_scan", "scan"), "scan_tensors": ("_scan", "scan_tensors"),
+    "CompareReport": ("compare", "CompareReport"), "compare": ("compare", "compare"),
+    "GradientProblemError": ("callback", "GradientProblemError"), "GradScanCallback": ("callback", "GradScanCallback"),
+    "GradScanHook": ("callback", "GradScanHook"),
+}
 
 
 def __getattr__(name):
-    if name in _CALLBACK_NAMES:
-        from . import callback
-        return getattr(callback, name)
+    if name in _LAZY:
+        import importlib
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        # Bound here once: importing the submodule `compare` set the package's `compare` to the module,
+        # and the function is what `from benchsuite.gradscan import compare` has always given.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [

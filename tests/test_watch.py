@@ -6,6 +6,7 @@ healthy run); every broken one must be stopped, or reported, with its cause name
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -31,7 +32,10 @@ def watch(tmp_path, *script_args, options=(), timeout=300, log=True):
     out = tmp_path / "watch.json"
     cmd = CLI + ["--json", str(out), *(["--log", str(tmp_path / "steps.jsonl")] if log else []), *options, "--",
                  sys.executable, *script_args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    # TMPDIR in the test's folder: torchrun, run by some scripts as a user would, leaves its torchelastic_*
+    # log folder there.
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
     return proc, json.loads(out.read_text())
 
 

@@ -39,12 +39,9 @@ def cuda_facts() -> dict:
     import torch
     from .gradscan import _cuda
     out: dict = {"routes": []}
-    fat = _cuda.fatbin_path()
-    major = _cuda._nvcc_major()
-    if fat is not None and major is not None:
-        out["routes"].append({"kind": "fatbin", "path": str(fat), "nvcc": build_facts().get("fatbin_nvcc"),
-                              "architectures": build_facts().get("fatbin_architectures"),
-                              "driver_floor": _cuda.driver_floor(major)})
+    fat = _cuda.fatbin_route()
+    if fat is not None:
+        out["routes"].append({k: fat[k] for k in ("kind", "path", "nvcc", "architectures", "driver_floor")})
     nv, nerr = _cuda.nvrtc()
     if nv is not None:
         out["routes"].append({"kind": "nvrtc", "path": nv.path, "version": f"{nv.version[0]}.{nv.version[1]}",

@@ -277,9 +277,17 @@ def fatbin_path() -> Path | None:
     return p if p.is_file() else None
 
 
-def _nvcc_major() -> int | None:
-    v = _core.build_info().get("fatbin_nvcc") if _core is not None else None
-    return int(str(v).split(".")[0]) if v else None
+def fatbin_route() -> dict | None:
+    """The shipped fatbin as a route: its path, the nvcc that built it, its architectures and the driver it
+    needs (``cuda_major``: that nvcc's CUDA major version); None when this build has none."""
+    fat = fatbin_path()
+    nvcc = _core.build_info().get("fatbin_nvcc") if fat is not None else None
+    if not nvcc:
+        return None
+    major = int(str(nvcc).split(".")[0])
+    return {"kind": "fatbin", "path": str(fat), "nvcc": nvcc,
+            "architectures": _core.build_info().get("fatbin_architectures"), "cuda_major": major,
+            "driver_floor": driver_floor(major)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -313,21 +321,20 @@ def load_kernel(index: int) -> DeviceState:
     st.route = {"device": dev["name"], "capability": f"{cap[0]}.{cap[1]}",
                 "driver_cuda": cuda_version_text(drv)}
     attempts = []
-    fat, nvcc_major = fatbin_path(), _nvcc_major()
-    if fat is not None and nvcc_major is not None:
-        if drv >= nvcc_major * 1000:
+    fat = fatbin_route()
+    if fat is not None:
+        if drv >= fat["cuda_major"] * 1000:
             try:
-                _core.cuda_load(index, fat.read_bytes())
-                st.route.update(kind="fatbin", image=str(fat), nvcc=_core.build_info()["fatbin_nvcc"],
-                                architectures=_core.build_info()["fatbin_architectures"],
-                                driver_floor=driver_floor(nvcc_major))
+                _core.cuda_load(index, Path(fat["path"]).read_bytes())
+                st.route.update(kind="fatbin", image=fat["path"], nvcc=fat["nvcc"], architectures=fat["architectures"],
+                                driver_floor=fat["driver_floor"])
                 st.ready = True
                 return st
             except RuntimeError as exc:
                 attempts.append(f"the shipped fatbin: {str(exc).replace('benchsuite._core: ', '')}")
         else:
-            attempts.append(f"the shipped fatbin needs a driver for CUDA {nvcc_major}.0 (at least "
-                            f"{driver_floor(nvcc_major)}), this one supports CUDA {cuda_version_text(drv)}")
+            attempts.append(f"the shipped fatbin needs a driver for CUDA {fat['cuda_major']}.0 (at least "
+                            f"{fat['driver_floor']}), this one supports CUDA {cuda_version_text(drv)}")
     nv, nerr = nvrtc()
     if nv is None:
         st.error = "; ".join(attempts + [nerr])

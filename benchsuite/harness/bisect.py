@@ -115,6 +115,17 @@ class RayProber(Prober):
                             time.perf_counter() - t0)
 
 
+def _same_at_both_ends(prober: Prober, versions: list[str], lo: int | None, hi: int | None) -> dict | None:
+    """The "not found" result when the usable ends (indices ``lo`` < ``hi``) are missing or agree, else None."""
+    if lo is None or hi is None or lo >= hi:
+        return {"found": False, "why": "fewer than two usable releases in the range"}
+    s_lo, s_hi = prober.status(versions[lo]), prober.status(versions[hi])
+    if s_lo == s_hi:
+        return {"found": False, "why": f"{s_lo} at both ends ({versions[lo]} and {versions[hi]})",
+                "status": s_lo}
+    return None
+
+
 def bisect(prober: Prober, versions: list[str]) -> dict:
     """Binary search for adjacent usable releases with different statuses (O(log n) probes)."""
     def usable_from(i, step, stop):
@@ -126,12 +137,10 @@ def bisect(prober: Prober, versions: list[str]) -> dict:
 
     lo = usable_from(0, 1, len(versions))
     hi = usable_from(len(versions) - 1, -1, -1)
-    if lo is None or hi is None or lo >= hi:
-        return {"found": False, "why": "fewer than two usable releases in the range"}
+    no_change = _same_at_both_ends(prober, versions, lo, hi)
+    if no_change is not None:
+        return no_change
     s_lo, s_hi = prober.status(versions[lo]), prober.status(versions[hi])
-    if s_lo == s_hi:
-        return {"found": False, "why": f"{s_lo} at both ends ({versions[lo]} and {versions[hi]})",
-                "status": s_lo}
     while hi - lo > 1:
         mid = (lo + hi) // 2
         # Step over unusable releases, alternating outward from the middle.
@@ -172,12 +181,10 @@ def bisect_parallel(prober: Prober, versions: list[str], width: int) -> dict:
 
     lo = first_usable(list(range(n)))
     hi = first_usable(list(range(n - 1, -1, -1)))
-    if lo is None or hi is None or lo >= hi:
-        return {"found": False, "why": "fewer than two usable releases in the range"}
+    no_change = _same_at_both_ends(prober, versions, lo, hi)
+    if no_change is not None:
+        return no_change
     s_lo, s_hi = prober.status(versions[lo]), prober.status(versions[hi])
-    if s_lo == s_hi:
-        return {"found": False, "why": f"{s_lo} at both ends ({versions[lo]} and {versions[hi]})",
-                "status": s_lo}
     while hi - lo > 1:
         known = [i for i in range(lo + 1, hi) if versions[i] in prober.seen and prober.status(versions[i]) is not None]
         if known:  # narrow to the first change after lo among the probed releases

@@ -102,9 +102,18 @@ def _local_cluster_processes(driver_pid: int) -> list[int]:
     return processes_with(f"{os.sep}ray{os.sep}{driver_pid}-") + processes_with(f"benchsuite-ray-{driver_pid}-")
 
 
+def _default_sessions() -> set[str]:
+    """The session folders that a Ray cluster started by this process would have in Ray's default temp
+    dir ($RAY_TMPDIR, else $TMPDIR, else /tmp, then /ray): session_<date>_<time>_<pid of the process that
+    started it>. Other users' clusters on this machine have other pids."""
+    root = Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp") / "ray"
+    return {p.name for p in root.glob(f"session_*_{os.getpid()}")}
+
+
 @pytest.fixture(scope="module")
 def cluster():
     from benchsuite.harness.rayexec import Cluster
+    before = _default_sessions()
     c = Cluster("local", workers=2)
     try:
         yield c
@@ -112,6 +121,9 @@ def cluster():
         temp = c.temp_dir
         c.close()
         assert temp is not None and not temp.exists()
+        # No Ray instance of this process's in Ray's default /tmp/ray (one auto-started by a Ray call after
+        # something had shut down the cluster's connection, as a failed Cluster's close() once did).
+        assert _default_sessions() <= before
 
 
 def _address(cluster) -> str:
@@ -224,8 +236,9 @@ def test_without_ray_the_option_says_how_to_install_it(tmp_path):
     assert not (tmp_path / "m.json").exists()
 
 
-def test_usage_errors_with_ray_are_one_line_and_immediate(capsys, tmp_path):
+def test_usage_errors_with_ray_are_one_line_and_immediate(capsys, tmp_path, cluster):
     from benchsuite.cli import main
+    address = _address(cluster)
     assert main(["matrix", "lora-loaded-frozen", "--ray", "--jobs", "3"]) == 2
     assert "--jobs is for a local run" in capsys.readouterr().err
     assert main(["matrix", "lora-loaded-frozen", "--ray-workers", "2"]) == 2
@@ -235,6 +248,13 @@ def test_usage_errors_with_ray_are_one_line_and_immediate(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--ray 127.0.0.1:1: nothing answers there" in err and time.monotonic() - t0 < 30
     assert not (tmp_path / "m.json").exists()
+    # The failed command left this process's Ray connection (the cluster fixture's) alone: its close() used
+    # to shut it down, and the next Ray call here auto-started a default instance in /tmp/ray.
+    assert cluster.ray.is_initialized() and _address(cluster) == address
+    # --ray local while this process is connected already: a usage error, and the connection stays.
+    assert main(["matrix", "lora-loaded-frozen", "--ray", "local", "--json", str(tmp_path / "m.json")]) == 2
+    assert "--ray local: could not start a Ray cluster" in capsys.readouterr().err
+    assert cluster.ray.is_initialized() and _address(cluster) == address
 
 
 class BatchProber:

@@ -88,7 +88,10 @@ class Cluster:
     """A Ray cluster for one command: a local one started here, or an existing one at an address.
 
     Use as a context manager: leaving it disconnects, and for a local cluster stops every process it
-    started and removes its session folder."""
+    started and removes its session folder. Ray's connection is one per process: a Cluster that did not
+    make it (its address did not answer, or Ray was already initialized here, by another Cluster) leaves
+    it alone when it closes. Shutting down another Cluster's connection made the next Ray call in this
+    process start a default Ray instance, in /tmp/ray, that nothing removed."""
 
     def __init__(self, address: str = "local", workers: int | None = None, log=None):
         self.ray = import_ray()
@@ -97,6 +100,8 @@ class Cluster:
         self.local = self.address == "local"
         self.temp_dir: Path | None = None
         self._saved_env: dict[str, str | None] = {}
+        self._owns_ray = False  # this Cluster called ray.init with Ray not yet initialized: close() shuts it down
+        self._before: set[int] | None = None
         t0 = time.perf_counter()
         try:
             if self.local:
@@ -120,8 +125,16 @@ class Cluster:
         self._saved_env.setdefault(name, os.environ.get(name))
         os.environ[name] = value
 
+    def _init(self, **kwargs) -> None:
+        self._owns_ray = not self.ray.is_initialized()  # else ray.init raises, and the connection is another's
+        self.ray.init(**kwargs)
+
     def _start_local(self, workers: int | None) -> None:
         self.temp_dir = _session_folder()
+        # Ray's default temp dir (/tmp/ray) for whatever falls back to it while the cluster runs, in this
+        # process or in the cluster's (a driver auto-initialized by a Ray call, a worker's helper): the
+        # session folder, removed with it.
+        self._setenv("RAY_TMPDIR", str(self.temp_dir))
         if "RAY_USAGE_STATS_ENABLED" not in os.environ:
             self._setenv("RAY_USAGE_STATS_ENABLED", "0")  # offline: no usage report, no prompt file
         if not any(v in os.environ for v in _AUTH_VARS):
@@ -135,9 +148,9 @@ class Cluster:
         self._before = set(_children(os.getpid()))
         try:
             # address="local": a new cluster even where RAY_ADDRESS names another one.
-            self.ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, _temp_dir=str(self.temp_dir),
-                          include_dashboard=False, log_to_driver=False,
-                          logging_level=logging.WARNING, object_store_memory=128 * 2**20)
+            self._init(address="local", num_cpus=workers or os.cpu_count() or 1, _temp_dir=str(self.temp_dir),
+                       include_dashboard=False, log_to_driver=False,
+                       logging_level=logging.WARNING, object_store_memory=128 * 2**20)
         except Exception as exc:
             raise UsageError(f"--ray local: could not start a Ray cluster on this machine: {type(exc).__name__}: "
                              f"{str(exc).strip()[:400]}") from None
@@ -156,7 +169,7 @@ class Cluster:
                                  "address of a running cluster's head (HOST:PORT, ray://HOST:10001), `auto` on one "
                                  "of its nodes, or `local`") from None
         try:
-            self.ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+            self._init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
         except Exception as exc:
             raise UsageError(f"--ray {self.address}: could not connect to a Ray cluster there: "
                              f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
@@ -170,10 +183,12 @@ class Cluster:
                 "startup_s": self.startup_s}
 
     def close(self) -> None:
-        started = [p for p in _children(os.getpid()) if p not in getattr(self, "_before", set())] if self.local else []
+        before = self._before
+        started = [p for p in _children(os.getpid()) if p not in before] if self.local and before is not None else []
         try:
-            if self.ray.is_initialized():
+            if self._owns_ray and self.ray.is_initialized():
                 self.ray.shutdown()
+            self._owns_ray = False
         finally:
             # The cluster's processes (GCS, raylet, their helpers) are this process's children: wait for
             # them to go and reap them, so that nothing, not even a zombie, is left.
@@ -193,7 +208,7 @@ class Cluster:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-            if self._saved_env:
+            if any(name in _AUTH_VARS for name in self._saved_env):
                 _reload_auth_config()
             self._saved_env = {}
 

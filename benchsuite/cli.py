@@ -111,6 +111,11 @@ def _watch(args) -> int:
     return main(args)
 
 
+def _compare_grads(args) -> int:
+    from .watch.signatures import main
+    return main(args)
+
+
 def _doctor(args) -> int:
     from .doctor import main
     return main(args)
@@ -336,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bench: report figures that moved by more than this fraction (default 0.10)")
     p.add_argument("--json", default=None, metavar="PATH", help=JSON_HELP)
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("compare-grads", help="do two runs' gradients match? Compare two signature files of "
+                                             "benchsuite watch --signature, parameter by parameter")
+    from .watch.signatures import add_arguments as _compare_grads_arguments
+    _compare_grads_arguments(p)
+    p.set_defaults(func=_compare_grads)
 
     p = sub.add_parser("cache", help="the cache of pinned environments: list or prune")
     p.add_argument("action", choices=["list", "prune"], help="list: show the cache; prune: remove environments")

@@ -7,6 +7,9 @@ transformers.trainer (then every Trainer, subclasses included, gets a callback t
 which model and step counter belong to its optimizer). Configuration comes from environment variables
 set by `benchsuite watch`.
 
+With --signature PATH the pre-hook also writes, once, at the run's N-th optimizer step, the signature of
+every trainable parameter's gradient (watch/signatures.py), for `benchsuite compare-grads`.
+
 The watcher must never harm the run: any failure of its own (an unwritable log, a scan that raises)
 is reported once on stderr and the watcher stands down; only `--policy raise` stops the script, and
 only for a confirmed finding.
@@ -25,8 +28,8 @@ import weakref
 
 from ..gradscan import verdicts as V
 
-from .env import (ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY,  # noqa: F401
-                  ENV_REPLICA_EVERY, PREFIX)
+from .env import (ENV_COMMAND, ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY,  # noqa: F401
+                  ENV_REPLICA_EVERY, ENV_SIGNATURE, ENV_SIGNATURE_STEP, PREFIX)
 
 
 class WatchProblemError(RuntimeError):
@@ -96,6 +99,12 @@ class Watcher:
         self.rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
         self.world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         self.log_path = _rank_path(os.environ.get(ENV_LOG), self.rank, self.world)
+        # --signature: the gradients' signatures at one optimizer step, written once (watch/signatures.py)
+        self.sig_path = _rank_path(os.environ.get(ENV_SIGNATURE), self.rank, self.world, default_ext=".json")
+        self.sig_step = _int_env(ENV_SIGNATURE_STEP, 1)
+        self.signature: dict | None = None   # {"path", "step", ...} once written, {"error"} when it could not be
+        self._sig_counts: dict[int, int] = {}
+        self.trainer_args: dict[int, object] = {}  # id(torch optimizer) -> the Trainer's TrainingArguments
         self.tracker = V.Tracker(confirm=_int_env(ENV_CONFIRM, 3))
         self.lock = threading.Lock()
         self.torch = False
@@ -124,6 +133,8 @@ class Watcher:
 
     # -- the hook
     def optimizer_pre_step(self, optimizer) -> None:
+        if self.sig_path and self.signature is None:
+            self._signature(optimizer)
         if self.disabled:
             return
         try:
@@ -132,6 +143,42 @@ class Watcher:
             raise
         except Exception as exc:  # the watcher's own failure must not stop the run
             self._fail(f"the scan failed ({type(exc).__name__}: {exc})")
+
+    def _signature(self, optimizer) -> None:
+        """--signature: at the run's N-th optimizer step (the Trainer's step number where there is one), write
+        the signature of every trainable parameter's gradient. Any failure is said once; the run goes on."""
+        try:
+            tr = self.trainer_opts.get(id(optimizer))
+            if tr is not None:
+                step = tr[1].global_step + 1
+            else:
+                step = self._sig_counts[id(optimizer)] = self._sig_counts.get(id(optimizer), 0) + 1
+            if step < self.sig_step:
+                return
+            from .signatures import document, write
+            group_params = [p for g in optimizer.param_groups for p in g["params"]]
+            root = tr[0] if tr is not None else self._root_of(group_params)
+            pairs = [(n, p) for n, p in root.named_parameters() if p.requires_grad] if root is not None else []
+            known = {id(p) for _, p in pairs}
+            pairs += [(self._names.get(id(p), f"param{i}"), p) for i, p in enumerate(group_params)
+                      if p.requires_grad and id(p) not in known]
+            try:
+                command = json.loads(os.environ.get(ENV_COMMAND) or "null")
+            except ValueError:
+                command = None
+            doc = document(pairs, step=step, rank=self.rank, world_size=self.world,
+                           source="trainer" if tr is not None else "optimizer", optimizer=type(optimizer).__name__,
+                           command=command, argv=sys.argv, versions=_versions(),
+                           trainer=self.trainer_args.get(id(optimizer)))
+            write(self.sig_path, doc)
+            self.signature = {"path": self.sig_path, "step": step, "parameters": len(doc["signatures"]),
+                              "none": sum(1 for d in doc["signatures"].values() if d["none"])}
+        except Exception as exc:  # never harms the run
+            self.signature = {"error": f"{type(exc).__name__}: {exc}", "path": self.sig_path}
+            self.notes.append(f"gradient signatures not written to {self.sig_path}: {type(exc).__name__}: {exc}")
+            sys.stderr.write(f"{PREFIX} cannot write the gradient signatures {self.sig_path} "
+                             f"({type(exc).__name__}: {exc}); the run goes on\n")
+        self._safe_save()
 
     def _fail(self, what: str) -> None:
         self.disabled = True
@@ -378,6 +425,10 @@ class Watcher:
         if self._finished:
             return
         self._finished = True
+        if self.sig_path and self.signature is None and self.steps:
+            self.signature = {"error": f"the run ended after {self.steps} optimizer step(s), before step "
+                                       f"{self.sig_step} (--signature-step)", "path": self.sig_path}
+            sys.stderr.write(f"{PREFIX} no gradient signatures written: {self.signature['error']}\n")
         if not self.disabled and self.scans:
             try:
                 self.tracker.finish(self._fingerprint)
@@ -402,6 +453,7 @@ class Watcher:
                              "fraction_of_step": (med_scan / med_step) if (med_scan and med_step) else None},
                 "findings": self.tracker.report(), "zero_gradient_steps": self.tracker.zero_steps,
                 "error": self.error, "notes": self.notes, "log": self.log_path, "finished": self._finished,
+                "signature": self.signature,
                 # the libraries' versions, for the catalogue cases watch names (benchsuite.doctor, issue 15)
                 "versions": _versions() if self.steps else None}
 
@@ -461,13 +513,13 @@ def _frozen_adapter(root) -> list[str]:
     return names
 
 
-def _rank_path(path: str | None, rank: int, world: int) -> str | None:
+def _rank_path(path: str | None, rank: int, world: int, default_ext: str = ".jsonl") -> str | None:
     if not path:
         return None
     if world <= 1:
         return path
     root, ext = os.path.splitext(path)
-    return f"{root}.rank{rank}{ext or '.jsonl'}"
+    return f"{root}.rank{rank}{ext or default_ext}"
 
 
 _watcher: Watcher | None = None
@@ -487,6 +539,7 @@ def _attach_transformers(module) -> None:
             if model is not None and optimizer is not None:
                 inner = getattr(optimizer, "optimizer", optimizer)
                 _watcher.trainer_opts[id(inner)] = (model, state)
+                _watcher.trainer_args[id(inner)] = args
                 o = _watcher.opts.get(id(inner))
                 if o is not None:
                     o.trainer = (model, state)

@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .env import ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY, ENV_REPLICA_EVERY, PREFIX
+from .env import (ENV_COMMAND, ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY, ENV_REPLICA_EVERY,
+                  ENV_SIGNATURE, ENV_SIGNATURE_STEP, PREFIX)
 from .names import compact
 
 SITE_DIR = Path(__file__).parent / "_site"
@@ -34,6 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 10)")
     p.add_argument("--log", default=None, metavar="PATH", help="per-step JSONL (one file per rank)")
     p.add_argument("--json", default=None, metavar="PATH", help="the final summary as JSON ('-' for stdout)")
+    p.add_argument("--signature", default=None, metavar="PATH",
+                   help="write every trainable parameter's gradient signature at the run's first optimizer step "
+                        "(after unscaling, clipping and accumulation, before the update) to PATH as JSON, one file "
+                        "per rank; compare two runs with `benchsuite compare-grads A.json B.json`")
+    p.add_argument("--signature-step", type=int, default=1, metavar="N",
+                   help="with --signature: take it at the N-th optimizer step instead (default 1)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="the training command, after --, e.g. -- python train.py --lr 2e-5 or -- torchrun ...")
 
@@ -145,8 +152,16 @@ def _render_process(s: dict) -> list[str]:
     if zero_steps:
         out.append(f"    {_plural(len(zero_steps), 'step')} with a gradient of exactly zero everywhere (e.g. zero "
                    f"advantage): not a finding on its own")
+    sig = s.get("signature") or {}
+    if sig.get("error"):
+        out.append(f"    no gradient signatures: {sig['error']}")
+    elif sig.get("path"):
+        none = f", {sig['none']} without a gradient" if sig.get("none") else ""
+        out.append(f"    gradient signatures of step {sig['step']} ({_plural(sig['parameters'], 'parameter')}{none}): "
+                   f"{sig['path']}")
     for note in s.get("notes") or []:
-        out.append(f"    note: {note}")
+        if not (sig.get("error") and note.startswith("gradient signatures not written")):
+            out.append(f"    note: {note}")
     return out
 
 
@@ -162,7 +177,12 @@ def main(args) -> int:
         return _usage("give the command after --, e.g. benchsuite watch -- python train.py")
     if args.every < 1 or args.confirm < 1 or args.replica_every < 1:
         return _usage("--every, --confirm and --replica-every must be at least 1")
-    for path, what in ((args.log, "--log"), (args.json if args.json != "-" else None, "--json")):
+    if args.signature_step < 1:
+        return _usage("--signature-step must be at least 1")
+    if args.signature_step != 1 and not args.signature:
+        return _usage("--signature-step needs --signature PATH")
+    for path, what in ((args.log, "--log"), (args.json if args.json != "-" else None, "--json"),
+                       (args.signature, "--signature")):
         if path:
             err = _writable(path, what)
             if err:
@@ -179,6 +199,10 @@ def main(args) -> int:
             env[ENV_JSON] = "1"
         if args.log:
             env[ENV_LOG] = str(Path(args.log).expanduser().resolve())
+        if args.signature:
+            env[ENV_SIGNATURE] = str(Path(args.signature).expanduser().resolve())
+            env[ENV_SIGNATURE_STEP] = str(args.signature_step)
+            env[ENV_COMMAND] = json.dumps(command)
         t0 = time.perf_counter()
         try:
             proc = subprocess.Popen(command, env=env)

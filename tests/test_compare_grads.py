@@ -1,0 +1,203 @@
+"""`benchsuite watch --signature` and `benchsuite compare-grads` on unmodified scripts.
+
+An option that keeps the gradients (non-reentrant checkpointing; accumulation, GradScaler and clipping
+that leave the step's gradient as it was) must compare equal; a broken one (reentrant checkpointing of a
+LoRA model without the input-grad hook: no gradient reaches the adapters) must be flagged by name.
+The watched runs of each group start together (they are independent), to keep the tests' wall time down.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).parent / "watch_scripts"
+WATCH = [sys.executable, "-m", "benchsuite", "watch"]
+COMPARE = [sys.executable, "-m", "benchsuite", "compare-grads"]
+TRAINER = str(SCRIPTS / "trainer_lora.py")
+LOOP = str(SCRIPTS / "clip_accum_loop.py")
+
+
+def _start(folder: Path, name: str, script_args, options=(), sig=None):
+    """Start one watched run writing its signatures to sig (default folder/name.json); (process, path)."""
+    sig = sig or folder / f"{name}.json"
+    cmd = WATCH + ["--signature", str(sig), *options, "--", sys.executable, *script_args]
+    proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(folder)})
+    return proc, sig
+
+
+def _run_all(folder: Path, runs: dict) -> dict:
+    started = {name: _start(folder, name, *spec) for name, spec in runs.items()}
+    out = {}
+    for name, (proc, sig) in started.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        out[name] = {"code": proc.returncode, "stdout": stdout, "stderr": stderr, "sig": sig}
+    return out
+
+
+def compare(*args):
+    """`benchsuite compare-grads ARGS` in this process (it imports torch, which this process has already):
+    a CompletedProcess-like result with its exit code, stdout and stderr."""
+    import contextlib
+    import io
+
+    from benchsuite.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["compare-grads", *[str(a) for a in args]])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every watched run of this module, started at once (about 25 s on 2 idle cores, most of it imports)."""
+    folder = tmp_path_factory.mktemp("runs")
+    (folder / "doomed").mkdir()
+    base = [TRAINER, "--steps", "1"]
+    out = _run_all(folder, {
+        "off": (base + ["--out", str(folder / "o1"), "--ckpt", "off"],),
+        "non-reentrant": (base + ["--out", str(folder / "o2"), "--ckpt", "non-reentrant"],),
+        "broken": (base + ["--out", str(folder / "o3"), "--broken"],),
+        "full-clip": ([LOOP, "--clip", "0.01"],),
+        "accum-scaler-clip": ([LOOP, "--clip", "0.01", "--accum", "2", "--scaler"],),
+        "full-noclip": ([LOOP],),
+        "full-clip-step2": ([LOOP, "--clip", "0.01"], ["--signature-step", "2"]),
+        "unwritable": ([LOOP, "--break-folder", str(folder / "doomed")], ["--json", str(folder / "summary.json")],
+                       folder / "doomed" / "sig.json"),
+    })
+    out["folder"] = folder
+    return out
+
+
+trainer_runs = loop_runs = runs
+
+
+def _doc(path):
+    return json.loads(Path(path).read_text())
+
+
+def test_trainer_signature_file(trainer_runs):
+    r = trainer_runs["off"]
+    assert r["code"] == 0 and "training finished" in r["stdout"], r["stderr"][-3000:]
+    doc = _doc(r["sig"])
+    assert doc["kind"] == "gradient-signatures" and doc["step"] == 1 and doc["source"] == "trainer"
+    assert doc["world_size"] == 1 and doc["rank"] == 0 and doc["versions"]["torch"]
+    assert doc["command"][1:] == [TRAINER, "--steps", "1", "--out", str(r["sig"].parent / "o1"), "--ckpt", "off"]
+    assert doc["trainer_args"]["gradient_accumulation_steps"] == 1
+    names = list(doc["signatures"])
+    assert len(names) == 9 and any("lora_B" in n for n in names) and any("score" in n for n in names)
+    assert doc["dtypes"] == {"parameters": {"float32": 9}, "gradients": {"float32": 9}}
+    assert doc["parameters"][names[0]]["shape"] and len(doc["signatures"][names[0]]["proj"]) == 128
+    assert f"gradient signatures of step 1 (9 parameters): {r['sig']}" in r["stderr"]
+
+
+def test_non_reentrant_checkpointing_matches(trainer_runs):
+    a, b = trainer_runs["off"]["sig"], trainer_runs["non-reentrant"]["sig"]
+    proc = compare(a, b)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verdict: MATCH" in proc.stdout and "9 parameters in both" in proc.stdout
+    proc = subprocess.run(COMPARE + [str(a), str(b)], capture_output=True, text=True, timeout=300)  # as a command
+    assert proc.returncode == 0 and "verdict: MATCH" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_reentrant_lora_without_input_hook_differs_by_name(trainer_runs, tmp_path):
+    r = trainer_runs["broken"]
+    assert r["code"] == 0, r["stderr"][-3000:]
+    assert "9 parameters, 8 without a gradient" in r["stderr"]
+    out = tmp_path / "cmp.json"
+    proc = compare(trainer_runs["off"]["sig"], r["sig"], "--json", out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    # The score head is flagged too (relative error ~2e-3): the Trainer clips to max_grad_norm 1.0, and the total
+    # norm it divides by lacks the adapters' gradients here. The signature is the gradient the step sees.
+    assert "verdict: DIFFER: 9 of 9 parameters" in proc.stdout
+    assert "base_model.model.score.modules_to_save.default.weight: relative error" in proc.stdout
+    assert "no gradient in B (8): base_model.model.model.layers.{0-1}.self_attn.{q_proj,v_proj}." \
+           "{lora_A,lora_B}.default.weight" in proc.stdout
+    assert "base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight: no gradient in run_b" in proc.stdout
+    doc = _doc(out)
+    assert doc["kind"] == "compare-grads" and doc["verdict"] == "differ" and not doc["matches"]
+    assert len(doc["no_grad_mismatch"]) == 8 and len(doc["records"]) == 9
+    assert all("lora_" in n for n in doc["no_grad_mismatch"]) and len(doc["differing"]) == 9
+
+
+def test_accumulation_scaler_and_clipping_seen_at_the_step(loop_runs):
+    for name in ("full-clip", "accum-scaler-clip", "full-noclip", "full-clip-step2"):
+        assert loop_runs[name]["code"] == 0 and "done" in loop_runs[name]["stdout"], loop_runs[name]["stderr"]
+    doc = _doc(loop_runs["full-clip"]["sig"])
+    assert doc["source"] == "optimizer" and doc["optimizer"] == "SGD" and doc["trainer_args"] is None
+    assert sorted(doc["signatures"]) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    # The accumulated, unscaled and clipped gradient is what the step sees: the same as one batch, clipped.
+    proc = compare(loop_runs["full-clip"]["sig"], loop_runs["accum-scaler-clip"]["sig"])
+    assert proc.returncode == 0 and "verdict: MATCH" in proc.stdout, proc.stdout + proc.stderr
+    # Without clipping the step sees the raw norm.
+    proc = compare(loop_runs["full-clip"]["sig"], loop_runs["full-noclip"]["sig"])
+    assert proc.returncode == 1 and "relative error above 0.001 (4)" in proc.stdout, proc.stdout
+    assert _doc(loop_runs["full-clip-step2"]["sig"])["step"] == 2
+    proc = compare(loop_runs["full-clip"]["sig"], loop_runs["full-clip-step2"]["sig"], "--precision", "bf16")
+    assert "the files are of different steps (1 and 2)" in proc.stdout and "rtol 0.1" in proc.stdout
+
+
+def test_a_failed_signature_write_never_harms_the_run(loop_runs):
+    r = loop_runs["unwritable"]
+    assert r["code"] == 0 and "done" in r["stdout"]
+    assert r["stderr"].count("cannot write the gradient signatures") == 1 and "the run goes on" in r["stderr"]
+    assert "no gradient signatures: " in r["stderr"] and "healthy: no finding in 2 scans" in r["stderr"]
+    summary = _doc(loop_runs["folder"] / "summary.json")
+    assert summary["processes"][0]["signature"]["error"]
+
+
+def test_bad_input_is_exit_2_with_one_line(trainer_runs, tmp_path):
+    good = trainer_runs["off"]["sig"]
+    (tmp_path / "notjson.json").write_text("{oops")
+    (tmp_path / "summary.json").write_text(json.dumps({"kind": "run", "results": []}))
+    for bad, message in ((tmp_path / "missing.json", "missing.json: no such file"),
+                         (tmp_path / "notjson.json", "notjson.json: not JSON"),
+                         (tmp_path / "summary.json", "a 'run' result; expected a gradient signature file"),
+                         (tmp_path, "is a folder")):
+        proc = compare(good, bad)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert message in proc.stderr and proc.stderr.startswith("benchsuite compare-grads: ")
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    proc = subprocess.run(COMPARE + [str(good), str(tmp_path / "missing.json")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("missing.json: no such file")
+    proc = compare(good, good, "--rtol", "0")
+    assert proc.returncode == 2 and "--rtol must be positive" in proc.stderr
+    proc = compare(good, good, "--rtol", "0.1", "--precision", "fp16")
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr
+
+
+def test_different_parameter_sets_and_shapes_are_differences(trainer_runs, tmp_path):
+    doc = _doc(trainer_runs["off"]["sig"])
+    names = list(doc["signatures"])
+    fewer = json.loads(json.dumps(doc))
+    del fewer["signatures"][names[0]]
+    reshaped = json.loads(json.dumps(doc))
+    reshaped["signatures"][names[1]]["numel"] += 1
+    (tmp_path / "fewer.json").write_text(json.dumps(fewer))
+    (tmp_path / "reshaped.json").write_text(json.dumps(reshaped))
+    proc = compare(trainer_runs["off"]["sig"], tmp_path / "fewer.json")
+    assert proc.returncode == 1 and f"trainable in A only (1): {names[0]}" in proc.stdout, proc.stdout + proc.stderr
+    proc = compare(trainer_runs["off"]["sig"], tmp_path / "reshaped.json")
+    assert proc.returncode == 1 and "shape differs (1)" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_signature_options_are_checked_before_the_script_starts(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    marker = tmp_path / "started"
+    script = ["--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    for options, message in ((["--signature", str(blocker / "sub" / "s.json")], "cannot create the folder"),
+                             (["--signature-step", "2"], "--signature-step needs --signature"),
+                             (["--signature", str(tmp_path / "s.json"), "--signature-step", "0"], "at least 1")):
+        proc = subprocess.run(WATCH + options + script, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert not marker.exists()

@@ -59,6 +59,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("KERNEL_SOURCE") = kKernelSource;
   m.attr("KERNEL_ABI_HEADER") = kKernelAbiHeader;
   m.attr("CUDA_THREADS") = kCudaThreads;
+  m.attr("SIG_K") = kSigK;
 
   m.def("build_info", &build_info, "Build facts: version, compiler, CUDA compiled or not, architectures.");
 
@@ -123,18 +124,19 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "cuda_scan",
       [](int device, uintptr_t stream, uintptr_t table, int64_t n, int64_t total_chunks, uintptr_t acc,
-         uintptr_t zero_next, int64_t zero_words) {
+         uintptr_t zero_next, int64_t zero_words, uintptr_t sig) {
         std::string err;
         {
           py::gil_scoped_release release;
           err = cuda_scan(device, stream, as_ptr<const int64_t>(table), n, total_chunks, as_ptr<uint64_t>(acc),
-                          as_ptr<uint64_t>(zero_next), zero_words);
+                          as_ptr<uint64_t>(zero_next), zero_words, as_ptr<double>(sig));
         }
         check(err);
       },
       py::arg("device"), py::arg("stream"), py::arg("table"), py::arg("n"), py::arg("total_chunks"), py::arg("acc"),
-      py::arg("zero_next"), py::arg("zero_words"),
+      py::arg("zero_next"), py::arg("zero_words"), py::arg("sig") = 0,
       "Enqueue the scan kernel on `stream` over a device table checked on the host first (check_table); it adds "
-      "into `acc` (n*6 words) and zeroes `zero_words` words at `zero_next`. No host synchronisation.");
+      "into `acc` (n*6 words) and zeroes `zero_words` words at `zero_next`. No host synchronisation. With `sig` "
+      "(the address of n*SIG_K float64, zero), the signature pass instead, adding each tensor's buckets there.");
 
 }

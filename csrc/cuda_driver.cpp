@@ -59,6 +59,8 @@ struct Loaded {
   CUmodule module = nullptr;
   CUfunction fn = nullptr;
   int64_t blocks = 0;  // one wave: multiprocessors x resident blocks of this kernel on each
+  CUfunction fn_sig = nullptr;  // the signature pass (null in an image built before it)
+  int64_t blocks_sig = 0;
 };
 
 std::mutex g_mu;
@@ -194,7 +196,7 @@ std::string cuda_load(int device, const void* image, size_t size) {
   if (!scope.pushed) return "cuCtxPushCurrent failed";
   if (L.module != nullptr) {
     g_drv.ModuleUnload(L.module);
-    L.module = nullptr, L.fn = nullptr, L.blocks = 0;
+    L.module = nullptr, L.fn = nullptr, L.blocks = 0, L.fn_sig = nullptr, L.blocks_sig = 0;
   }
   // cuModuleLoadData reads cubin, fatbin and (null-terminated) PTX; copy so a PTX image ends in a zero.
   std::vector<char> buf(static_cast<const char*>(image), static_cast<const char*>(image) + size);
@@ -208,16 +210,23 @@ std::string cuda_load(int device, const void* image, size_t size) {
     g_drv.ModuleUnload(module);
     return "cuModuleGetFunction(benchsuite_gradscan): " + describe(r);
   }
-  int sms = 0, per_sm = 0;
+  int sms = 0, per_sm = 0, per_sm_sig = 0;
   if (g_drv.DeviceGetAttribute(&sms, kAttrMultiprocessors, dev) != kSuccess || sms <= 0) sms = 108;
   if (g_drv.OccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kCudaThreads, 0) != kSuccess || per_sm <= 0)
     per_sm = 4;
+  CUfunction fn_sig = nullptr;
+  if (g_drv.ModuleGetFunction(&fn_sig, module, "benchsuite_gradscan_sig") != kSuccess) fn_sig = nullptr;
+  if (fn_sig != nullptr &&
+      (g_drv.OccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_sig, fn_sig, kCudaThreads, 0) != kSuccess ||
+       per_sm_sig <= 0))
+    per_sm_sig = 3;
   L.module = module, L.fn = fn, L.blocks = int64_t(sms) * per_sm;
+  L.fn_sig = fn_sig, L.blocks_sig = int64_t(sms) * per_sm_sig;
   return "";
 }
 
 std::string cuda_scan(int device, uintptr_t stream, const int64_t* device_table, int64_t n, int64_t total_chunks,
-                      uint64_t* acc, uint64_t* zero_next, int64_t zero_words) {
+                      uint64_t* acc, uint64_t* zero_next, int64_t zero_words, double* sig) {
   if (n <= 0 || total_chunks <= 0) {
     if (zero_words > 0) return "nothing to scan but words to zero";  // the caller never asks this
     return "";
@@ -229,7 +238,10 @@ std::string cuda_scan(int device, uintptr_t stream, const int64_t* device_table,
     std::lock_guard<std::mutex> lock(g_mu);
     if (device < 0 || device >= int(g_loaded.size()) || g_loaded[device].fn == nullptr)
       return "no kernel loaded for device " + std::to_string(device);
-    fn = g_loaded[device].fn, ctx = g_loaded[device].ctx, want = g_loaded[device].blocks;
+    const Loaded& L = g_loaded[device];
+    if (sig != nullptr && L.fn_sig == nullptr)
+      return "the kernel image loaded for device " + std::to_string(device) + " has no signature pass";
+    fn = sig != nullptr ? L.fn_sig : L.fn, ctx = L.ctx, want = sig != nullptr ? L.blocks_sig : L.blocks;
   }
   const CudaGeometry geo = cuda_geometry(total_chunks, want);
   const long long* a_table = reinterpret_cast<const long long*>(device_table);
@@ -237,7 +249,8 @@ std::string cuda_scan(int device, uintptr_t stream, const int64_t* device_table,
   long long a_per = geo.per_block, a_zero_words = zero_words;
   unsigned long long* a_acc = reinterpret_cast<unsigned long long*>(acc);
   unsigned long long* a_next = reinterpret_cast<unsigned long long*>(zero_next);
-  void* args[] = {&a_table, &a_n, &a_total, &a_per, &a_acc, &a_next, &a_zero_words};
+  double* a_sig = sig;
+  void* args[] = {&a_table, &a_n, &a_total, &a_per, &a_acc, &a_next, &a_zero_words, &a_sig};  // the last: sig only
   ContextScope scope(ctx);
   if (!scope.pushed) return "cuCtxPushCurrent failed";
   const CUresult r = g_drv.LaunchKernel(fn, unsigned(geo.blocks), 1, 1, unsigned(kCudaThreads), 1, 1, 0,

@@ -33,9 +33,11 @@ std::string cuda_driver(CudaDriverFacts* facts);
 std::string cuda_load(int device, const void* image, size_t size);
 // Enqueues the kernel on `stream` (a CUstream/cudaStream_t as an integer) over a table already in device
 // memory and checked on the host (check_table): it adds into `acc` (n*6 words, zero on entry) and sets
-// the `zero_words` words at `zero_next` to zero. No host synchronisation. "" or the error.
+// the `zero_words` words at `zero_next` to zero. No host synchronisation. "" or the error. With `sig`
+// (n*kSigK float64 in device memory, zero on entry) the signature pass runs instead and adds each tensor's
+// signature buckets there as well.
 std::string cuda_scan(int device, uintptr_t stream, const int64_t* device_table, int64_t n, int64_t total_chunks,
-                      uint64_t* acc, uint64_t* zero_next, int64_t zero_words);
+                      uint64_t* acc, uint64_t* zero_next, int64_t zero_words, double* sig = nullptr);
 
 // The launch geometry: at most `want` blocks (one wave), each with a contiguous run of chunks.
 struct CudaGeometry {

@@ -61,6 +61,8 @@ constexpr int kWarps = kThreads / 32;
 // Blocks per multiprocessor the register budget is cut for: 5 x 256 threads fit in 48 registers with no
 // spills on sm_80 and sm_90 (without the bound ptxas takes ~68, which allows only 3 blocks).
 constexpr int kMinBlocks = 5;
+// The signature pass holds one more float per element of its vector (up to 8): 3 blocks, 80 registers (4 blocks, 64 registers, spill inside the 2-byte loop).
+constexpr int kSigMinBlocks = 3;
 // 16-byte loads per thread per iteration of the unrolled loop. ptxas (CUDA 13, sm_80 and sm_90)
 // issues them back to back before the arithmetic: P2's "four in flight" is what the SASS shows here
 // (docs/results/cuda-static.md lists the figures).
@@ -160,9 +162,16 @@ __device__ __forceinline__ void classify_vecs(const uint4 (&u)[kU], Acc& a) {
   }
 }
 
-// kU 16-byte vectors of a float-decoded type already in registers, into the accumulator.
-template <typename T, int kU>
-__device__ __forceinline__ void take_vecs(const uint4 (&u)[kU], Acc& a) {
+// The plain scan adds nothing else per element (its code is the same as without a sketch).
+struct NoSketch {
+  static constexpr bool kOn = false;
+  __device__ __forceinline__ void add(int, int, float) {}
+};
+
+// kU 16-byte vectors of a float-decoded type already in registers, into the accumulator (and, in the
+// signature pass, each finite element into the sketch: sk.add(vector, element, value)).
+template <typename T, int kU, typename Sk = NoSketch>
+__device__ __forceinline__ void take_vecs(const uint4 (&u)[kU], Acc& a, Sk& sk) {
   constexpr int kN = Vec<T>::kN;
   float s[kU];
   float m = 0.0f;
@@ -185,8 +194,23 @@ __device__ __forceinline__ void take_vecs(const uint4 (&u)[kU], Acc& a) {
 #pragma unroll
     for (int j = 0; j < kU; ++j) a.ss += double(s[j]);
     a.am = fmax(a.am, double(m));
+    if constexpr (Sk::kOn) {  // every value is finite here
+#pragma unroll
+      for (int j = 0; j < kU; ++j)
+#pragma unroll
+        for (int k = 0; k < kN; ++k) sk.add(j, k, Vec<T>::at(u[j], k));
+    }
   } else {  // non-finite values, an overflowed or possibly underflowed sum: again, in double
     classify_vecs<T, kU>(u, a);
+    if constexpr (Sk::kOn) {
+#pragma unroll
+      for (int j = 0; j < kU; ++j)
+#pragma unroll
+        for (int k = 0; k < kN; ++k) {
+          const float x = Vec<T>::at(u[j], k);
+          if (fabsf(x) < inf_f()) sk.add(j, k, x);
+        }
+    }
   }
 }
 
@@ -213,7 +237,10 @@ __device__ __forceinline__ void take_vecs_f64(const uint4 (&u)[kU], Acc& a) {
 template <typename T, int kU>
 __device__ __forceinline__ void take_vecs_any(const uint4 (&u)[kU], Acc& a) {
   if constexpr (sizeof(T) == 8) take_vecs_f64<T, kU>(u, a);
-  else take_vecs<T, kU>(u, a);
+  else {
+    NoSketch none;
+    take_vecs<T, kU>(u, a, none);
+  }
 }
 
 // Elements [e0, e1) of one tensor, this block's share, into this thread's accumulator: a scalar head
@@ -240,6 +267,133 @@ __device__ void scan_run(const T* p, i64 e0, i64 e1, Acc& a) {
     take_vecs_any<T, 1>(u, a);
   }
   for (i64 j = v0 + nvec * kVec + threadIdx.x; j < e1; j += kThreads) take(elem(p, j), a);
+}
+
+// ------------------------------------------------------------------------------------------------
+// The signature pass (benchsuite_gradscan_sig): the same scan plus each tensor's signed count sketch
+// (gradscan_abi.h defines it by the element index). Work is taken chunk by chunk: the vector loop
+// reads a chunk exactly as the plain scan does, so a thread meets the same tiles all through a chunk
+// (its slot is fixed by its vector index modulo 256): its signs come from two words computed once per
+// chunk, and its sums go to kN float registers (one per element position of its vector), which it adds
+// to the block's shared buckets at the end of the chunk; the block adds those to the tensor's float64
+// buckets in global memory (K atomics per chunk). Per element that is one fused multiply-add with a
+// +-1 factor, shared by the 4 elements of a group. Elements the vector loop cannot take (a tensor
+// whose start is not 16-byte aligned, fp64, the last < 8 elements) go one by one through
+// sig_scalar, which computes sign and bucket from the index: slow, exact, rare.
+
+// +1.0f when bit `bit` of w is clear, -1.0f when it is set.
+__device__ __forceinline__ float sig_sign(unsigned int w, int bit) {
+  return __uint_as_float(((w >> bit) << 31) | 0x3f800000u);
+}
+
+__device__ __forceinline__ unsigned int sig_bucket(i64 tile, unsigned int slot, unsigned int pos) {
+  return 4u * sig_class(tile) + ((pos + slot) & 3u);
+}
+
+// One finite or non-finite element by its index (non-finite ones are left out of the sketch).
+__device__ __forceinline__ void sig_scalar(i64 i, double v, float* shb) {
+  if (!(fabs(v) < inf_d())) return;
+  const unsigned int r = unsigned(i & (kCudaChunkElems - 1));
+  const unsigned int q = r >> 2, pos = r & 3u, slot = q & 255u, m = q >> 8;
+  const i64 tile = (i >> 16) * 256 + slot;
+  atomicAdd(shb + sig_bucket(tile, slot, pos), sig_sign(sig_word(tile, m & 1u), int(m >> 1)) * float(v));
+}
+
+// A thread's sketch of one chunk of a 4-byte (one group per vector) or 2-byte (two groups) type. The
+// thread's vectors in the chunk are k = tid + 256 n. 4-byte: the group is the vector, slot tid, m = n:
+// the sign is bit n >> 1 of word n & 1 of tile (c, tid). 2-byte: groups 2k and 2k + 1, slots
+// (2 tid) & 255 and that + 1, m = 2 n + (tid >> 7): bit n of the word (tid >> 7) of each slot's tile.
+// `ws0`/`ws1` hold those words shifted to the vectors at hand.
+template <typename T>
+struct Sketch {
+  static constexpr bool kOn = true;
+  static constexpr int kN = Vec<T>::kN;
+  float acc[kN];
+  unsigned int ws0, ws1;
+  __device__ __forceinline__ void add(int j, int k, float x) {
+    float sg;
+    if constexpr (kN == 4) sg = sig_sign((j & 1) ? ws1 : ws0, j >> 1);
+    else sg = sig_sign(k < 4 ? ws0 : ws1, j);
+    acc[k] = fmaf(x, sg, acc[k]);
+  }
+};
+
+template <typename T>
+__device__ void sig_chunk_vectors(const T* p, i64 c, i64 ce1, Acc& a, float* shb) {
+  constexpr int kN = Vec<T>::kN;
+  const i64 ce0 = c * kCudaChunkElems;
+  const i64 nvec = (ce1 - ce0) / kN;
+  const uint4* v = reinterpret_cast<const uint4*>(p + ce0);
+  const unsigned int tid = threadIdx.x;
+  const unsigned int slot0 = kN == 4 ? tid : (2u * tid) & 255u;
+  const i64 tile0 = c * 256 + slot0;
+  unsigned int w0, w1;
+  if constexpr (kN == 4) w0 = sig_word(tile0, 0u), w1 = sig_word(tile0, 1u);
+  else w0 = sig_word(tile0, tid >> 7), w1 = sig_word(tile0 + 1, tid >> 7);
+  Sketch<T> sk;
+#pragma unroll
+  for (int k = 0; k < kN; ++k) sk.acc[k] = 0.0f;
+  // The words are shifted as the loop goes (a loop-carried value: the compiler cannot recompute the
+  // hashes inside the loop instead of keeping them, which it does with anything derived from the index).
+  constexpr int kShift = kN == 4 ? kUnroll / 2 : kUnroll;  // bits of each word one iteration uses
+  i64 k = tid;
+  for (; k + (kUnroll - 1) * kThreads < nvec; k += kUnroll * kThreads) {
+    uint4 u[kUnroll];
+#pragma unroll
+    for (int j = 0; j < kUnroll; ++j) u[j] = __ldg(v + k + j * kThreads);
+    sk.ws0 = w0, sk.ws1 = w1;
+    take_vecs<T, kUnroll>(u, a, sk);
+    w0 >>= kShift, w1 >>= kShift;
+  }
+  for (int r = 0; k < nvec; k += kThreads, ++r) {  // fewer than kUnroll vectors left
+    const uint4 u[1] = {__ldg(v + k)};
+    if constexpr (kN == 4) sk.ws0 = ((r & 1) ? w1 : w0) >> (r >> 1);
+    else sk.ws0 = w0 >> r, sk.ws1 = w1 >> r;
+    take_vecs<T, 1>(u, a, sk);
+  }
+  for (i64 j = ce0 + nvec * kN + tid; j < ce1; j += kThreads) {
+    const double x = elem(p, j);
+    take(x, a);
+    sig_scalar(j, x, shb);
+  }
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    const unsigned int slot = slot0 + unsigned(e >> 2);
+    if (sk.acc[e] != 0.0f) atomicAdd(shb + sig_bucket(c * 256 + slot, slot, unsigned(e & 3)), sk.acc[e]);
+  }
+}
+
+// The block's shared buckets into tensor t's float64 buckets, and cleared for the next chunk.
+__device__ __forceinline__ void sig_publish(float* shb, double* sig, i64 t) {
+  __syncthreads();
+  if (threadIdx.x < kSigK) {
+    const float b = shb[threadIdx.x];
+    if (b != 0.0f) atomicAdd(sig + t * kSigK + threadIdx.x, double(b));
+    shb[threadIdx.x] = 0.0f;
+  }
+  __syncthreads();
+}
+
+// Elements [e0, e1) of tensor t (e0 on a chunk boundary) with its sketch, chunk by chunk.
+template <typename T>
+__device__ void scan_run_sig(const T* p, i64 e0, i64 e1, Acc& a, float* shb, double* sig, i64 t) {
+  const bool vectors = sizeof(T) < 8 && reinterpret_cast<uptr>(p) % 16 == 0;  // uniform across the block
+  for (i64 c = e0 / kCudaChunkElems; c * kCudaChunkElems < e1; ++c) {
+    const i64 ce1 = imin((c + 1) * kCudaChunkElems, e1);
+    if constexpr (sizeof(T) < 8) {
+      if (vectors) {
+        sig_chunk_vectors(p, c, ce1, a, shb);
+        sig_publish(shb, sig, t);
+        continue;
+      }
+    }
+    for (i64 j = c * kCudaChunkElems + threadIdx.x; j < ce1; j += kThreads) {
+      const double x = elem(p, j);
+      take(x, a);
+      sig_scalar(j, x, shb);
+    }
+    sig_publish(shb, sig, t);
+  }
 }
 
 __device__ __forceinline__ unsigned long long warp_sum(unsigned long long x) {
@@ -291,19 +445,34 @@ __device__ void flush(const Acc& a, Shared& sh, i64 t, unsigned long long* count
   __syncthreads();  // the shared slots are reused by the next run
 }
 
+template <bool kSig, typename T>
+__device__ __forceinline__ void run(const T* p, i64 e0, i64 e1, Acc& a, float* shb, double* sig, i64 t) {
+  if constexpr (kSig) scan_run_sig(p, e0, e1, a, shb, sig, t);
+  else scan_run(p, e0, e1, a);
+}
+
 __device__ __forceinline__ i64 chunks_of(i64 numel) {
   return (numel + kCudaChunkElems - 1) / kCudaChunkElems;
 }
 
-// The blocks' share of the work: the chunks [blockIdx.x * per_block, +per_block) of the table.
+// The blocks' share of the work: the chunks [blockIdx.x * per_block, +per_block) of the table. With
+// kSig, each tensor's sketch goes to sig (n * kSigK float64, zero on entry) as well.
+template <bool kSig>
 __device__ __forceinline__ void scan_blocks(const i64* __restrict__ table, i64 n, i64 total_chunks, i64 per_block,
-                                            unsigned long long* acc) {
+                                            unsigned long long* acc, double* sig) {
   __shared__ Shared sh;
   unsigned long long* counts = acc;
   double* stats = reinterpret_cast<double*>(acc + n * kCountCols);
   i64 c = i64(blockIdx.x) * per_block;
   const i64 c_end = imin(c + per_block, total_chunks);
   if (c >= c_end) return;
+  float* shb = nullptr;
+  if constexpr (kSig) {
+    __shared__ float sig_shared[kSigK];
+    shb = sig_shared;
+    if (threadIdx.x < kSigK) shb[threadIdx.x] = 0.0f;
+    __syncthreads();
+  }
   // The tensor holding chunk c: the last row whose first chunk is <= c (empty tensors share their
   // first chunk with the next non-empty one and are never selected).
   i64 lo = 0, hi = n - 1;
@@ -321,10 +490,10 @@ __device__ __forceinline__ void scan_blocks(const i64* __restrict__ table, i64 n
     Acc a;
     const void* base = reinterpret_cast<const void*>(static_cast<uptr>(row[0]));
     switch (row[2]) {  // uniform across the block: no divergence
-      case kFloat32: scan_run(static_cast<const float*>(base), e0, e1, a); break;
-      case kFloat64: scan_run(static_cast<const double*>(base), e0, e1, a); break;
-      case kFloat16: scan_run(static_cast<const f16*>(base), e0, e1, a); break;
-      case kBFloat16: scan_run(static_cast<const bf16*>(base), e0, e1, a); break;
+      case kFloat32: run<kSig>(static_cast<const float*>(base), e0, e1, a, shb, sig, t); break;
+      case kFloat64: run<kSig>(static_cast<const double*>(base), e0, e1, a, shb, sig, t); break;
+      case kFloat16: run<kSig>(static_cast<const f16*>(base), e0, e1, a, shb, sig, t); break;
+      case kBFloat16: run<kSig>(static_cast<const bf16*>(base), e0, e1, a, shb, sig, t); break;
       default: a.nan = threadIdx.x == 0;  // unknown dtype (the host check rejects it first): never "clean"
     }
     flush(a, sh, t, counts, stats);
@@ -334,18 +503,29 @@ __device__ __forceinline__ void scan_blocks(const i64* __restrict__ table, i64 n
   }
 }
 
+// Zeroing of the idle accumulator (see the top of the file), shared by both kernels.
+__device__ __forceinline__ void zero_words_of(unsigned long long* zero_next, long long zero_words) {
+  if (zero_next == nullptr) return;
+  const long long stride = (long long)gridDim.x * kThreads;
+  for (long long i = (long long)blockIdx.x * kThreads + threadIdx.x; i < zero_words; i += stride) zero_next[i] = 0ULL;
+}
+
 }  // namespace
 }  // namespace benchsuite
 
-// The one kernel. `acc`: n*6 words, zero on entry, accumulated into. `zero_next`: `zero_words` words
-// (the other accumulator) that this launch sets to zero for the next one; may be null.
+// The scan of every step. `acc`: n*6 words, zero on entry, accumulated into. `zero_next`: `zero_words`
+// words (the other accumulator) that this launch sets to zero for the next one; may be null.
 extern "C" __global__ void __launch_bounds__(benchsuite::kThreads, benchsuite::kMinBlocks)
 benchsuite_gradscan(const long long* __restrict__ table, long long n, long long total_chunks, long long per_block,
                     unsigned long long* acc, unsigned long long* zero_next, long long zero_words) {
-  if (zero_next != nullptr) {
-    const long long stride = (long long)gridDim.x * benchsuite::kThreads;
-    for (long long i = (long long)blockIdx.x * benchsuite::kThreads + threadIdx.x; i < zero_words; i += stride)
-      zero_next[i] = 0ULL;
-  }
-  benchsuite::scan_blocks(table, n, total_chunks, per_block, acc);
+  benchsuite::zero_words_of(zero_next, zero_words);
+  benchsuite::scan_blocks<false>(table, n, total_chunks, per_block, acc, nullptr);
+}
+
+// The same scan and each tensor's signature: `sig`, n * kSigK float64, zero on entry, accumulated into.
+extern "C" __global__ void __launch_bounds__(benchsuite::kThreads, benchsuite::kSigMinBlocks)
+benchsuite_gradscan_sig(const long long* __restrict__ table, long long n, long long total_chunks, long long per_block,
+                        unsigned long long* acc, unsigned long long* zero_next, long long zero_words, double* sig) {
+  benchsuite::zero_words_of(zero_next, zero_words);
+  benchsuite::scan_blocks<true>(table, n, total_chunks, per_block, acc, sig);
 }

@@ -176,16 +176,27 @@ def test_one_sided_and_non_finite_gradients_differ():
 
 # ------------------------------------------------------------- the signature
 
-def test_splitmix64_matches_the_reference_on_cpu():
-    vals = [0, 1, 63, 2**40 + 7, 2**63 - 1, 2**64 - 1]
-    got = [v & sig._M64 for v in sig.splitmix64(torch.tensor([sig._i64(v) for v in vals])).tolist()]
-    assert got == [sig.splitmix64_ref(v) for v in vals]
+def test_mix32_matches_the_reference_on_cpu():
+    vals = [0, 1, 63, 2**31 - 1, 2**31, 2**32 - 1]
+    assert sig.mix32(torch.tensor(vals)).tolist() == [sig.mix32_ref(v) for v in vals]
+
+
+def test_signature_is_the_definition_element_by_element():
+    """Every bucket equals the sum of sign * value over the elements the definition puts there (a tensor over
+    two chunks with a partial last one, and a tiny one whose elements all have buckets of their own)."""
+    x = torch.randn(2 * 65_536 + 1_027, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ref = [0.0] * sig.K
+    for i, v in enumerate(x.tolist()):
+        b, s = sig.bucket_and_sign_ref(i)
+        ref[b] += s * v
+    assert sig.signature(x).proj == pytest.approx(ref, rel=1e-9, abs=1e-9)
+    assert len({sig.bucket_and_sign_ref(i)[0] for i in range(sig.K)}) == sig.K
 
 
 def test_signature_independent_of_chunking_and_dtype_path(monkeypatch):
     x = torch.randn(300_001, generator=torch.Generator().manual_seed(0))
     whole = sig.signature(x)
-    monkeypatch.setattr(sig, "CHUNK", 1 << 12)
+    monkeypatch.setattr(sig, "CHUNK", 1 << 16)
     chunked = sig.signature(x)
     assert whole.sumsq == pytest.approx(chunked.sumsq, rel=1e-12)
     assert whole.proj == pytest.approx(chunked.proj, rel=1e-9, abs=1e-9)

@@ -117,12 +117,16 @@ class Case:
 
 
 def parse(text: str) -> dict[str, tuple[str | None, list[tuple]]]:
+    """Backend -> (error or None, rows); a signature pass's buckets go to SIGS[backend] (tensor -> K floats)."""
     out: dict[str, tuple[str | None, list[tuple]]] = {}
     name = None
     for line in text.splitlines():
         if line.startswith("backend "):
             _, name, status = line.split(" ", 2)
             out[name] = (None if status == "ok" else status[len("error "):], [])
+        elif line.startswith("sig "):
+            v = line.split()
+            out.setdefault("sig:" + name, (None, []))[1].append(tuple(float(x) for x in v[2:]))
         else:
             v = line.split()
             out[name][1].append((int(v[0]), int(v[1]), int(v[2]), int(v[3]), float(v[4]), float(v[5])))
@@ -155,6 +159,8 @@ def check(case: Case, results, rel=1e-6):
     cpu_err, cpu = results["cpu"]
     assert cpu_err is None, cpu_err
     for backend, (err, rows) in results.items():
+        if backend.startswith("sig:"):
+            continue
         assert err is None, f"{backend}: {err}"
         assert len(rows) == len(case.tensors)
         for i, (row, o) in enumerate(zip(rows, oracle)):
@@ -296,6 +302,68 @@ def test_bad_chunk_total_is_an_error(tmp_path):
         assert err is not None and "total_chunks" in err, err
 
 
+SIG_TENSORS = [(torch.float32, 200_003, 0), (torch.bfloat16, 140_000, 0), (torch.float16, 70_001, 0),
+               (torch.float32, 70_000, 1), (torch.bfloat16, 65_536 + 9, 3), (torch.float64, 66_000, 0)]
+SIG_TENSORS_SMALL = [(torch.float32, 65_536 + 5, 0), (torch.bfloat16, 2 * 65_536 + 3, 0), (torch.float16, 3_000, 1),
+                     (torch.float64, 2_000, 0)]
+
+
+def sig_case(seed: int = 5, tensors=SIG_TENSORS, planted_too: bool = True) -> Case:
+    """The planted suite plus tensors over several chunks: aligned ones (the vector loop), 1-3 elements off
+    (the scalar path), fp64, a partial last chunk, and NaN/Inf inside a vector."""
+    case = planted_suite(seed, offsets=(0, 1, 3)) if planted_too else Case()
+    g = torch.Generator().manual_seed(seed)
+    for dtype, n, off in tensors:
+        t = torch.randn(n, generator=g).to(dtype)
+        t[n // 3] = float("nan")
+        t[n // 2] = float("-inf")
+        case.add(t, off, f"multi-chunk {dtype} n={n} off={off}")
+    return case
+
+
+def check_signatures(case: Case, results, rel=2e-5):
+    """Each signature pass's buckets against benchsuite.gradscan.signature (float64, by the definition)."""
+    from benchsuite.gradscan import signature as sig
+    refs = [sig.signature(t) for t in case.tensors]
+    passes = [b for b in results if b.startswith("sig:")]
+    assert passes, "no signature pass ran"
+    problems = []
+    for backend in passes:
+        rows = results[backend][1]
+        assert len(rows) == len(case.tensors)
+        for i, (got, ref, t) in enumerate(zip(rows, refs, case.tensors)):
+            big = t.numel() and float(t.double().nan_to_num(0, 0, 0).abs().max()) > 1e30
+            if big:  # the kernel sums the sketch in float32: values near its range may saturate
+                continue
+            scale = math.sqrt(ref.sumsq / sig.K) if ref.sumsq else 0.0
+            for b, (x, y) in enumerate(zip(got, ref.proj)):
+                if abs(x - y) > rel * max(abs(y), scale) + 1e-300:
+                    problems.append(f"{backend} #{i} {case.labels[i]} bucket {b}: kernel {x!r}, reference {y!r}")
+                    break
+    assert not problems, f"{len(problems)} mismatches:\n" + "\n".join(problems[:12])
+
+
+def test_signature_pass_matches_the_definition(tmp_path):
+    """benchsuite_gradscan_sig: the scan figures as the plain kernel's (every schedule against the oracle
+    and the CPU core) and each tensor's count sketch as benchsuite.gradscan.signature computes it."""
+    case = sig_case()
+    r, res = run_driver(build("driver"), case, tmp_path, schedules=["inorder", "reverse", "random:6"], workers=2,
+                        extra=["--sig"])
+    assert r.returncode == 0, r.stderr[-4000:]
+    check(case, res)
+    check_signatures(case, res)
+
+
+def test_signature_pass_sanitizers(tmp_path):
+    """ASan+UBSan (reads past a tensor, the partial chunk's tail) and TSan (the shared buckets' barriers)."""
+    case = sig_case(seed=8, tensors=SIG_TENSORS_SMALL, planted_too=False)
+    for variant in ("asan", "tsan"):
+        r, res = run_driver(build("driver", variant), case, tmp_path, schedules=["random:12"], workers=2,
+                            extra=["--sig", "--skip-cpu"], env={"TSAN_OPTIONS": "halt_on_error=1"})
+        assert r.returncode == 0, f"{variant}: {r.stderr[-4000:]}"
+        check_signatures(case, res)
+
+
 def test_kernel_never_reports_an_unknown_dtype_clean(tmp_path):
     """Past the host check, the kernel itself flags a row with an unknown dtype code as non-finite."""
     case = Case()
@@ -342,7 +410,10 @@ def test_host_path_through_an_emulated_driver(tmp_path, driver_version, route):
     assert res["mismatches_0"] == [] and res["mismatches_1"] == [], (res["mismatches_0"][:3], res["mismatches_1"][:3])
     assert res["idle_zeroed_0"] and res["idle_zeroed_1"] and res["bad_total_refused"]
     loaded = "cubin" if route == "nvrtc" else "fatbin"
-    assert res["driver_report"] == f"loaded={loaded} function=benchsuite_gradscan launches=2 bad_context_launches=0 depth=0"
+    assert res["driver_report"] == (f"loaded={loaded} function=benchsuite_gradscan launches=3 sig_launches=1 "
+                                    "bad_context_launches=0 depth=0")
+    # The signature pass, launched by the same host code: each probe tensor's buckets as signature.py's.
+    assert len(res["sig_worst"]) == 6 and max(res["sig_worst"]) < 1e-5, res["sig_worst"]
 
 
 HUGE = 2**31 + 2**16 + 3
@@ -400,7 +471,7 @@ def test_static_gpu_figures(compiler):
     for arch in ("sm_80", "sm_90"):
         r = res["archs"][arch]
         for fn, p in r["ptxas"].items():
-            if fn.startswith("probe_"):  # the vector loops alone: no spills at all
+            if fn.startswith("probe_") and not fn.startswith("probe_sig_"):  # the vector loops alone: no spills
                 assert p.get("spill_stores", 0) == 0 and p.get("spill_loads", 0) == 0, (arch, fn, p)
         # The whole kernel may spill a few words around its per-tensor loop, never in a vector loop.
         k = r["ptxas"]["scan_kernel"]
@@ -410,4 +481,9 @@ def test_static_gpu_figures(compiler):
             assert loop, (arch, name, "no vector loop found")
             assert loop["per_element"] <= LOOP_CEILING[name], (arch, name, loop)
             assert loop["fast_path_per_element"] <= FAST_CEILING[name], (arch, name, loop)
+        # The signature pass: nothing spilled in its vector loops, at most 2 instructions per element more
+        # than the plain scan on the fast path (docs/results/cuda-static.md), and the plain scan unchanged.
+        assert r["sig_kernel"]["spills_in_vector_loops"] == 0, (arch, r["sig_kernel"])
+        for name, loop in r["sig_loops"].items():
+            assert loop and loop["fast_path_per_element"] <= r["loops"][name]["fast_path_per_element"] + 2.0, (arch, name, loop)
     assert res["archs"]["sm_90"]["loops"]["bfloat16"]["per_element"] <= 12  # the issue's target

@@ -426,3 +426,69 @@ def launch(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
 def split(words: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(counts int64 [n,4], stats float64 [n,2]) views of a host copy of n*6 result words."""
     return words[: n * 4].view(n, 4), words[n * 4:].view(torch.float64).view(n, 2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The signature pass: one launch of benchsuite_gradscan_sig over a list of tensors (once per gradient
+# comparison, not per step, so no plan is kept), and its first-use check against signature.py.
+
+def launch_signatures(tensors: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scan ``tensors`` (dense, non-empty, on ``device``) with the signature pass and wait for it: (host n*6
+    result words, host float64 [n, SIG_K] signature buckets)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    handle = int(torch.cuda.current_stream(index).cuda_stream)
+    tables = _native.TableCache()
+    tables.update(tensors)
+    n = len(tensors)
+    dev_table = tables.table.to(device)
+    acc = torch.zeros(n * 6, dtype=torch.int64, device=device)
+    sig = torch.zeros((n, _core.SIG_K), dtype=torch.float64, device=device)
+    _core.cuda_scan(index, handle, dev_table.data_ptr(), n, tables.total, acc.data_ptr(), 0, 0, sig.data_ptr())
+    return acc.cpu(), sig.cpu()
+
+
+def _sig_probe(device: torch.device) -> list[torch.Tensor]:
+    """Every path of the signature pass: the vector loop (aligned fp32/bf16/fp16 over a chunk boundary, a
+    partial last chunk, NaN and Inf in a vector), the scalar path (an offset view, fp64), tiny tensors."""
+    g = torch.Generator().manual_seed(19)
+    base = [torch.randn(70_001, generator=g), torch.randn(66_000, generator=g).bfloat16(),
+            torch.randn(3_001, generator=g).half(), torch.randn(1_500, generator=g).double(), torch.randn(7, generator=g)]
+    base[0][5] = float("nan")
+    base[1][9] = float("inf")
+    out = [t.to(device) for t in base]
+    out.append(out[0][3:])  # 12 bytes off 16-byte alignment
+    return out
+
+
+_sig_checked: dict[int, str | None] = {}
+
+
+def signature_kernel_error(index: int) -> str | None:
+    """None when the signature pass can be used on device ``index`` (loaded, self-checked, and its first
+    result agrees with benchsuite.gradscan.signature on a probe); else why not (warned once)."""
+    with _lock:
+        if index in _sig_checked:
+            return _sig_checked[index]
+    st = device_state(index)
+    err = None if st.ready else st.error
+    if err is None:
+        from . import signature as _sig
+        try:
+            probe = _sig_probe(torch.device("cuda", index))
+            _, got = launch_signatures(probe, torch.device("cuda", index))
+            for i, t in enumerate(probe):
+                ref = _sig.signature(t)
+                scale = (ref.sumsq / _sig.K) ** 0.5
+                worst = float((got[i] - torch.tensor(ref.proj, dtype=torch.float64)).abs().max())
+                if not worst <= 1e-4 * max(scale, 1e-30):
+                    err = (f"its signature self-check on cuda:{index} failed (probe tensor {i}, {t.dtype}, "
+                           f"{t.numel()} elements: off by {worst:.3g})")
+                    break
+        except RuntimeError as exc:
+            err = f"the signature pass failed on cuda:{index}: {exc}"
+    if err is not None:
+        warn_once(f"cuda-sig{index}", f"benchsuite: the CUDA signature pass is not used on cuda:{index} ({err}); "
+                                      "computing signatures with torch there (same numbers, slower)")
+    with _lock:
+        _sig_checked[index] = err
+    return err

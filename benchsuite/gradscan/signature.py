@@ -6,21 +6,30 @@ read in its flat order) is
 
 * ``sumsq``: the exact sum of squares of its finite values (float64), as the scanner reports it;
 * ``nonfinite``: how many elements are NaN or +-Inf (those are left out of everything else);
-* ``proj``: ``K`` (128) float64 sums of a signed count sketch:
-  ``proj[b(t)] += sum_{i in tile t} s(i) * g[i]``, where the tiles are ``G`` consecutive elements,
-  ``G = min(256, 2**floor(log2(max(1, numel // (4 K)))))`` (so that a tensor of at least 4K elements has
-  at least 4K tiles), the sign ``s(i)`` is bit ``i % 64`` of ``splitmix64(SEED ^ (i // 64))`` (+1 for 0,
-  -1 for 1), and the bucket ``b(t)`` is ``t`` while the tensor has no more tiles than buckets, else the
-  low 7 bits of ``splitmix64(SEED2 ^ t)``.
+* ``proj``: ``K`` = 128 float64 buckets of a signed count sketch, ``proj[b(i)] += s(i) * g[i]``.
 
-Every quantity is a counter-based hash of the element's index: nothing of size numel x K is ever
-formed, a tensor is read in chunks (one pass), and the same gradient gives the same signature on any
-device and in any chunking. The sketch is linear, so ``proj(a) - proj(b) = proj(a - b)``, and
-``E[sum_b proj_b(x)^2] = ||x||^2`` for any x. Two signatures give
+The sketch is defined by the element's index alone, in the terms of the CUDA kernel's pass
+(csrc/gradscan_abi.h), which computes it in the same read as the scan (``scan(..., signature=True)``
+on CUDA tensors). For element ``i``:
+
+* chunk ``c = i >> 16``; group ``q = (i & 0xffff) >> 2`` (4 elements); position ``p = i & 3``;
+  slot ``s = q & 255``; ``m = q >> 8`` (0..63); tile ``T = 256 c + s`` (so a tile is 256 elements,
+  every 256th group of one chunk);
+* sign ``s(i) = -1`` when bit ``m >> 1`` of ``word(T, m & 1)`` is set, else +1, with
+  ``word(T, j) = lowbias32((2T + j) mod 2**32 ^ SEED)``: the 4 elements of a group share a sign and
+  lie in 4 different buckets, and elements of one bucket have independent signs;
+* bucket ``b(i) = 4 class(T) + ((p + s) & 3)``, with ``class(T) = (T + (((T >> 5) * MUL mod 2**32)
+  >> 27)) & 31``: 32 consecutive tiles take the 32 classes in turn from a hashed offset.
+
+Every quantity is a counter-based hash of the index: nothing of size numel x K is formed, a tensor is
+read in chunks (one pass), and the same gradient gives the same signature on any device and in any
+chunking, up to float rounding (the kernel sums in float32 within a chunk). The sketch is linear, so
+``proj(a) - proj(b) = proj(a - b)``, and ``E[sum_b proj_b(x)^2] = ||x||^2`` for any x. Two signatures
+give
 
 * ``||a - b||^2 ~ sum_b (proj_b(a) - proj_b(b))^2`` (unbiased; relative standard deviation about
-  ``sqrt(2 / K)`` = 12.5% when no handful of tiles holds most of the difference, i.e. about 6% on
-  ``||a - b||``; exact for tensors of at most K elements);
+  ``sqrt(2 / K)`` = 12.5% when no handful of buckets holds most of the difference, i.e. about 6% on
+  ``||a - b||``; exact for tensors of at most K elements, whose elements all have buckets of their own);
 * ``rel_error = ||a - b|| / ||a||`` and ``cosine = (||a||^2 + ||b||^2 - ||a - b||^2) / (2 ||a|| ||b||)``
   from the exact norms, so the cosine's error is about ``0.125 * rel_error^2 / 2``: negligible when two
   gradients agree, and a gradient that differs is never estimated to agree.
@@ -35,48 +44,52 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-K = 128                   # buckets (projections) per parameter; a power of two
-MAX_TILE = 256            # elements per tile at most
-SEED = 0x5EED_0F_B5C0FFEE  # sign words
-SEED2 = 0x0B0C_4E75_1D0C_7A11  # tile buckets
-CHUNK = 1 << 20           # elements read at a time (a multiple of 64 and of every tile size)
+VERSION = 2               # the definition above; signatures of other versions are not compared
+K = 128                   # buckets per parameter (kSigK)
+SEED = 0x5EEDB5C0         # kSigSeed
+MUL = 0x9E3779B1          # kSigClassMul
+CHUNK_ELEMS = 1 << 16     # the kernel's chunk (kCudaChunkElems)
+CHUNK = 1 << 20           # elements read at a time (a multiple of CHUNK_ELEMS)
 
-_M64 = (1 << 64) - 1
-
-
-def _i64(x: int) -> int:
-    """An unsigned 64-bit constant as the int64 torch stores."""
-    x &= _M64
-    return x - (1 << 64) if x >> 63 else x
+_M32 = 0xFFFFFFFF
 
 
-_GOLDEN, _MIX1, _MIX2 = _i64(0x9E3779B97F4A7C15), _i64(0xBF58476D1CE4E5B9), _i64(0x94D049BB133111EB)
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on int64 tensors holding 32-bit values (the products wrap modulo 2**64: low bits exact)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
 
 
-def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
-    """Logical right shift of int64 values (torch's >> is arithmetic)."""
-    return (z >> s) & ((1 << (64 - s)) - 1)
+def mix32_ref(x: int) -> int:
+    """Pure-Python lowbias32, for tests and other implementations."""
+    x &= _M32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
 
 
-def splitmix64(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64's finaliser on int64 tensors (arithmetic modulo 2**64, as the C reference)."""
-    z = x + _GOLDEN
-    z = (z ^ _srl(z, 30)) * _MIX1
-    z = (z ^ _srl(z, 27)) * _MIX2
-    return z ^ _srl(z, 31)
+def word(tile: torch.Tensor, parity: int) -> torch.Tensor:
+    return mix32(((2 * tile + parity) & _M32) ^ SEED)
 
 
-def splitmix64_ref(x: int) -> int:
-    """Pure-Python reference of ``splitmix64`` (unsigned result), for tests and other implementations."""
-    z = (x + 0x9E3779B97F4A7C15) & _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
+def tile_class(tile: torch.Tensor) -> torch.Tensor:
+    return ((tile & _M32) + ((((tile >> 5) * MUL) & _M32) >> 27)) & 31
 
 
-def tile_size(numel: int, k: int = K) -> int:
-    g = max(1, numel // (4 * k))
-    return min(MAX_TILE, 1 << (g.bit_length() - 1))
+def bucket_and_sign_ref(i: int) -> tuple[int, int]:
+    """Element i's bucket and sign, straight from the definition (for tests)."""
+    c, r = i >> 16, i & 0xFFFF
+    q, p = r >> 2, r & 3
+    s, m = q & 255, q >> 8
+    t = 256 * c + s
+    w = mix32_ref(((2 * t + (m & 1)) & _M32) ^ SEED)
+    cls = ((t & _M32) + ((((t >> 5) * MUL) & _M32) >> 27)) & 31
+    return 4 * cls + ((p + s) & 3), -1 if (w >> (m >> 1)) & 1 else 1
 
 
 @dataclass
@@ -85,6 +98,7 @@ class Signature:
 
     numel: int
     none: bool = False
+    version: int = VERSION
     nonfinite: int = 0
     sumsq: float = 0.0
     proj: list[float] = field(default_factory=list)
@@ -98,19 +112,19 @@ class Signature:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Signature":
-        return cls(**d)
+        return cls(**{"version": 1, **d})  # files written before the version field hold version 1
 
 
 def signature(t: torch.Tensor | None, *, scale: float = 1.0, k: int = K, numel: int | None = None,
               chunk: int | None = None) -> Signature:
     """The signature of tensor ``t`` (a gradient) times ``scale``; ``t=None`` gives a "no gradient" one.
-    ``chunk``: elements read at a time (a multiple of 256; default ``CHUNK``): its transient memory is
-    about 40 bytes per element."""
-    if k < 1 or k & (k - 1):
-        raise ValueError(f"k must be a power of two, not {k}")
+    ``chunk``: elements read at a time (a multiple of 65536; default ``CHUNK``): its transient memory is
+    about 30 bytes per element."""
+    if k != K:
+        raise ValueError(f"the signature has {K} buckets, not {k}")
     chunk = CHUNK if chunk is None else chunk
-    if chunk < MAX_TILE or chunk % MAX_TILE:
-        raise ValueError(f"chunk must be a positive multiple of {MAX_TILE}, not {chunk}")
+    if chunk < CHUNK_ELEMS or chunk % CHUNK_ELEMS:
+        raise ValueError(f"chunk must be a positive multiple of {CHUNK_ELEMS}, not {chunk}")
     if t is None:
         return Signature(numel=numel or 0, none=True)
     if not (t.is_floating_point()):
@@ -119,13 +133,12 @@ def signature(t: torch.Tensor | None, *, scale: float = 1.0, k: int = K, numel: 
         t = t.to_dense()
     flat = t.detach().reshape(-1)
     n = flat.numel()
-    g = tile_size(n, k)
-    tiles = -(-n // g)
     dev = flat.device
-    proj = torch.zeros(k, dtype=torch.float64, device=dev)
+    proj = torch.zeros(K, dtype=torch.float64, device=dev)
     sumsq = torch.zeros((), dtype=torch.float64, device=dev)
     bad = torch.zeros((), dtype=torch.int64, device=dev)
-    bits = torch.arange(64, dtype=torch.int64, device=dev)
+    slots = torch.arange(256, dtype=torch.int64, device=dev)
+    pos = torch.arange(4, dtype=torch.int64, device=dev)
     for c0 in range(0, n, chunk):
         x = flat[c0:c0 + chunk].to(torch.float64)
         m = x.numel()
@@ -135,27 +148,71 @@ def signature(t: torch.Tensor | None, *, scale: float = 1.0, k: int = K, numel: 
         if scale != 1.0:
             x = x * scale
         sumsq += torch.dot(x, x)
-        pad = (-m) % max(64, g)
+        pad = (-m) % 1024
         if pad:
             x = torch.nn.functional.pad(x, (0, pad))
-        words = splitmix64(torch.arange(c0 // 64, c0 // 64 + x.numel() // 64, dtype=torch.int64, device=dev) ^ _i64(SEED))
-        neg = ((words.unsqueeze(1) >> bits) & 1).reshape(-1)  # bit j of word w: the sign of element 64w + j
-        y = torch.where(neg.bool(), -x, x).view(-1, g).sum(1)
-        t_idx = torch.arange(c0 // g, c0 // g + y.numel(), dtype=torch.int64, device=dev)
-        keep = t_idx < tiles
-        y, t_idx = y[keep], t_idx[keep]
-        bucket = t_idx if tiles <= k else splitmix64(t_idx ^ _i64(SEED2)) & (k - 1)
-        proj.index_add_(0, bucket, y)
+        rows = x.numel() // 1024                       # a row: 256 groups of 4, one per slot
+        x = x.view(rows, 256, 4)
+        r = torch.arange(rows, dtype=torch.int64, device=dev) + c0 // 1024
+        c, mm = r >> 6, r & 63                          # chunk and m of each row
+        chunks = torch.arange(int(c[0]), int(c[-1]) + 1, dtype=torch.int64, device=dev)
+        tiles = (chunks.unsqueeze(1) * 256 + slots)    # [chunks, 256]
+        words = torch.stack([word(tiles, 0), word(tiles, 1)])  # [parity, chunks, 256]
+        ci = c - chunks[0]
+        bits = (words[mm & 1, ci] >> (mm >> 1).unsqueeze(1)) & 1   # [rows, 256]
+        signed = x * (1.0 - 2.0 * bits.to(torch.float64)).unsqueeze(2)
+        per_tile = torch.zeros(chunks.numel(), 256, 4, dtype=torch.float64, device=dev)
+        per_tile.index_add_(0, ci, signed)             # sum over m within each chunk
+        bucket = 4 * tile_class(tiles).unsqueeze(2) + ((pos + slots.unsqueeze(1)) & 3)  # [chunks, 256, 4]
+        proj.index_add_(0, bucket.reshape(-1), per_tile.reshape(-1))
     return Signature(numel=n, nonfinite=int(bad), sumsq=float(sumsq), proj=proj.cpu().tolist())
 
 
 def signatures(pairs, *, scale: float = 1.0, k: int = K, chunk: int | None = None) -> dict[str, Signature]:
-    """Signatures of the ``.grad`` of every (name, parameter) pair (``benchsuite.gradscan.named_trainable``)."""
-    return {name: signature(p.grad, scale=scale, k=k, numel=p.numel(), chunk=chunk) for name, p in pairs}
+    """Signatures of the ``.grad`` of every (name, parameter) pair (``benchsuite.gradscan.named_trainable``).
+    Gradients on a CUDA device where the scanner's kernel works go through its signature pass, all of a
+    device's in one launch (``BENCHSUITE_SIGNATURE=torch`` forces the torch path); the rest through
+    ``signature``."""
+    pairs = list(pairs)
+    out: dict[str, Signature] = {}
+    for name, t in _on_cuda_kernel(pairs, scale).items():
+        out[name] = t
+    for name, p in pairs:
+        if name not in out:
+            out[name] = signature(p.grad, scale=scale, k=k, numel=p.numel(), chunk=chunk)
+    return {name: out[name] for name, _ in pairs}
+
+
+def _on_cuda_kernel(pairs, scale: float) -> dict[str, Signature]:
+    import os
+    if os.environ.get("BENCHSUITE_SIGNATURE", "").lower() == "torch" or not torch.cuda.is_available():
+        return {}
+    by_device: dict[int, list] = {}
+    for name, p in pairs:
+        g = p.grad
+        if (g is not None and g.is_cuda and g.layout == torch.strided and g.numel() and g.is_contiguous()
+                and g.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)):
+            by_device.setdefault(g.device.index, []).append((name, g))
+    if not by_device:
+        return {}
+    from . import _cuda
+    out = {}
+    for index, items in by_device.items():
+        if _cuda.signature_kernel_error(index) is not None:
+            continue
+        words, sig = _cuda.launch_signatures([g for _, g in items], torch.device("cuda", index))
+        counts, stats = _cuda.split(words, len(items))
+        for i, (name, g) in enumerate(items):
+            out[name] = Signature(numel=g.numel(), nonfinite=int(counts[i, :3].sum()),
+                                  sumsq=float(stats[i, 0]) * scale * scale, proj=(sig[i] * scale).tolist())
+    return out
 
 
 def estimate(a: Signature, b: Signature) -> tuple[float, float]:
     """(rel_error, cosine) of b against a, estimated from their signatures (finite parts)."""
+    if a.version != b.version and not (a.none or b.none):
+        raise ValueError(f"signatures of different definitions (version {a.version} vs {b.version}): "
+                         "take both with the same benchsuite")
     if len(a.proj) != len(b.proj) or a.numel != b.numel:
         raise ValueError(f"signatures of different shapes: numel {a.numel} vs {b.numel}, "
                          f"K {len(a.proj)} vs {len(b.proj)}")

@@ -5,6 +5,8 @@
 //   driver --huge NUMEL --out FILE ...      (an fp16 tensor of NUMEL elements and its 1-element offset view)
 //   --chunks-delta N   hand the host check a total chunk count off by N (it must refuse it)
 //   --raw-kernel       launch the kernel itself, one chunk per block, without the host's table check
+//   --sig              launch the signature pass (benchsuite_gradscan_sig) instead, and write each tensor's
+//                      kSigK buckets after the backend's rows ("sig I v0 ... v127")
 //
 // Each launch goes the way csrc/cuda_driver.cpp launches it: the host check (check_table), the grid from
 // cuda_geometry() over the emulated multiprocessors and occupancy, and the second accumulator, filled
@@ -96,7 +98,7 @@ int main(int argc, char** argv) {
   std::string cases, out_path, schedules = "inorder";
   int workers = 1, cpu_threads = 2;
   int64_t huge = 0;
-  bool skip_cpu = false, raw_kernel = false;
+  bool skip_cpu = false, raw_kernel = false, sig_pass = false;
   int64_t chunks_delta = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -112,6 +114,7 @@ int main(int argc, char** argv) {
     else if (a == "--huge") huge = std::stoll(next());
     else if (a == "--skip-cpu") skip_cpu = true;
     else if (a == "--raw-kernel") raw_kernel = true;
+    else if (a == "--sig") sig_pass = true;
     else if (a == "--chunks-delta") chunks_delta = std::stoll(next());
     else { std::cerr << "unknown argument " << a << "\n"; return 2; }
   }
@@ -148,6 +151,7 @@ int main(int argc, char** argv) {
     cudaemu::set_schedule(s);
     const int64_t words = t.n * benchsuite::kOutWords;
     std::vector<uint64_t> acc(size_t(words > 0 ? words : 1), 0), other(acc.size(), 0xa5a5a5a5a5a5a5a5ull);
+    std::vector<double> sig(size_t(t.n > 0 ? t.n * benchsuite::kSigK : 1), 0.0);
     std::string err;
     if (raw_kernel) {
       if (t.total_chunks > 0)
@@ -159,10 +163,16 @@ int main(int argc, char** argv) {
       err = benchsuite::check_table(t.table.data(), t.n, t.total_chunks + chunks_delta);
       if (err.empty() && t.n > 0 && t.total_chunks > 0) {
         const benchsuite::CudaGeometry geo = benchsuite::cuda_geometry(t.total_chunks, int64_t(sms) * per_sm);
-        BENCHSUITE_LAUNCH(benchsuite_gradscan, dim3(unsigned(geo.blocks)), dim3(benchsuite::kCudaThreads), 0,
-                          nullptr)(reinterpret_cast<const long long*>(t.table.data()), t.n, t.total_chunks,
-                                   (long long)geo.per_block, reinterpret_cast<unsigned long long*>(acc.data()),
-                                   reinterpret_cast<unsigned long long*>(other.data()), (long long)words);
+        if (sig_pass)
+          BENCHSUITE_LAUNCH(benchsuite_gradscan_sig, dim3(unsigned(geo.blocks)), dim3(benchsuite::kCudaThreads), 0,
+                            nullptr)(reinterpret_cast<const long long*>(t.table.data()), t.n, t.total_chunks,
+                                     (long long)geo.per_block, reinterpret_cast<unsigned long long*>(acc.data()),
+                                     reinterpret_cast<unsigned long long*>(other.data()), (long long)words, sig.data());
+        else
+          BENCHSUITE_LAUNCH(benchsuite_gradscan, dim3(unsigned(geo.blocks)), dim3(benchsuite::kCudaThreads), 0,
+                            nullptr)(reinterpret_cast<const long long*>(t.table.data()), t.n, t.total_chunks,
+                                     (long long)geo.per_block, reinterpret_cast<unsigned long long*>(acc.data()),
+                                     reinterpret_cast<unsigned long long*>(other.data()), (long long)words);
         const cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) err = std::string("launch: ") + cudaGetErrorString(e);
       }
@@ -176,7 +186,17 @@ int main(int argc, char** argv) {
       std::memcpy(counts.data(), acc.data(), size_t(t.n) * 4 * 8);
       std::memcpy(stats.data(), acc.data() + t.n * 4, size_t(t.n) * 2 * 8);
     }
-    write_result(out, (raw_kernel ? "cuda-raw:" : "cuda:") + s, err, t, counts, stats);
+    write_result(out, (raw_kernel ? "cuda-raw:" : sig_pass ? "cuda-sig:" : "cuda:") + s, err, t, counts, stats);
+    if (sig_pass)
+      for (int64_t i = 0; i < t.n; ++i) {
+        out << "sig " << i;
+        char num[32];
+        for (int b = 0; b < benchsuite::kSigK; ++b) {
+          snprintf(num, sizeof num, " %.17g", sig[size_t(i * benchsuite::kSigK + b)]);
+          out << num;
+        }
+        out << "\n";
+      }
   }
   for (void* p : t.owned) free(p);
   return out ? 0 : 4;

@@ -20,9 +20,9 @@
 namespace {
 std::mutex mu;
 int depth = 0;             // contexts pushed and not popped
-int launches = 0, bad_context_launches = 0;
+int launches = 0, bad_context_launches = 0, sig_launches = 0;
 std::string loaded_kind = "none", last_function;
-int ctx_token = 0, module_token = 0, function_token = 0;
+int ctx_token = 0, module_token = 0, function_token = 0, sig_function_token = 0;
 
 int env(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -74,12 +74,15 @@ int cuModuleLoadData(void** module, const void* image) {
 int cuModuleUnload(void*) { return 0; }
 int cuModuleGetFunction(void** fn, void* module, const char* name) {
   if (module != &module_token) return 400;
-  last_function = name;
-  if (std::strcmp(name, "benchsuite_gradscan") != 0) return 500;  // CUDA_ERROR_NOT_FOUND
-  *fn = &function_token;
+  if (std::strcmp(name, "benchsuite_gradscan") == 0) *fn = &function_token, last_function = name;
+  else if (std::strcmp(name, "benchsuite_gradscan_sig") == 0) *fn = &sig_function_token;
+  else return 500;  // CUDA_ERROR_NOT_FOUND
   return 0;
 }
 int cuOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, void* fn, int block_size, size_t smem) {
+  if (fn == &sig_function_token)
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, benchsuite_gradscan_sig, block_size, smem) ==
+                   cudaSuccess ? 0 : 1;
   if (fn != &function_token) return 400;
   return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, benchsuite_gradscan, block_size, smem) == cudaSuccess
              ? 0 : 1;
@@ -91,7 +94,8 @@ int cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
     ++launches;
     if (depth == 0) { ++bad_context_launches; return 201; }
   }
-  if (fn != &function_token || params == nullptr || extra != nullptr || gy != 1 || gz != 1 || by != 1 || bz != 1)
+  if ((fn != &function_token && fn != &sig_function_token) || params == nullptr || extra != nullptr || gy != 1 ||
+      gz != 1 || by != 1 || bz != 1)
     return 1;  // CUDA_ERROR_INVALID_VALUE
   // The kernel's parameters, in its order and types (csrc/gradscan_kernel.cu: benchsuite_gradscan).
   const long long* table = *static_cast<const long long* const*>(params[0]);
@@ -101,8 +105,18 @@ int cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
   unsigned long long* acc = *static_cast<unsigned long long* const*>(params[4]);
   unsigned long long* next = *static_cast<unsigned long long* const*>(params[5]);
   const long long zero_words = *static_cast<const long long*>(params[6]);
-  BENCHSUITE_LAUNCH(benchsuite_gradscan, dim3(gx), dim3(bx), shmem, static_cast<cudaStream_t>(stream))(
-      table, n, total, per_block, acc, next, zero_words);
+  if (fn == &sig_function_token) {  // benchsuite_gradscan_sig: one more parameter
+    double* sig = *static_cast<double* const*>(params[7]);
+    {
+      std::lock_guard<std::mutex> l(mu);
+      ++sig_launches;
+    }
+    BENCHSUITE_LAUNCH(benchsuite_gradscan_sig, dim3(gx), dim3(bx), shmem, static_cast<cudaStream_t>(stream))(
+        table, n, total, per_block, acc, next, zero_words, sig);
+  } else {
+    BENCHSUITE_LAUNCH(benchsuite_gradscan, dim3(gx), dim3(bx), shmem, static_cast<cudaStream_t>(stream))(
+        table, n, total, per_block, acc, next, zero_words);
+  }
   return cudaGetLastError() == cudaSuccess ? 0 : 1;
 }
 // NVRTC itself opens libcuda and asks for the driver's private export tables; a real driver has them,
@@ -122,6 +136,7 @@ const char* fake_cuda_report() {
   static std::string r;
   std::lock_guard<std::mutex> l(mu);
   r = "loaded=" + loaded_kind + " function=" + last_function + " launches=" + std::to_string(launches) +
+      " sig_launches=" + std::to_string(sig_launches) +
       " bad_context_launches=" + std::to_string(bad_context_launches) + " depth=" + std::to_string(depth);
   return r.c_str();
 }

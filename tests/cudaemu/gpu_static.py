@@ -30,6 +30,14 @@ PROBE_SRC = "\n".join(
     f"  benchsuite::Acc a;\n  benchsuite::scan_run(p, e0, e1, a);\n"
     f"  out[threadIdx.x] = a.ss + a.am + a.nan + a.pinf + a.ninf + a.zero;\n}}"
     for name, (t, _) in PROBES.items())
+# The signature pass's chunk (its vector loop, the chunk's sign words and flush, the block's publication).
+SIG_PROBES = {k: v for k, v in PROBES.items() if k != "float64"}  # fp64 takes the scalar path
+PROBE_SRC += "\n" + "\n".join(
+    f'extern "C" __global__ void __launch_bounds__(benchsuite::kThreads, benchsuite::kSigMinBlocks) probe_sig_{name}(const {t}* p, long long c, long long ce1, double* out) {{\n'
+    f"  __shared__ float shb[benchsuite::kSigK];\n  benchsuite::Acc a;\n  benchsuite::sig_chunk_vectors(p, c, ce1, a, shb);\n"
+    f"  benchsuite::sig_publish(shb, out + 256, 0);\n"
+    f"  out[threadIdx.x] = a.ss + a.am + a.nan + a.pinf + a.ninf + a.zero;\n}}"
+    for name, (t, _) in SIG_PROBES.items())
 
 
 def tool(name: str) -> str | None:
@@ -87,13 +95,13 @@ def parse_ptxas(log: str) -> dict[str, dict]:
     for line in log.splitlines():
         m = re.search(r"Compiling entry function '([^']+)'", line)
         if m:
-            fn = "scan_kernel" if m.group(1) == "benchsuite_gradscan" else m.group(1)
+            fn = {"benchsuite_gradscan": "scan_kernel", "benchsuite_gradscan_sig": "sig_kernel"}.get(m.group(1), m.group(1))
             res[fn] = {}
         # "Function properties for X" names the function whose stack/spill line follows: an entry function,
         # or a device function called from it (never one to book on the entry's account).
         m = re.search(r"Function properties for (\S+)", line)
         if m:
-            props = "scan_kernel" if m.group(1) == "benchsuite_gradscan" else m.group(1)
+            props = {"benchsuite_gradscan": "scan_kernel", "benchsuite_gradscan_sig": "sig_kernel"}.get(m.group(1), m.group(1))
         m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
         if m and props in res:
             res[props].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
@@ -155,6 +163,16 @@ def vector_loop(insns: list[tuple[int, str, str, bool]]) -> dict:
             "start": hex(best[3]), "end": hex(best[4])}
 
 
+def loop_ranges(insns: list[tuple[int, str, str, bool]]) -> list[tuple[int, int]]:
+    """Every backward branch's range (start, end)."""
+    out = []
+    for addr, op, args, _ in insns:
+        m = re.search(r"0x([0-9a-f]+)", args) if op.startswith("BRA") else None
+        if m and int(m.group(1), 16) < addr:
+            out.append((int(m.group(1), 16), addr))
+    return out
+
+
 def kernel_spills(insns: list[tuple[int, str, str, bool]]) -> dict:
     """Local-memory spill instructions of the whole kernel, and those inside its innermost vector loops
     (loops holding 16-byte loads and no other such loop): the only ones paid per element."""
@@ -197,8 +215,93 @@ def measure(compiler: str = "nvcc") -> dict:
                     loop["per_element"] = round(loop["instructions"] / loop["elements"], 2)
                     loop["fast_path_per_element"] = round(loop["fast_path"] / loop["elements"], 2)
                 res["loops"][name] = loop
+            res["sig_kernel"] = kernel_spills(sass(cubin, "benchsuite_gradscan_sig"))
+            res["sig_loops"] = {}
+            for name, (_, per_vec) in SIG_PROBES.items():
+                insns = sass(cubin, f"probe_sig_{name}")
+                loop = vector_loop(insns)
+                if loop:
+                    loop["elements"] = loop["loads_16B"] * per_vec
+                    loop["per_element"] = round(loop["instructions"] / loop["elements"], 2)
+                    loop["fast_path_per_element"] = round(loop["fast_path"] / loop["elements"], 2)
+                    # Once per chunk and thread (256 elements of a full chunk): everything outside the
+                    # probe's loops and its out-of-line slow-path functions (CALL targets onwards).
+                    loops = loop_ranges(insns)
+                    callees = [int(m.group(1), 16) for _, op, args, _ in insns if op.startswith("CALL")
+                               for m in [re.search(r"0x([0-9a-f]+)", args)] if m]
+                    end = min(callees, default=insns[-1][0] + 1)
+                    loop["per_chunk"] = sum(1 for a, op, _, _ in insns if a < end and op not in ("NOP", "EXIT")
+                                            and not any(lo <= a <= hi for lo, hi in loops))
+                res["sig_loops"][name] = loop
             out["archs"][f"sm_{arch}"] = res
     return out
+
+
+# Public datasheet figures of a few GPUs (memory bandwidth GB/s, multiprocessors, boost clock MHz) and the
+# architecture whose SASS stands in for theirs (sm_89 parts take the sm_80 figures: an approximation).
+GPUS = [("A100 SXM4 80GB", 2039, 108, 1410, "sm_80"), ("L4", 300, 58, 2040, "sm_80"),
+        ("RTX 4090", 1008, 128, 2520, "sm_80"), ("H100 SXM5", 3352, 132, 1980, "sm_90"),
+        ("H200 SXM", 4800, 132, 1980, "sm_90")]
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+CHUNK_PER_THREAD = 256  # elements of one full chunk per thread (65536 / 256 threads)
+
+
+def sig_estimates(res: dict) -> list[dict]:
+    """Per GPU and dtype: time per element of the plain scan and of the signature pass, each the larger of
+    reading its bytes at the spec bandwidth and issuing its instructions (fast path; the signature's
+    per-chunk instructions spread over the chunk's 256 elements per thread, counted in full: an upper
+    bound) at one warp instruction per scheduler per clock (4 per multiprocessor). An estimate, not a
+    measurement."""
+    out = []
+    for gpu, bw, sms, mhz, arch in GPUS:
+        r = res["archs"].get(arch)
+        if not r:
+            continue
+        issue = sms * 128 * mhz * 1e6  # thread instructions per second
+        for name, nbytes in BYTES.items():
+            plain, sig = r["loops"][name], r["sig_loops"].get(name)
+            if not plain or not sig:
+                continue
+            mem = nbytes / (bw * 1e9)
+            i_plain = plain["fast_path_per_element"]
+            i_sig = sig["fast_path_per_element"] + sig["per_chunk"] / CHUNK_PER_THREAD
+            t_plain, t_sig = max(mem, i_plain / issue), max(mem, i_sig / issue)
+            out.append({"gpu": gpu, "arch": arch, "dtype": name, "instr_plain": i_plain, "instr_sig": round(i_sig, 2),
+                        "instr_budget": round(mem * issue, 1), "extra_time_pct": round(100 * (t_sig / t_plain - 1), 1)})
+    return out
+
+
+def sig_markdown(res: dict) -> list[str]:
+    lines = ["", "## The signature pass (`benchsuite_gradscan_sig`)", "",
+             "The scan plus each tensor's count sketch (benchsuite/gradscan/signature.py), used once per gradient "
+             "comparison, never by the per-step scan: `benchsuite_gradscan` above is unchanged. Probes hold one "
+             "chunk of `sig_chunk_vectors` and the block's publication. Per chunk = instructions outside the probe's "
+             "loops and slow-path functions, once per thread and chunk (256 elements): an upper bound, since it "
+             "includes the set-up of the remainder and tail loops a full chunk skips.", "",
+             "| arch | dtype | registers | fast path/element | plain scan | extra/element | extra | per chunk (upper bound) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for arch, r in res["archs"].items():
+        for name, loop in r.get("sig_loops", {}).items():
+            plain = r["loops"][name]["fast_path_per_element"]
+            regs = r["ptxas"].get(f"probe_sig_{name}", {}).get("registers")
+            lines.append(f"| {arch} | {name} | {regs} | {loop['fast_path_per_element']} | {plain} | "
+                         f"{loop['fast_path_per_element'] - plain:.2f} | "
+                         f"{100 * (loop['fast_path_per_element'] / plain - 1):.0f}% | {loop['per_chunk']} |")
+    k = {a: r.get("sig_kernel", {}) for a, r in res["archs"].items()}
+    lines += ["", "Whole signature kernel: " + "; ".join(
+        f"{a}: {r['ptxas'].get('sig_kernel', {}).get('registers')} registers, "
+        f"{k[a].get('spill_instructions')} spill instructions, {k[a].get('spills_in_vector_loops')} in vector loops"
+        for a, r in res["archs"].items()) + ".", "",
+        "**Estimated time** (not measured: no GPU). Per element, the larger of reading it at the datasheet "
+        "bandwidth and issuing its instructions at one warp instruction per scheduler per clock; the signature's "
+        "per-chunk instructions counted in full. `budget` is the instructions per element a GPU can issue in the "
+        "time it reads one; below it a pass is bound by memory and extra instructions cost no time.", "",
+        "| GPU | SASS of | dtype | plain scan instr/element | signature pass instr/element | budget | estimated extra time |",
+        "|---|---|---|---|---|---|---|"]
+    for e in sig_estimates(res):
+        lines.append(f"| {e['gpu']} | {e['arch']} | {e['dtype']} | {e['instr_plain']} | {e['instr_sig']} | "
+                     f"{e['instr_budget']} | {e['extra_time_pct']}% |")
+    return lines
 
 
 def markdown(res: dict, baseline: dict | None = None) -> str:
@@ -239,6 +342,8 @@ def markdown(res: dict, baseline: dict | None = None) -> str:
         for arch, r in res["nvrtc"]["archs"].items():
             for name, loop in r["loops"].items():
                 lines.append(f"| {arch} | {name} | {loop.get('per_element')} | {loop.get('fast_path_per_element')} |")
+    if res["archs"] and all("sig_loops" in r for r in res["archs"].values()):
+        lines += sig_markdown(res)
     if baseline:
         lines += ["", f"Before the rewrite ({baseline.get('source', 'baseline')}): every element classified four ways, "
                   "max and sum in double; no slow path, so the loop is the fast path.", "",

@@ -1,4 +1,5 @@
-// CUDA gradient scanner: one launch over any number of tensors. Device code only, in one file that
+// CUDA gradient scanner: one launch over any number of tensors (benchsuite_gradscan, every step), and the
+// signature pass of gradient comparisons (benchsuite_gradscan_sig, below). Device code only, in one file that
 // three compilers take unchanged: NVRTC at first use on the user's machine (benchsuite/gradscan/_cuda.py;
 // no toolkit needed, and "gradscan_abi.h" is its only header), nvcc when one is found at build time (a
 // fatbin shipped beside the extension), and g++ against tests/cudaemu, which runs it on the CPU.
@@ -165,11 +166,23 @@ __device__ __forceinline__ void classify_vecs(const uint4 (&u)[kU], Acc& a) {
 // The plain scan adds nothing else per element (its code is the same as without a sketch).
 struct NoSketch {
   static constexpr bool kOn = false;
+  static constexpr bool kFull = true;  // zeros and max |x| counted
   __device__ __forceinline__ void add(int, int, float) {}
 };
 
 // kU 16-byte vectors of a float-decoded type already in registers, into the accumulator (and, in the
 // signature pass, each finite element into the sketch: sk.add(vector, element, value)).
+// The signature pass needs the sum of squares and the non-finite counts, not the zeros or max |x|
+// (Sk::kFull false): its fast path then tells a possibly underflowed sum by the sum itself (below
+// kTinyMax^2 and not all zero) instead of by the max.
+template <typename T, int kU>
+__device__ __forceinline__ bool all_zero(const uint4 (&u)[kU]) {
+  unsigned int w = 0;
+#pragma unroll
+  for (int j = 0; j < kU; ++j) w |= u[j].x | u[j].y | u[j].z | u[j].w;
+  return (w & (sizeof(T) == 4 ? 0x7fffffffu : 0x7fff7fffu)) == 0;  // -0.0 is zero too
+}
+
 template <typename T, int kU, typename Sk = NoSketch>
 __device__ __forceinline__ void take_vecs(const uint4 (&u)[kU], Acc& a, Sk& sk) {
   constexpr int kN = Vec<T>::kN;
@@ -182,15 +195,18 @@ __device__ __forceinline__ void take_vecs(const uint4 (&u)[kU], Acc& a, Sk& sk) 
     for (int k = 0; k < kN; ++k) {
       const float x = Vec<T>::at(u[j], k);
       g = fmaf(x, x, g);        // NaN/Inf poison the group sum: checked below
-      m = fmaxf(m, fabsf(x));   // NaN is ignored by fmaxf; Inf only matters on the slow path
-      a.zero += (x == 0.0f);    // NaN and Inf are not zero, so this count stays right either way
+      if constexpr (Sk::kFull) {
+        m = fmaxf(m, fabsf(x));   // NaN is ignored by fmaxf; Inf only matters on the slow path
+        a.zero += (x == 0.0f);    // NaN and Inf are not zero, so this count stays right either way
+      }
     }
     s[j] = g;
   }
   float total = 0.0f;
 #pragma unroll
   for (int j = 0; j < kU; ++j) total += s[j];
-  if (__builtin_expect(total < inf_f() && !(m < kTinyMax && m > 0.0f), 1)) {
+  if (__builtin_expect(Sk::kFull ? total < inf_f() && !(m < kTinyMax && m > 0.0f)
+                                  : total < inf_f() && (total >= kTinyMax * kTinyMax || all_zero<T, kU>(u)), 1)) {
 #pragma unroll
     for (int j = 0; j < kU; ++j) a.ss += double(s[j]);
     a.am = fmax(a.am, double(m));
@@ -270,16 +286,19 @@ __device__ void scan_run(const T* p, i64 e0, i64 e1, Acc& a) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// The signature pass (benchsuite_gradscan_sig): the same scan plus each tensor's signed count sketch
-// (gradscan_abi.h defines it by the element index). Work is taken chunk by chunk: the vector loop
-// reads a chunk exactly as the plain scan does, so a thread meets the same tiles all through a chunk
-// (its slot is fixed by its vector index modulo 256): its signs come from two words computed once per
-// chunk, and its sums go to kN float registers (one per element position of its vector), which it adds
-// to the block's shared buckets at the end of the chunk; the block adds those to the tensor's float64
-// buckets in global memory (K atomics per chunk). Per element that is one fused multiply-add with a
-// +-1 factor, shared by the 4 elements of a group. Elements the vector loop cannot take (a tensor
-// whose start is not 16-byte aligned, fp64, the last < 8 elements) go one by one through
-// sig_scalar, which computes sign and bucket from the index: slow, exact, rare.
+// The signature pass (benchsuite_gradscan_sig): each tensor's signed count sketch (gradscan_abi.h defines
+// it by the element index), with the sum of squares and the NaN/+Inf/-Inf counts of the same read. It
+// does not count zeros or take the max |x| (a signature needs neither): that is what pays for the
+// sketch, so the pass costs no more per element than the plain scan (docs/results/cuda-static.md).
+// Work is taken chunk by chunk: the vector loop reads a chunk exactly as the plain scan does, so a
+// thread meets the same tiles all through a chunk (its slot is fixed by its vector index modulo 256):
+// its signs come from two words computed once per chunk, and its sums go to kN float registers (one per
+// element position of its vector), which it adds to the block's shared buckets at the end of the chunk;
+// the block adds those to the tensor's float64 buckets in global memory (K atomics per chunk). Per
+// element that is one fused multiply-add with a +-1 factor, shared by the 4 elements of a group.
+// Elements the vector loop cannot take (a tensor whose start is not 16-byte aligned, fp64, the last < 8
+// elements) go one by one through sig_scalar, which computes sign and bucket from the index: slow,
+// exact, rare.
 
 // +1.0f when bit `bit` of w is clear, -1.0f when it is set.
 __device__ __forceinline__ float sig_sign(unsigned int w, int bit) {
@@ -307,6 +326,7 @@ __device__ __forceinline__ void sig_scalar(i64 i, double v, float* shb) {
 template <typename T>
 struct Sketch {
   static constexpr bool kOn = true;
+  static constexpr bool kFull = false;
   static constexpr int kN = Vec<T>::kN;
   float acc[kN];
   unsigned int ws0, ws1;
@@ -496,6 +516,7 @@ __device__ __forceinline__ void scan_blocks(const i64* __restrict__ table, i64 n
       case kBFloat16: run<kSig>(static_cast<const bf16*>(base), e0, e1, a, shb, sig, t); break;
       default: a.nan = threadIdx.x == 0;  // unknown dtype (the host check rejects it first): never "clean"
     }
+    if constexpr (kSig) a.zero = 0, a.am = 0.0;  // not computed by the signature pass (see take_vecs)
     flush(a, sh, t, counts, stats);
     c = run_end;
     // Next non-empty tensor.
@@ -522,7 +543,8 @@ benchsuite_gradscan(const long long* __restrict__ table, long long n, long long 
   benchsuite::scan_blocks<false>(table, n, total_chunks, per_block, acc, nullptr);
 }
 
-// The same scan and each tensor's signature: `sig`, n * kSigK float64, zero on entry, accumulated into.
+// Each tensor's signature into `sig` (n * kSigK float64, zero on entry, accumulated into), with its sum of
+// squares and non-finite counts into `acc` as the scan gives them (zeros and max |x| left at 0).
 extern "C" __global__ void __launch_bounds__(benchsuite::kThreads, benchsuite::kSigMinBlocks)
 benchsuite_gradscan_sig(const long long* __restrict__ table, long long n, long long total_chunks, long long per_block,
                         unsigned long long* acc, unsigned long long* zero_next, long long zero_words, double* sig) {

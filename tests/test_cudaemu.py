@@ -165,6 +165,9 @@ def check(case: Case, results, rel=1e-6):
         assert len(rows) == len(case.tensors)
         for i, (row, o) in enumerate(zip(rows, oracle)):
             ref = cpu[i]
+            if backend.startswith("cuda-sig"):  # the signature pass: non-finite counts and sum of squares only
+                assert row[3] == 0 and row[5] == 0.0, (backend, i, row)  # zeros and max are not computed
+                o, ref = (*o[:3], 0, o[4], 0.0), (*ref[:3], 0, ref[4], 0.0)
             if row[:4] != tuple(o[:4]) or row[5] != o[5] or not close(row[4], o[4], rel):
                 problems.append(f"{backend} vs oracle, #{i} {case.labels[i]}: got {row}, want {tuple(o)}")
             if row[:4] != ref[:4] or row[5] != ref[5] or not close(row[4], ref[4], rel):
@@ -344,8 +347,9 @@ def check_signatures(case: Case, results, rel=2e-5):
 
 
 def test_signature_pass_matches_the_definition(tmp_path):
-    """benchsuite_gradscan_sig: the scan figures as the plain kernel's (every schedule against the oracle
-    and the CPU core) and each tensor's count sketch as benchsuite.gradscan.signature computes it."""
+    """benchsuite_gradscan_sig: the non-finite counts and sum of squares as the plain kernel's (every schedule
+    against the oracle and the CPU core; it computes no zeros or max) and each tensor's count sketch as
+    benchsuite.gradscan.signature computes it."""
     case = sig_case()
     r, res = run_driver(build("driver"), case, tmp_path, schedules=["inorder", "reverse", "random:6"], workers=2,
                         extra=["--sig"])
@@ -481,9 +485,12 @@ def test_static_gpu_figures(compiler):
             assert loop, (arch, name, "no vector loop found")
             assert loop["per_element"] <= LOOP_CEILING[name], (arch, name, loop)
             assert loop["fast_path_per_element"] <= FAST_CEILING[name], (arch, name, loop)
-        # The signature pass: nothing spilled in its vector loops, at most 2 instructions per element more
-        # than the plain scan on the fast path (docs/results/cuda-static.md), and the plain scan unchanged.
+        # The signature pass: nothing spilled in its vector loops, and per element (fast path plus the
+        # per-chunk upper bound over a chunk's 256 elements per thread) within 10% of the plain scan's fast
+        # path: the issue's budget (docs/results/cuda-static.md).
         assert r["sig_kernel"]["spills_in_vector_loops"] == 0, (arch, r["sig_kernel"])
         for name, loop in r["sig_loops"].items():
-            assert loop and loop["fast_path_per_element"] <= r["loops"][name]["fast_path_per_element"] + 2.0, (arch, name, loop)
+            assert loop, (arch, name, "no vector loop found in the signature probe")
+            total = loop["fast_path_per_element"] + loop["per_chunk"] / 256
+            assert total <= 1.1 * r["loops"][name]["fast_path_per_element"], (arch, name, loop)
     assert res["archs"]["sm_90"]["loops"]["bfloat16"]["per_element"] <= 12  # the issue's target

@@ -56,8 +56,8 @@ MUTANTS = [
      "for (i64 j = v0 + nvec * kVec + threadIdx.x; j < e1; j += kThreads)",
      "for (i64 j = v0 + nvec * kVec + threadIdx.x; j <= e1; j += kThreads)", 0, None),
     ("unroll-bound", "unrolled loop bound off by one (<= nvec)",
-     "for (; k + (kUnroll - 1) * kThreads < nvec; k += kUnroll * kThreads) {",
-     "for (; k + (kUnroll - 1) * kThreads <= nvec; k += kUnroll * kThreads) {", 0, None),
+     "  i64 k = threadIdx.x;\n  for (; k + (kUnroll - 1) * kThreads < nvec; k += kUnroll * kThreads) {",
+     "  i64 k = threadIdx.x;\n  for (; k + (kUnroll - 1) * kThreads <= nvec; k += kUnroll * kThreads) {", 0, None),
     ("run-end", "a run ends one element past the tensor",
      "const i64 e1 = imin((run_end - first) * kCudaChunkElems, numel);",
      "const i64 e1 = imin((run_end - first) * kCudaChunkElems, numel + 1);", 0, None),
@@ -95,10 +95,25 @@ MUTANTS = [
      "only reachable with a table whose chunk column disagrees with its counts, which the host's "
      "check_table rejects before any launch (test_bad_chunk_total_is_an_error holds that check)"),
     ("zero-next-missing", "the idle accumulator is not zeroed (the next scan would add to old totals)",
-     "      zero_next[i] = 0ULL;", "      (void)zero_next[i];", 0, None),
+     "i += stride) zero_next[i] = 0ULL;", "i += stride) (void)zero_next[i];", 0, None),
     ("zero-next-stride", "the zeroing loop strides one block too far (words between blocks stay dirty)",
-     "  const long long stride = (long long)gridDim.x * benchsuite::kThreads;",
-     "  const long long stride = (long long)(gridDim.x + 1) * benchsuite::kThreads;", 0, None),
+     "  const long long stride = (long long)gridDim.x * kThreads;",
+     "  const long long stride = (long long)(gridDim.x + 1) * kThreads;", 0, None),
+    # The signature pass (benchsuite_gradscan_sig).
+    ("sig-publish-barrier", "the signature's publication reads the shared buckets before every thread has flushed",
+     "  __syncthreads();\n  if (threadIdx.x < kSigK) {", "  if (threadIdx.x < kSigK) {", 0, None),
+    ("sig-publish-clear", "the shared buckets are not cleared after a chunk (the next chunk adds to them again)",
+     "    shb[threadIdx.x] = 0.0f;\n  }\n  __syncthreads();", "  }\n  __syncthreads();", 0, None),
+    ("sig-word-shift", "only the first sign word advances through the loop",
+     "w0 >>= kShift, w1 >>= kShift;", "w0 >>= kShift;", 0, None),
+    ("sig-flush-slot", "a 2-byte vector's second group is flushed to its first group's tile",
+     "const unsigned int slot = slot0 + unsigned(e >> 2);", "const unsigned int slot = slot0;", 0, None),
+    ("sig-sign-group", "both groups of a 2-byte vector take the first group's signs",
+     "else sg = sig_sign(k < 4 ? ws0 : ws1, j);", "else sg = sig_sign(ws0, j);", 0, None),
+    ("sig-nonfinite", "the slow path adds NaN and Inf into the sketch",
+     "if (fabsf(x) < inf_f()) sk.add(j, k, x);", "sk.add(j, k, x);", 0, None),
+    ("sig-scalar-parity", "the scalar path takes its sign from the wrong word of the tile",
+     "sig_sign(sig_word(tile, m & 1u), int(m >> 1))", "sig_sign(sig_word(tile, 0u), int(m >> 1))", 0, None),
 ]
 
 
@@ -141,13 +156,15 @@ def markdown(rows: list[dict]) -> str:
              "test_many_small_tensors, chunks = test_one_block_per_chunk, asan = test_asan_ubsan, tsan = "
              "test_tsan_two_workers, dtype = test_unknown_dtype_is_an_error, zeroing = "
              "test_idle_accumulator_zeroed_by_few_blocks, host-path = test_host_path_through_an_emulated_driver, "
-             "raw-dtype = test_kernel_never_reports_an_unknown_dtype_clean.", "",
+             "raw-dtype = test_kernel_never_reports_an_unknown_dtype_clean, sig = "
+             "test_signature_pass_matches_the_definition, sig-san = test_signature_pass_sanitizers.", "",
              "| mutant | change | caught by |", "|---|---|---|"]
     short = {"test_planted_values_every_schedule": "planted", "test_many_small_tensors": "small",
              "test_one_block_per_chunk": "chunks", "test_asan_ubsan": "asan", "test_tsan_two_workers": "tsan",
              "test_unknown_dtype_is_an_error": "dtype", "test_idle_accumulator_zeroed_by_few_blocks": "zeroing",
              "test_host_path_through_an_emulated_driver": "host-path",
-             "test_kernel_never_reports_an_unknown_dtype_clean": "raw-dtype"}
+             "test_kernel_never_reports_an_unknown_dtype_clean": "raw-dtype",
+             "test_signature_pass_matches_the_definition": "sig", "test_signature_pass_sanitizers": "sig-san"}
     for r in rows:
         caught = ", ".join(short.get(n, n) for n in r["caught_by"])
         if r["compile_error"]:

@@ -399,6 +399,14 @@ def test_compare_two_runs_and_two_benches(tmp_path):
     proc = cli("compare", tmp_path / "x.json", tmp_path / "y.json", "--threshold", "0.1")
     assert proc.returncode == 1 and "peak memory 100.0 -> 150.0 MiB (+50%) WORSE" in proc.stdout
     assert "step time" not in proc.stdout  # 5% is under the threshold
+    # A configuration whose gradients stop matching its baseline is a regression, named with its worst parameter.
+    grads = lambda ok, err: {"baseline": "off/acc1/fp32", "matches": ok, "min_cosine": 1.0, "max_rel_error": err,  # noqa: E731
+                             "worst": "model.embed_tokens.weight", "no_grad_mismatch": []}
+    (tmp_path / "g1.json").write_text(json.dumps(bench(gradients=grads(True, 1e-7))))
+    (tmp_path / "g2.json").write_text(json.dumps(bench(gradients=grads(False, 0.32))))
+    proc = cli("compare", tmp_path / "g1.json", tmp_path / "g2.json")
+    assert proc.returncode == 1 and ("gradients match the baseline True -> False (worst model.embed_tokens.weight, "
+                                     "relative error 0.32) WORSE") in proc.stdout, proc.stdout
     assert "compare two of the same kind" in one_line_usage_error(cli("compare", tmp_path / "a.json", tmp_path / "x.json"))
 
 

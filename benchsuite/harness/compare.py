@@ -99,6 +99,13 @@ def compare_bench(a: dict, b: dict, threshold: float) -> list[dict]:
                 worse = change < 0 if higher_better else change > 0
                 out.append({"item": key, "what": name, "a": round(va / scale, 3), "b": round(vb / scale, 3),
                             "unit": unit, "change": round(change, 4), "regression": worse})
+        ga, gb = (r.get("gradients") or {} for r in (x, y))
+        if ga and gb and ga.get("matches") != gb.get("matches"):
+            # A configuration whose gradients no longer match its baseline is a bug, not a trade-off.
+            worst = gb if ga.get("matches") else ga
+            out.append({"item": key, "what": "gradients match the baseline", "a": ga.get("matches"),
+                        "b": gb.get("matches"), "regression": bool(ga.get("matches")),
+                        "worst": worst.get("worst"), "max_rel_error": worst.get("max_rel_error")})
         if x.get("checkpointing_took_effect") != y.get("checkpointing_took_effect"):
             out.append({"item": key, "what": "checkpointing took effect", "a": x.get("checkpointing_took_effect"),
                         "b": y.get("checkpointing_took_effect"),
@@ -123,7 +130,9 @@ def main(args) -> int:
             say(f"{c['item']}: {c['what']} {c['a']} -> {c['b']} {c['unit']} ({100 * c['change']:+.0f}%)"
                 + (" WORSE" if c.get("regression") else ""))
         elif "a" in c:
-            say(f"{c['item']}: {c['what']} {c['a']} -> {c['b']}" + (" WORSE" if c.get("regression") else ""))
+            why = (f" (worst {c['worst']}, relative error {c['max_rel_error']:.3g})"
+                   if c.get("worst") and c.get("max_rel_error") is not None else "")
+            say(f"{c['item']}: {c['what']} {c['a']} -> {c['b']}{why}" + (" WORSE" if c.get("regression") else ""))
         else:
             say(f"{c['item']}: {c['what']}")
     worse = sum(1 for c in changes if c.get("regression"))

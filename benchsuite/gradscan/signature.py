@@ -190,8 +190,10 @@ def _on_cuda_kernel(pairs, scale: float) -> dict[str, Signature]:
     by_device: dict[int, list] = {}
     for name, p in pairs:
         g = p.grad
+        # The kernel's vector loop takes 16-byte aligned fp32/fp16/bf16 storage; others (a view into a flat
+        # buffer off alignment, fp64) would go element by element there, so torch takes them.
         if (g is not None and g.is_cuda and g.layout == torch.strided and g.numel() and g.is_contiguous()
-                and g.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)):
+                and g.dtype in (torch.float32, torch.float16, torch.bfloat16) and g.data_ptr() % 16 == 0):
             by_device.setdefault(g.device.index, []).append((name, g))
     if not by_device:
         return {}

@@ -201,3 +201,19 @@ def test_signature_options_are_checked_before_the_script_starts(tmp_path):
         proc = subprocess.run(WATCH + options + script, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert not marker.exists()
+
+
+def test_real_setups_driver_checks_the_checkout_and_patches_by_name(tmp_path):
+    # python -m benchsuite.bench.real_setups runs MedicalGPT's scripts (docs/results/compare-real-setups.md); without
+    # a checkout it stops at once.
+    proc = subprocess.run([sys.executable, "-m", "benchsuite.bench.real_setups", "--medicalgpt", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "is not a MedicalGPT checkout: training/supervised_finetuning.py" in proc.stderr
+    from benchsuite.bench import real_setups as R
+    data, model = {"sft": "D/sft", "reward": "D/reward"}, {"path": "M"}
+    cmd = R.command(tmp_path, tmp_path / "w", "rm-lora-ckpt-reentrant-no-input-hook", data, model)
+    assert cmd[1] == "-c" and cmd[3] == R.RM and "--validation_file_dir" in cmd
+    shown = R._shown(cmd, tmp_path / "w", tmp_path)
+    assert shown[2] == ("<launcher: from_pretrained without load_in_4bit=False/load_in_8bit=False; "
+                        "enable_input_require_grads a no-op; then runpy.run_path(script)>")
+    assert R.command(tmp_path, tmp_path / "w", "sft-lora", data, model)[1] == R.SFT  # the SFT script runs as it is

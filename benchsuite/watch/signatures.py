@@ -30,7 +30,8 @@ FORMAT = 1
 
 # Training arguments worth recording beside the gradients (what changes them, or explains a difference).
 _TRAINER_ARGS = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_grad_norm", "learning_rate",
-                 "fp16", "bf16", "gradient_checkpointing", "gradient_checkpointing_kwargs", "seed",
+                 "fp16", "bf16", "gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
+                 "activation_checkpointing_kwargs", "seed",
                  "average_tokens_across_devices")
 
 
@@ -156,7 +157,7 @@ def _describe(meta: dict) -> str:
     if (meta.get("world_size") or 1) > 1:
         where += f", rank {meta.get('rank')} of {meta.get('world_size')}"
     cmd = meta.get("command") or meta.get("argv") or []
-    text = " ".join(str(c) for c in cmd)
+    text = " ".join("<code>" if "\n" in str(c) else str(c) for c in cmd)  # python -c's program as <code>
     if len(text) > 160:
         text = text[:157] + "..."
     return f"{where}, {len(meta.get('parameters') or {})} parameters" + (f", {libs}" if libs else "") + \

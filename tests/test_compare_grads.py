@@ -27,7 +27,7 @@ def _start(folder: Path, name: str, script_args, options=(), sig=None):
     sig = sig or folder / f"{name}.json"
     cmd = WATCH + ["--signature", str(sig), *options, "--", sys.executable, *script_args]
     proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(folder)})
+                            env={**os.environ, "TMPDIR": str(folder), "OMP_NUM_THREADS": "1"})
     return proc, sig
 
 
@@ -77,15 +77,12 @@ def runs(tmp_path_factory):
     return out
 
 
-trainer_runs = loop_runs = runs
-
-
 def _doc(path):
     return json.loads(Path(path).read_text())
 
 
-def test_trainer_signature_file(trainer_runs):
-    r = trainer_runs["off"]
+def test_trainer_signature_file(runs):
+    r = runs["off"]
     assert r["code"] == 0 and "training finished" in r["stdout"], r["stderr"][-3000:]
     doc = _doc(r["sig"])
     assert doc["kind"] == "gradient-signatures" and doc["step"] == 1 and doc["source"] == "trainer"
@@ -99,8 +96,8 @@ def test_trainer_signature_file(trainer_runs):
     assert f"gradient signatures of step 1 (9 parameters): {r['sig']}" in r["stderr"]
 
 
-def test_non_reentrant_checkpointing_matches(trainer_runs):
-    a, b = trainer_runs["off"]["sig"], trainer_runs["non-reentrant"]["sig"]
+def test_non_reentrant_checkpointing_matches(runs):
+    a, b = runs["off"]["sig"], runs["non-reentrant"]["sig"]
     proc = compare(a, b)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "verdict: MATCH" in proc.stdout and "9 parameters in both" in proc.stdout
@@ -108,12 +105,12 @@ def test_non_reentrant_checkpointing_matches(trainer_runs):
     assert proc.returncode == 0 and "verdict: MATCH" in proc.stdout, proc.stdout + proc.stderr
 
 
-def test_reentrant_lora_without_input_hook_differs_by_name(trainer_runs, tmp_path):
-    r = trainer_runs["broken"]
+def test_reentrant_lora_without_input_hook_differs_by_name(runs, tmp_path):
+    r = runs["broken"]
     assert r["code"] == 0, r["stderr"][-3000:]
     assert "9 parameters, 8 without a gradient" in r["stderr"]
     out = tmp_path / "cmp.json"
-    proc = compare(trainer_runs["off"]["sig"], r["sig"], "--json", out)
+    proc = compare(runs["off"]["sig"], r["sig"], "--json", out)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     # The score head is flagged too (relative error ~2e-3): the Trainer clips to max_grad_norm 1.0, and the total
     # norm it divides by lacks the adapters' gradients here. The signature is the gradient the step sees.
@@ -128,34 +125,34 @@ def test_reentrant_lora_without_input_hook_differs_by_name(trainer_runs, tmp_pat
     assert all("lora_" in n for n in doc["no_grad_mismatch"]) and len(doc["differing"]) == 9
 
 
-def test_accumulation_scaler_and_clipping_seen_at_the_step(loop_runs):
+def test_accumulation_scaler_and_clipping_seen_at_the_step(runs):
     for name in ("full-clip", "accum-scaler-clip", "full-noclip", "full-clip-step2"):
-        assert loop_runs[name]["code"] == 0 and "done" in loop_runs[name]["stdout"], loop_runs[name]["stderr"]
-    doc = _doc(loop_runs["full-clip"]["sig"])
+        assert runs[name]["code"] == 0 and "done" in runs[name]["stdout"], runs[name]["stderr"]
+    doc = _doc(runs["full-clip"]["sig"])
     assert doc["source"] == "optimizer" and doc["optimizer"] == "SGD" and doc["trainer_args"] is None
     assert sorted(doc["signatures"]) == ["0.bias", "0.weight", "2.bias", "2.weight"]
     # The accumulated, unscaled and clipped gradient is what the step sees: the same as one batch, clipped.
-    proc = compare(loop_runs["full-clip"]["sig"], loop_runs["accum-scaler-clip"]["sig"])
+    proc = compare(runs["full-clip"]["sig"], runs["accum-scaler-clip"]["sig"])
     assert proc.returncode == 0 and "verdict: MATCH" in proc.stdout, proc.stdout + proc.stderr
     # Without clipping the step sees the raw norm.
-    proc = compare(loop_runs["full-clip"]["sig"], loop_runs["full-noclip"]["sig"])
+    proc = compare(runs["full-clip"]["sig"], runs["full-noclip"]["sig"])
     assert proc.returncode == 1 and "relative error above 0.001 (4)" in proc.stdout, proc.stdout
-    assert _doc(loop_runs["full-clip-step2"]["sig"])["step"] == 2
-    proc = compare(loop_runs["full-clip"]["sig"], loop_runs["full-clip-step2"]["sig"], "--precision", "bf16")
+    assert _doc(runs["full-clip-step2"]["sig"])["step"] == 2
+    proc = compare(runs["full-clip"]["sig"], runs["full-clip-step2"]["sig"], "--precision", "bf16")
     assert "the files are of different steps (1 and 2)" in proc.stdout and "rtol 0.1" in proc.stdout
 
 
-def test_a_failed_signature_write_never_harms_the_run(loop_runs):
-    r = loop_runs["unwritable"]
+def test_a_failed_signature_write_never_harms_the_run(runs):
+    r = runs["unwritable"]
     assert r["code"] == 0 and "done" in r["stdout"]
     assert r["stderr"].count("cannot write the gradient signatures") == 1 and "the run goes on" in r["stderr"]
     assert "no gradient signatures: " in r["stderr"] and "healthy: no finding in 2 scans" in r["stderr"]
-    summary = _doc(loop_runs["folder"] / "summary.json")
+    summary = _doc(runs["folder"] / "summary.json")
     assert summary["processes"][0]["signature"]["error"]
 
 
-def test_bad_input_is_exit_2_with_one_line(trainer_runs, tmp_path):
-    good = trainer_runs["off"]["sig"]
+def test_bad_input_is_exit_2_with_one_line(runs, tmp_path):
+    good = runs["off"]["sig"]
     (tmp_path / "notjson.json").write_text("{oops")
     (tmp_path / "summary.json").write_text(json.dumps({"kind": "run", "results": []}))
     for bad, message in ((tmp_path / "missing.json", "missing.json: no such file"),
@@ -175,8 +172,8 @@ def test_bad_input_is_exit_2_with_one_line(trainer_runs, tmp_path):
     assert proc.returncode == 2 and "not allowed with argument" in proc.stderr
 
 
-def test_different_parameter_sets_and_shapes_are_differences(trainer_runs, tmp_path):
-    doc = _doc(trainer_runs["off"]["sig"])
+def test_different_parameter_sets_and_shapes_are_differences(runs, tmp_path):
+    doc = _doc(runs["off"]["sig"])
     names = list(doc["signatures"])
     fewer = json.loads(json.dumps(doc))
     del fewer["signatures"][names[0]]
@@ -184,9 +181,9 @@ def test_different_parameter_sets_and_shapes_are_differences(trainer_runs, tmp_p
     reshaped["signatures"][names[1]]["numel"] += 1
     (tmp_path / "fewer.json").write_text(json.dumps(fewer))
     (tmp_path / "reshaped.json").write_text(json.dumps(reshaped))
-    proc = compare(trainer_runs["off"]["sig"], tmp_path / "fewer.json")
+    proc = compare(runs["off"]["sig"], tmp_path / "fewer.json")
     assert proc.returncode == 1 and f"trainable in A only (1): {names[0]}" in proc.stdout, proc.stdout + proc.stderr
-    proc = compare(trainer_runs["off"]["sig"], tmp_path / "reshaped.json")
+    proc = compare(runs["off"]["sig"], tmp_path / "reshaped.json")
     assert proc.returncode == 1 and "shape differs (1)" in proc.stdout and "Traceback" not in proc.stderr
 
 

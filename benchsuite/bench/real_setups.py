@@ -315,6 +315,13 @@ def main(argv=None) -> int:
     if missing:
         print(f"{ap.prog}: {checkout} is not a MedicalGPT checkout: {', '.join(missing)} not found", file=sys.stderr)
         return 2
+    import importlib.util
+    absent = [pip for mod, pip in (("loguru", "loguru"), ("sklearn", "scikit-learn"), ("datasets", "datasets"))
+              if importlib.util.find_spec(mod) is None]
+    if absent:  # MedicalGPT's scripts import them; benchsuite itself does not need them
+        print(f"{ap.prog}: MedicalGPT's scripts import {', '.join(absent)}, not installed here "
+              f"(pip install {' '.join(absent)})", file=sys.stderr)
+        return 2
     pair_ids = args.only or list(PAIRS)
     if args.keep:
         work = Path(args.keep).expanduser().resolve()

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,15 +29,31 @@ DDP = str(SCRIPTS / "ddp_loop.py")
 TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
 
 
-def watch(tmp_path, *script_args, options=(), timeout=300, log=True):
+def watch(tmp_path, *script_args, options=(), timeout=300, log=True, env=None):
     out = tmp_path / "watch.json"
     cmd = CLI + ["--json", str(out), *(["--log", str(tmp_path / "steps.jsonl")] if log else []), *options, "--",
                  sys.executable, *script_args]
     # TMPDIR in the test's folder: torchrun, run by some scripts as a user would, leaves its torchelastic_*
     # log folder there.
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
-                          env={**os.environ, "TMPDIR": str(tmp_path)})
+                          env={**os.environ, "TMPDIR": str(tmp_path), **(env or {})})
     return proc, json.loads(out.read_text())
+
+
+def watch_all(tmp_path_factory, runs: dict, jobs: int = 3) -> dict:
+    """Independent single-process watched runs, `jobs` at a time (each is mostly one core's start-up and
+    imports): name -> (folder, (process, summary)). `runs`: name -> (script args with {tmp} for an output
+    folder, watch options)."""
+    folders = {name: tmp_path_factory.mktemp(name[:40]) for name in runs}
+
+    def one(name):
+        args, options = runs[name]
+        folder = folders[name]
+        return watch(folder, *[a.replace("{tmp}", str(folder / "out")) for a in args], options=options,
+                     env={"OMP_NUM_THREADS": "1"})
+    with ThreadPoolExecutor(jobs) as pool:
+        done = {name: pool.submit(one, name) for name in runs}
+        return {name: (folders[name], f.result()) for name, f in done.items()}
 
 
 def findings(summary, rank=0, status="open"):
@@ -68,10 +85,14 @@ HEALTHY = {
 }
 
 
+@pytest.fixture(scope="module")
+def healthy_runs(tmp_path_factory):
+    return watch_all(tmp_path_factory, {v: (args, ["--policy", "raise"]) for v, args in HEALTHY.items()})
+
+
 @pytest.mark.parametrize("variant", list(HEALTHY))
-def test_healthy_runs_pass_under_raise(tmp_path, variant):
-    args = [a.replace("{tmp}", str(tmp_path / "out")) for a in HEALTHY[variant]]
-    proc, summary = watch(tmp_path, *args, options=["--policy", "raise"])
+def test_healthy_runs_pass_under_raise(healthy_runs, variant):
+    tmp_path, (proc, summary) = healthy_runs[variant]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary["verdict"] == "healthy"
     assert findings(summary) == {}
@@ -133,7 +154,7 @@ def test_reentrant_lora_without_input_hook_stopped_under_raise(tmp_path):
     assert log[2]["confirmed"][0]["kind"] == "no-gradient" and log[1]["confirmed"] == []
 
 
-@pytest.mark.parametrize("variant,args,kind,step,cause", [
+BROKEN = [
     ("optimizer-before-get_peft_model", ["--optimizer-before-peft", "--steps", "12"], "not-in-optimizer", 10,
      "get_peft_model"),
     ("full-fine-tune-lr-0", ["--full", "--lr", "0"], "lr-zero", 3, "learning rate was 0"),
@@ -141,9 +162,18 @@ def test_reentrant_lora_without_input_hook_stopped_under_raise(tmp_path):
      "resolution of bfloat16"),
     ("nan-gradient", ["--nan-at", "2"], "non-finite", 3, "NaN/Inf"),
     ("lora-alpha-0-head-trains", ["--lora-alpha", "0", "--train-head"], "all-zero", 3, "lora_alpha=0"),
-])
-def test_broken_runs_stopped_with_cause(tmp_path, variant, args, kind, step, cause):
-    proc, summary = watch(tmp_path, LOOP, "--steps", "6", *args, options=["--policy", "raise"])
+]
+
+
+@pytest.fixture(scope="module")
+def broken_runs(tmp_path_factory):
+    return watch_all(tmp_path_factory, {v: ([LOOP, "--steps", "6", *args], ["--policy", "raise"])
+                                        for v, args, *_ in BROKEN})
+
+
+@pytest.mark.parametrize("variant,args,kind,step,cause", BROKEN)
+def test_broken_runs_stopped_with_cause(broken_runs, variant, args, kind, step, cause):
+    _, (proc, summary) = broken_runs[variant]
     assert proc.returncode == 1, proc.stderr[-3000:]
     f = findings(summary)
     assert kind in f and f[kind]["confirmed_at"] == step, f

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 KIND = "gradient-signatures"
@@ -82,20 +81,10 @@ def document(pairs, *, step, rank, world_size, source, optimizer, command, argv,
 
 
 def write(path: str, doc: dict) -> None:
-    """Write ``doc`` to ``path`` through a temporary file in the same folder (readers never see half a file)."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".signature-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``doc`` to ``path`` through a temporary file in the same folder (readers never see half a file).
+    A path, never stdout: "-" is a file of that name here."""
+    from benchsuite.harness.report import write_atomic
+    write_atomic(Path(path).absolute(), json.dumps(doc))
 
 
 def load(path: str):

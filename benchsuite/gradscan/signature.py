@@ -40,6 +40,7 @@ docs/results/signature-error-cpu.md (``python -m benchsuite.bench.signature_erro
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -174,9 +175,7 @@ def signatures(pairs, *, scale: float = 1.0, k: int = K, chunk: int | None = Non
     device's in one launch (``BENCHSUITE_SIGNATURE=torch`` forces the torch path); the rest through
     ``signature``."""
     pairs = list(pairs)
-    out: dict[str, Signature] = {}
-    for name, t in _on_cuda_kernel(pairs, scale).items():
-        out[name] = t
+    out = _on_cuda_kernel(pairs, scale)
     for name, p in pairs:
         if name not in out:
             out[name] = signature(p.grad, scale=scale, k=k, numel=p.numel(), chunk=chunk)
@@ -184,7 +183,6 @@ def signatures(pairs, *, scale: float = 1.0, k: int = K, chunk: int | None = Non
 
 
 def _on_cuda_kernel(pairs, scale: float) -> dict[str, Signature]:
-    import os
     if os.environ.get("BENCHSUITE_SIGNATURE", "").lower() == "torch" or not torch.cuda.is_available():
         return {}
     by_device: dict[int, list] = {}

@@ -460,6 +460,18 @@ def _sig_probe(device: torch.device) -> list[torch.Tensor]:
     return out
 
 
+def sig_probe_errors(probe: list[torch.Tensor], buckets: torch.Tensor) -> list[float]:
+    """Per probe tensor: the largest difference between the kernel's buckets (host [n, SIG_K]) and
+    benchsuite.gradscan.signature's, over the typical bucket size sqrt(sum of squares / K)."""
+    from . import signature as _sig
+    out = []
+    for i, t in enumerate(probe):
+        ref = _sig.signature(t)
+        scale = max((ref.sumsq / _sig.K) ** 0.5, 1e-30)
+        out.append(float((buckets[i] - torch.tensor(ref.proj, dtype=torch.float64)).abs().max()) / scale)
+    return out
+
+
 _sig_checked: dict[int, str | None] = {}
 
 
@@ -472,17 +484,13 @@ def signature_kernel_error(index: int) -> str | None:
     st = device_state(index)
     err = None if st.ready else st.error
     if err is None:
-        from . import signature as _sig
         try:
             probe = _sig_probe(torch.device("cuda", index))
             _, got = launch_signatures(probe, torch.device("cuda", index))
-            for i, t in enumerate(probe):
-                ref = _sig.signature(t)
-                scale = (ref.sumsq / _sig.K) ** 0.5
-                worst = float((got[i] - torch.tensor(ref.proj, dtype=torch.float64)).abs().max())
-                if not worst <= 1e-4 * max(scale, 1e-30):
+            for i, (t, e) in enumerate(zip(probe, sig_probe_errors(probe, got))):
+                if not e <= 1e-4:
                     err = (f"its signature self-check on cuda:{index} failed (probe tensor {i}, {t.dtype}, "
-                           f"{t.numel()} elements: off by {worst:.3g})")
+                           f"{t.numel()} elements: off by {e:.3g} of its bucket scale)")
                     break
         except RuntimeError as exc:
             err = f"the signature pass failed on cuda:{index}: {exc}"

@@ -318,6 +318,16 @@ __device__ __forceinline__ void sig_scalar(i64 i, double v, float* shb) {
   atomicAdd(shb + sig_bucket(tile, slot, pos), sig_sign(sig_word(tile, m & 1u), int(m >> 1)) * float(v));
 }
 
+// Elements [j0, j1) one by one, this thread's share: scan and sketch.
+template <typename T>
+__device__ __forceinline__ void sig_scalars(const T* p, i64 j0, i64 j1, Acc& a, float* shb) {
+  for (i64 j = j0 + threadIdx.x; j < j1; j += kThreads) {
+    const double x = elem(p, j);
+    take(x, a);
+    sig_scalar(j, x, shb);
+  }
+}
+
 // A thread's sketch of one chunk of a 4-byte (one group per vector) or 2-byte (two groups) type. The
 // thread's vectors in the chunk are k = tid + 256 n. 4-byte: the group is the vector, slot tid, m = n:
 // the sign is bit n >> 1 of word n & 1 of tile (c, tid). 2-byte: groups 2k and 2k + 1, slots
@@ -371,11 +381,7 @@ __device__ void sig_chunk_vectors(const T* p, i64 c, i64 ce1, Acc& a, float* shb
     else sk.ws0 = w0 >> r, sk.ws1 = w1 >> r;
     take_vecs<T, 1>(u, a, sk);
   }
-  for (i64 j = ce0 + nvec * kN + tid; j < ce1; j += kThreads) {
-    const double x = elem(p, j);
-    take(x, a);
-    sig_scalar(j, x, shb);
-  }
+  sig_scalars(p, ce0 + nvec * kN, ce1, a, shb);
 #pragma unroll
   for (int e = 0; e < kN; ++e) {
     const unsigned int slot = slot0 + unsigned(e >> 2);
@@ -407,11 +413,7 @@ __device__ void scan_run_sig(const T* p, i64 e0, i64 e1, Acc& a, float* shb, dou
         continue;
       }
     }
-    for (i64 j = c * kCudaChunkElems + threadIdx.x; j < ce1; j += kThreads) {
-      const double x = elem(p, j);
-      take(x, a);
-      sig_scalar(j, x, shb);
-    }
+    sig_scalars(p, c * kCudaChunkElems, ce1, a, shb);
     sig_publish(shb, sig, t);
   }
 }

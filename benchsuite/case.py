@@ -219,6 +219,11 @@ class Explains:
         return {"finding": self.finding, "params": self.params, "context": self.context, "note": self.note}
 
 
+# The families a case belongs to (exactly one each, ``Case(family=...)``): where in a fine-tuning job it fails.
+FAMILIES = ("gradient-checkpointing", "save-load-merge", "api-change", "rl", "data", "mixed-precision", "loss",
+            "resume", "distributed", "attention", "quantization")
+
+
 # Facts of a watched run an Explains(context=...) may name.
 EXPLAIN_CONTEXT = ("trainer", "distributed")
 
@@ -241,6 +246,8 @@ class Case:
     symptom: Symptom
     affected: dict[str, str] = field(default_factory=dict)  # package -> specifier; {} = every version
     tags: list[str] = field(default_factory=list)
+    # One of FAMILIES; "" (the default, for cases written before families existed) = none declared.
+    family: str = ""
     requires: list[str] = field(default_factory=list)  # packages that must be importable, else skipped
     requires_cuda: bool = False
     requires_gpu_below: tuple[int, int] | None = None  # needs a GPU older than this compute capability
@@ -271,6 +278,8 @@ class Case:
                 raise ValueError(f"{where}: {exc}") from None
         if not isinstance(self.symptom, Symptom):
             raise ValueError(f"{where}: symptom must be a benchsuite.case.Symptom")
+        if self.family and self.family not in FAMILIES:
+            raise ValueError(f"{where}: family {self.family!r} is not one of {', '.join(FAMILIES)}")
         _check_specifiers(f"{where}: affected", self.affected)
         _check_specifiers(f"{where}: applies", self.applies)
         _check_regex(f"{where}: expected_zero", self.expected_zero)
@@ -300,6 +309,7 @@ class Case:
 
     def metadata(self) -> dict:
         return {"id": self.id, "title": self.title, "references": self.references, "tags": self.tags,
+                "family": self.family,
                 "affected": self.affected, "symptom": self.symptom.description, "notes": self.notes,
                 "fixed_in": self.fixed_in, "requires": self.requires, "requires_cuda": self.requires_cuda,
                 "applies": self.applies,

@@ -80,8 +80,9 @@ def _list(args) -> int:
             continue
         affected = ", ".join(f"{k}{v}" for k, v in r["affected"].items()) or "all versions"
         tags = f"; tags: {', '.join(r['tags'])}" if r.get("tags") else ""
+        family = f"; family: {r['family']}" if r.get("family") else ""
         print(f"{r['id']}\n    {r['title']}\n    affected: {affected}; refs: {', '.join(r['references'])}; "
-              f"fixes: {len(r['fixes'])}{tags}")
+              f"fixes: {len(r['fixes'])}{family}{tags}")
     print(f"\n{len(rows)} case(s) in {cases_dir}" + (f", {broken} broken" if broken else ""))
     return 1 if broken else 0
 
@@ -190,7 +191,8 @@ def _selection(p) -> None:
     p.add_argument("-k", dest="keyword", default=None, metavar="TEXT",
                    help="only cases whose id contains TEXT ('not TEXT' for the others)")
     p.add_argument("--tag", action="append", default=[], metavar="TAG",
-                   help="only cases with this tag (repeatable: every tag must be present); `list` shows tags")
+                   help="only cases with this tag or family (repeatable: every one must be present); "
+                        "`list` shows tags and families")
 
 
 def _ray_arguments(p) -> None:

@@ -211,6 +211,100 @@ class Context:
         b = self.batch(model, batch_size=n, seq_len=seq_len, task=task)
         return [{k: v[i] for k, v in b.items()} for i in range(n)]
 
+    # -- text: a word-level tokenizer built offline and a model whose vocabulary matches it
+    WORDS = ("<pad>", "<eos>", "<unk>", *(f"w{i}" for i in range(61)))
+
+    def tokenizer(self, pad: bool = True, padding_side: str = "right", chat_template: str | None = None):
+        """A word-level ``PreTrainedTokenizerFast`` built in memory (nothing downloaded): ids 0 ``<pad>``,
+        1 ``<eos>``, 2 ``<unk>``, then the words ``w0``..``w60``. ``pad=False`` leaves it without a pad
+        token (as many base-model tokenizers are); ``padding_side`` is "right" or "left";
+        ``chat_template``: a Jinja template string, or None. Its outputs are ``input_ids`` and
+        ``attention_mask`` only (older trl passes every tokenizer output to ``generate()``)."""
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"ctx.tokenizer(padding_side=...) is 'right' or 'left', not {padding_side!r}")
+        tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(self.WORDS)}, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        special = {"eos_token": "<eos>", "unk_token": "<unk>", **({"pad_token": "<pad>"} if pad else {})}
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, padding_side=padding_side,
+                                            model_input_names=["input_ids", "attention_mask"], **special)
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
+        return tokenizer
+
+    def text_model(self, task: str = "causal", **config_overrides):
+        """A tiny Llama (``task`` "causal" or "seq_cls") whose vocabulary is ``ctx.tokenizer()``'s:
+        pad 0, eos (and bos) 1. ``config_overrides`` go to ``LlamaConfig`` (e.g. ``num_labels=1``,
+        ``tie_word_embeddings=True``)."""
+        from .models import tiny_llama
+        if task not in ("causal", "seq_cls"):
+            raise ValueError(f"ctx.text_model(task=...) is 'causal' or 'seq_cls', not {task!r}")
+        cfg = dict(vocab_size=len(self.WORDS), pad_token_id=0, eos_token_id=1, bos_token_id=1)
+        cfg.update(config_overrides)
+        return tiny_llama(task, seed=self.seed, **cfg)
+
+    def sentences(self, n: int, words: int = 4, seed_offset: int = 0) -> list[str]:
+        """``n`` strings of ``words`` random words of ``ctx.tokenizer()``'s vocabulary (deterministic:
+        ``ctx.seed + seed_offset``)."""
+        import torch
+        g = torch.Generator().manual_seed(self.seed + seed_offset)
+        return [" ".join(f"w{int(i)}" for i in torch.randint(0, 61, (words,), generator=g)) for _ in range(n)]
+
+    def saved_adapter(self, name: str = "adapter", base=None, task_type: str | None = "CAUSAL_LM",
+                      **lora_overrides) -> str:
+        """Save, once per case, a LoRA adapter that looks trained (``lora_B`` drawn from N(0, 0.1), not the
+        zeros of a fresh adapter) under ``ctx.workdir/name`` and return its folder. ``base`` is the model
+        to wrap (default ``ctx.text_model()``); ``task_type`` and ``lora_overrides`` go to
+        ``ctx.lora_config``. The base model itself is not saved."""
+        import os
+
+        import torch
+        from peft import get_peft_model
+        path = os.path.join(self.workdir, name)
+        if os.path.exists(os.path.join(path, "adapter_config.json")):
+            return path
+        base = base if base is not None else self.text_model()
+        model = get_peft_model(base, self.lora_config(base, task_type, **lora_overrides))
+        g = torch.Generator().manual_seed(self.seed + 1)
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if "lora_B" in pname:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        model.save_pretrained(path)
+        return path
+
+    def trl_train(self, trainer_cls, config_cls, model, dataset, tokenizer=None, trainer_kwargs: dict | None = None,
+                  **config) -> TrainResult:
+        """Train a TRL trainer (``SFTTrainer``, ``DPOTrainer``, ``GRPOTrainer``, ``RewardTrainer``, ...) through
+        ``ctx.trainer_train``, so its steps are scanned and its losses recorded like any Trainer's.
+
+        ``config_cls`` is the trainer's config class (``SFTConfig``, ``DPOConfig``, ...); ``config`` overrides
+        its CPU defaults: ``max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2, use_cpu=True,
+        report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=ctx.seed,
+        gradient_checkpointing=False, bf16=False`` (several TRL configs turn checkpointing and bf16 on by
+        default; a case that is about them sets them). ``tokenizer`` is passed as ``processing_class``
+        (default ``ctx.tokenizer()``); ``trainer_kwargs``: the trainer's other arguments
+        (``reward_funcs=``, ``ref_model=``, ``peft_config=``, ...)."""
+        import os
+        kw = dict(output_dir=os.path.join(self.workdir, trainer_cls.__name__.lower()), max_steps=2,
+                  per_device_train_batch_size=4, learning_rate=1e-2, report_to="none", use_cpu=True,
+                  save_strategy="no", logging_steps=1, disable_tqdm=True, seed=self.seed,
+                  gradient_checkpointing=False, bf16=False)
+        kw.update(config)
+        args = config_cls(**kw)
+        extra = {"processing_class": tokenizer if tokenizer is not None else self.tokenizer(),
+                 **(trainer_kwargs or {})}
+
+        class _Configured(trainer_cls):  # ctx.trainer_train passes TrainingArguments; the trainer gets its config
+            def __init__(self, **kwargs):
+                kwargs.pop("optimizers", None)
+                kwargs.pop("args", None)
+                super().__init__(args=args, **kwargs, **extra)
+
+        _Configured.__name__ = trainer_cls.__name__
+        return self.trainer_train(model, dataset, trainer_class=_Configured)
+
     @staticmethod
     def observed(**flags) -> TrainResult:
         """The outcome of a scenario with nothing to train (it loads a model, calls an API, inspects a

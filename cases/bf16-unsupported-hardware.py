@@ -8,6 +8,7 @@ case = Case(
     id="bf16-unsupported-hardware",
     title="bf16=True on a pre-Ampere GPU: Your setup doesn't support bf16/gpu",
     references=["tatsu-lab/stanford_alpaca#133", "lm-sys/FastChat#399"],
+    family="mixed-precision",
     tags=["mixed-precision", "bf16", "hardware"],
     affected={},
     requires_gpu_below=(8, 0),

@@ -19,6 +19,7 @@ case = Case(
     id="chatglm-seqcls-output-attentions",
     title="ChatGLM reward model with LoRA SEQ_CLS: TypeError unexpected keyword argument 'output_attentions'",
     references=["shibing624/MedicalGPT#343", "shibing624/MedicalGPT#341", "shibing624/MedicalGPT#300"],
+    family="api-change",
     tags=["remote-code", "lora", "reward-model", "gradient-checkpointing", "crash"],
     affected={},  # every peft release passes output_attentions from its SEQ_CLS forward
     # On 4.35.x this setup stops earlier, at gradient_checkpointing_enable(): remote-code-old-checkpointing-enable.

@@ -11,6 +11,7 @@ case = Case(
     id="ddp-reentrant-marked-ready-twice",
     title="DDP + reentrant checkpointing + LoRA: Expected to mark a variable ready only once",
     references=["huggingface/trl#4782", "huggingface/trl#921", "artidoro/qlora#223"],
+    family="distributed",
     tags=["gradient-checkpointing", "lora", "ddp", "distributed", "crash"],
     affected={},
     symptom=Symptom(

@@ -13,6 +13,7 @@ case = Case(
     id="disable-adapter-unfreezes-inference-adapter",
     title="with model.disable_adapter(): an adapter loaded with is_trainable=False comes back trainable",
     references=["huggingface/peft#3447"],
+    family="save-load-merge",
     tags=["lora", "peft", "inference", "silent"],
     affected={},  # peft 0.9.0 to 0.21.2 in the matrix; the maintainers deferred the fix to a breaking release
     symptom=Symptom(description="LoRA weights requires_grad=False after loading, True after the disable_adapter() "

@@ -11,6 +11,7 @@ case = Case(
     id="eval-mode-disables-checkpointing",
     title="Gradient checkpointing silently off in eval() mode: no recompute, no memory saved",
     references=["huggingface/trl#1066", "huggingface/diffusers#9850"],
+    family="gradient-checkpointing",
     tags=["gradient-checkpointing", "memory", "silent"],
     affected={},
     symptom=Symptom(

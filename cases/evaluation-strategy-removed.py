@@ -10,6 +10,7 @@ case = Case(
     id="evaluation-strategy-removed",
     title="TypeError: TrainingArguments.__init__() got an unexpected keyword argument 'evaluation_strategy'",
     references=["huggingface/course#987", "huggingface/transformers#7974"],
+    family="api-change",
     tags=["trainer", "api-change", "crash"],
     affected={"transformers": ">=4.51.0"},
     applies={"transformers": ">=4.41"},  # eval_strategy, the fix, exists from 4.41

@@ -10,6 +10,7 @@ case = Case(
     id="fp16-overflow-nan",
     title="Training a float16 model: logits overflow 65504 and the loss is NaN",
     references=["shibing624/MedicalGPT#116", "shibing624/MedicalGPT#359", "karpathy/nanoGPT#167"],
+    family="mixed-precision",
     tags=["mixed-precision", "fp16", "nan"],
     affected={},
     symptom=Symptom(description="loss NaN (or inf) from the first step", nonfinite_loss=True),

@@ -10,6 +10,7 @@ case = Case(
     id="fp16-unscale-fp16-grads",
     title="fp16 model + LoRA + GradScaler: ValueError Attempting to unscale FP16 gradients",
     references=["shibing624/MedicalGPT#94", "huggingface/transformers#23165", "huggingface/peft#1249"],
+    family="mixed-precision",
     tags=["mixed-precision", "fp16", "lora", "crash"],
     affected={"peft": "<0.12"},
     symptom=Symptom(

@@ -12,6 +12,7 @@ case = Case(
     id="fsdp-lora-uniform-requires-grad",
     title="FSDP + LoRA: ValueError Must flatten tensors with uniform requires_grad when use_orig_params=False",
     references=["huggingface/peft#1702", "huggingface/transformers#27542"],
+    family="distributed",
     tags=["lora", "fsdp", "distributed", "crash"],
     affected={},  # torch 2.13 (the only torch here) raises it; the reports show it on torch 2.0-2.2
     symptom=Symptom(

@@ -12,6 +12,7 @@ case = Case(
     id="get-peft-model-then-from-pretrained",
     title="get_peft_model() before PeftModel.from_pretrained(): outputs identical to the base model",
     references=["huggingface/peft#2115"],
+    family="save-load-merge",
     tags=["lora", "peft", "resume", "silent"],
     affected={},  # reported on peft 0.11.1; seen on peft 0.21.2 here
     symptom=Symptom(

@@ -11,6 +11,7 @@ case = Case(
     id="get-peft-model-to-load-adapter",
     title="get_peft_model() instead of PeftModel.from_pretrained() to load an adapter: the model is the base model",
     references=["huggingface/peft#793"],
+    family="save-load-merge",
     tags=["lora", "peft", "resume", "silent"],
     affected={},
     symptom=Symptom(description="the 'loaded' model gives exactly the base model's logits; the saved adapter is unused",

@@ -11,6 +11,7 @@ case = Case(
     id="grad-accumulation-loss-normalization",
     title="Gradient accumulation (batch 1 x 4 steps) trains differently from batch 4 (transformers < 4.46)",
     references=["huggingface/transformers#34191", "huggingface/transformers#34263", "huggingface/transformers#35556"],
+    family="loss",
     tags=["accumulation", "trainer", "silent"],
     affected={"transformers": "<4.46"},
     symptom=Symptom(

@@ -12,6 +12,7 @@ case = Case(
     id="inference-load-modules-to-save-trainable",
     title="PeftModel.from_pretrained(is_trainable=False) with modules_to_save: the saved head comes back trainable",
     references=["huggingface/peft#2759", "huggingface/peft#2765"],
+    family="save-load-merge",
     tags=["lora", "peft", "inference", "modules-to-save", "silent"],
     affected={"peft": "<0.18"},
     fixed_in="peft 0.18.0 (PR #2765)",

@@ -12,6 +12,7 @@ case = Case(
     id="kbit-prepare-freezes-peft-adapters",
     title="prepare_model_for_kbit_training() on a PeftModel freezes the LoRA weights: trainable params 0",
     references=["huggingface/transformers#26098", "huggingface/trl#3926"],
+    family="quantization",
     tags=["lora", "peft", "qlora", "silent"],
     affected={},  # every peft version: the function freezes all parameters by design
     symptom=Symptom(

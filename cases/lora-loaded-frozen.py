@@ -11,6 +11,7 @@ case = Case(
     id="lora-loaded-frozen",
     title="PeftModel.from_pretrained without is_trainable=True: the adapter loads frozen (0 trainable params)",
     references=["huggingface/peft#282", "huggingface/trl#6700", "tloen/alpaca-lora#352"],
+    family="resume",
     tags=["lora", "peft", "resume", "silent"],
     affected={},  # every peft version: is_trainable defaults to False
     symptom=Symptom(

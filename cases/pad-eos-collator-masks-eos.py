@@ -11,6 +11,7 @@ case = Case(
     id="pad-eos-collator-masks-eos",
     title="pad_token = eos_token + DataCollatorForLanguageModeling: EOS labels masked, the model never learns to stop",
     references=["huggingface/transformers#23530", "huggingface/trl#976"],
+    family="data",
     tags=["data", "labels", "tokenizer", "silent"],
     affected={},  # the collator masks labels equal to pad_token_id in every release run here
     symptom=Symptom(description="no EOS position of any row carries a label (all -100): EOS never enters the loss",

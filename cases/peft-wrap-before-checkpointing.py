@@ -12,6 +12,7 @@ case = Case(
     id="peft-wrap-before-checkpointing",
     title="get_peft_model before Trainer's gradient_checkpointing=True: no input-grad hook, backward fails",
     references=["huggingface/transformers#26334", "huggingface/transformers#42489", "huggingface/transformers#25841"],
+    family="gradient-checkpointing",
     tags=["gradient-checkpointing", "lora", "trainer", "crash"],
     affected={"transformers": "<5"},
     symptom=Symptom(

@@ -19,6 +19,7 @@ case = Case(
     id="reentrant-checkpoint-frozen-inputs",
     title="get_peft_model + reentrant gradient checkpointing: LoRA weights get no gradient, only the head trains",
     references=["shibing624/MedicalGPT#359", "huggingface/trl#835", "locuslab/open-unlearning#178"],
+    family="gradient-checkpointing",
     tags=["gradient-checkpointing", "lora", "reward-model", "silent"],
     # Bisected over 135 releases 4.30.0..5.23.0 (docs/results/bisect-reentrant-checkpoint-frozen-inputs.json):
     # reproduced through 4.57.6, fixed from 5.0.0; 4.30-4.34 reproduce too, through torch's own reentrant default.

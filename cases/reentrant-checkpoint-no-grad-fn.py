@@ -12,6 +12,7 @@ case = Case(
     id="reentrant-checkpoint-no-grad-fn",
     title="Causal-LM LoRA + reentrant checkpointing: RuntimeError element 0 of tensors does not require grad",
     references=["huggingface/peft#137", "huggingface/transformers#26377", "huggingface/peft#742"],
+    family="gradient-checkpointing",
     tags=["gradient-checkpointing", "lora", "crash"],
     affected={"transformers": "<5"},
     symptom=Symptom(

@@ -11,6 +11,7 @@ case = Case(
     id="remote-code-checkpointing-kwargs-ignored",
     title="Old-format remote code: gradient_checkpointing_kwargs={'use_reentrant': False} silently ignored",
     references=["shibing624/MedicalGPT#341", "QwenLM/Qwen#1143"],
+    family="gradient-checkpointing",
     tags=["gradient-checkpointing", "remote-code", "silent"],
     affected={},
     applies={"transformers": ">=4.36"},  # 4.35.x raises instead: remote-code-old-checkpointing-enable

@@ -11,6 +11,7 @@ case = Case(
     id="remote-code-old-checkpointing-enable",
     title="Old-format remote code: _set_gradient_checkpointing() got an unexpected keyword argument 'enable'",
     references=["hiyouga/LlamaFactory#1391", "QwenLM/Qwen#661", "huggingface/transformers#27596"],
+    family="gradient-checkpointing",
     tags=["gradient-checkpointing", "remote-code", "crash"],
     affected={"transformers": ">=4.35.0,<4.36"},
     symptom=Symptom(

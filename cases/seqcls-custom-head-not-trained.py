@@ -12,6 +12,7 @@ case = Case(
     id="seqcls-custom-head-not-trained",
     title="LoRA task_type=SEQ_CLS with a head not named classifier/score: the head stays frozen at random init",
     references=["huggingface/peft#876", "huggingface/peft#1070"],
+    family="save-load-merge",
     tags=["lora", "peft", "reward-model", "remote-code", "silent"],
     affected={},
     symptom=Symptom(

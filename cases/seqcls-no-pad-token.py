@@ -11,6 +11,7 @@ case = Case(
     id="seqcls-no-pad-token",
     title="ValueError: Cannot handle batch sizes > 1 if no padding token is defined (decoder-only reward model)",
     references=["huggingface/trl#422", "babylm/evaluation-pipeline-2023#5"],
+    family="data",
     tags=["reward-model", "sequence-classification", "crash"],
     affected={},  # every transformers release this was run on (4.57.6, 5.23.0) raises it
     symptom=Symptom(

@@ -10,6 +10,7 @@ case = Case(
     id="sft-max-seq-length-removed",
     title="TypeError: SFTConfig.__init__() got an unexpected keyword argument 'max_seq_length'",
     references=["unslothai/unsloth#10785", "huggingface/course#1171", "ogx-ai/ogx#2948"],
+    family="api-change",
     tags=["trl", "sft", "api-change", "crash"],
     requires=["trl", "datasets"],
     affected={"trl": ">=0.20"},

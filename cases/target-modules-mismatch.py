@@ -9,6 +9,7 @@ case = Case(
     id="target-modules-mismatch",
     title="LoRA with Llama target modules on ChatGLM: ValueError Target modules {...} not found in the base model",
     references=["hiyouga/LlamaFactory#1412", "hiyouga/LlamaFactory#5368", "tdrussell/qlora-pipe#61"],
+    family="api-change",
     tags=["lora", "peft", "remote-code", "crash"],
     affected={},
     symptom=Symptom(

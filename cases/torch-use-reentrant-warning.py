@@ -11,6 +11,7 @@ case = Case(
     id="torch-use-reentrant-warning",
     title="torch.utils.checkpoint: the use_reentrant parameter should be passed explicitly (every step)",
     references=["huggingface/transformers#28536", "huggingface/transformers#29638"],
+    family="gradient-checkpointing",
     tags=["gradient-checkpointing", "warning"],
     affected={"transformers": "<4.38"},
     symptom=Symptom(

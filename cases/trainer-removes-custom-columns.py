@@ -11,6 +11,7 @@ case = Case(
     id="trainer-removes-custom-columns",
     title="Trainer(remove_unused_columns=True) drops the columns a custom compute_loss reads: KeyError",
     references=["huggingface/transformers#25054", "huggingface/datasets#3353"],
+    family="data",
     tags=["trainer", "crash"],
     affected={},
     symptom=Symptom(description="KeyError: 'weight' inside the overridden compute_loss",

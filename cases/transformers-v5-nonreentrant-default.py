@@ -11,6 +11,7 @@ case = Case(
     id="transformers-v5-nonreentrant-default",
     title="transformers 5.x: gradient_checkpointing_enable() defaults to non-reentrant checkpointing",
     references=["huggingface/transformers#43203", "huggingface/trl#4811"],
+    family="gradient-checkpointing",
     tags=["gradient-checkpointing", "upgrade", "behaviour-change"],
     affected={"transformers": ">=5"},
     symptom=Symptom(

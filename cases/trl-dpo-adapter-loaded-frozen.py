@@ -14,6 +14,7 @@ case = Case(
     title="DPOTrainer on a PeftModel loaded without is_trainable=True: trainable params 0, "
           "RuntimeError element 0 of tensors does not require grad",
     references=["huggingface/trl#6700", "huggingface/peft#282"],
+    family="rl",
     tags=["trl", "dpo", "preference", "lora", "peft", "resume", "crash"],
     requires=["trl", "datasets"],
     affected={},  # PeftModel.from_pretrained(is_trainable=False) is peft's default in every release

@@ -11,6 +11,7 @@ case = Case(
     id="trl-grpo-adapter-loaded-frozen",
     title="GRPOTrainer on a PeftModel loaded without is_trainable=True: empty optimizer, the adapter never changes",
     references=["huggingface/trl#6700"],
+    family="rl",
     tags=["trl", "grpo", "rl", "lora", "peft", "resume", "silent"],
     requires=["trl", "datasets"],
     applies={"trl": ">=0.14"},  # GRPOTrainer

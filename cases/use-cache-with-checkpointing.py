@@ -10,6 +10,7 @@ case = Case(
     id="use-cache-with-checkpointing",
     title="`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`",
     references=["huggingface/transformers#21737", "huggingface/transformers#30301"],
+    family="gradient-checkpointing",
     tags=["gradient-checkpointing", "warning"],
     affected={},
     symptom=Symptom(

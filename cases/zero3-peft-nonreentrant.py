@@ -10,6 +10,7 @@ case = Case(
     id="zero3-peft-nonreentrant",
     title="LoRA + ZeRO-3 + non-reentrant checkpointing: CheckpointError recomputed values have different metadata",
     references=["huggingface/transformers#47254", "huggingface/trl#2514"],
+    family="distributed",
     tags=["gradient-checkpointing", "lora", "deepspeed", "distributed", "crash"],
     affected={"transformers": ">=4.35"},
     requires=["deepspeed"],

@@ -37,6 +37,26 @@ def test_catalogue_has_at_least_35_cases_each_citing_reports():
         assert case.id == cid and case.references and case.title, cid
 
 
+def test_every_catalogue_case_declares_one_family_and_user_cases_need_none(tmp_path):
+    from benchsuite.case import FAMILIES
+    from benchsuite.harness.discover import select
+    for cid, path in case_files(default_cases_dir()).items():
+        assert load_case(path).family in FAMILIES, cid
+    (tmp_path / "probe.py").write_text(CASE)  # written before families existed: still loads, family ""
+    assert load_case(tmp_path / "probe.py").family == ""
+    bad = tmp_path / "bad.py"
+    bad.write_text(CASE.replace('id="probe",', 'id="bad", family="checkpointing",'))
+    try:
+        load_case(bad)
+    except Exception as exc:
+        assert "family 'checkpointing' is not one of gradient-checkpointing" in str(exc)
+    else:
+        raise AssertionError("an unknown family loaded")
+    # a family is selectable like a tag
+    rl = select(list(case_files(default_cases_dir()).values()), tags=["rl"])
+    assert rl and all(load_case(p).family == "rl" or "rl" in load_case(p).tags for p in rl)
+
+
 def test_rewrite_affected_replaces_the_range_of_one_package_and_its_comment():
     out = bisect.rewrite_affected(CASE, {"transformers": "<4.57", "peft": ">=0.10"}, "transformers", "<4.55.0",
                                   "bisected: reproduced at transformers 4.54.1, not-reproduced from 4.55.0")

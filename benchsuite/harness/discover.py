@@ -97,7 +97,8 @@ def select(paths: list[Path], keyword: str | None = None, tags: list[str] | None
 
 
 def case_tags(path: Path) -> list[str] | None:
-    """The ``tags=[...]`` a case file declares, read without importing it; None when unreadable."""
+    """The ``tags=[...]`` a case file declares, and its ``family=`` (selectable like a tag), read without
+    importing it; None when unreadable."""
     import ast
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -105,11 +106,13 @@ def case_tags(path: Path) -> list[str] | None:
         return None
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Case":
+            found: list[str] = []
             for kw in node.keywords:
-                if kw.arg == "tags":
+                if kw.arg in ("tags", "family"):
                     try:
-                        return list(ast.literal_eval(kw.value))
+                        value = ast.literal_eval(kw.value)
                     except ValueError:
                         return None
-            return []
+                    found += [value] if isinstance(value, str) else list(value)
+            return found
     return None

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from .diagnose.signs import check as check_signs
+
 # ---------------------------------------------------------------- declarations
 
 
@@ -264,6 +266,9 @@ class Case:
     # Watch/scanner findings this failure shows as (Explains or a bare finding kind): benchsuite watch names
     # the case when a run reports one. See Explains and docs/my-run-went-wrong.md.
     explains: list = field(default_factory=list)
+    # Signs a training log of this failure shows (benchsuite.diagnose.signs.SIGNS: "loss-nonfinite",
+    # "loss-log2", "grad-norm-zero", "no-eval-loss", ...): `doctor --log` names the case when a log shows them.
+    signs: list = field(default_factory=list)
     trigger_fn: Callable | None = None
     fixes: list[Fix] = field(default_factory=list)
 
@@ -289,8 +294,17 @@ class Case:
             self.explains = [Explains(e) if isinstance(e, str) else e for e in self.explains]
         except ValueError as exc:
             raise ValueError(f"{where}: explains: {exc}") from None
+        try:
+            self.signs = check_signs(self.signs, f"{where}: signs")
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
         if not all(isinstance(e, Explains) for e in self.explains):
             raise ValueError(f"{where}: explains takes Explains(...) objects or finding kinds")
+
+    def all_signs(self) -> list[str]:
+        """The declared signs, plus those the symptom implies (a non-finite loss)."""
+        implied = ["loss-nonfinite"] if self.symptom.nonfinite_loss else []
+        return list(dict.fromkeys([*self.signs, *implied]))
 
     def trigger(self, fn: Callable) -> Callable:
         self.trigger_fn = fn
@@ -316,6 +330,9 @@ class Case:
                 "supports_model": self.supports_model, "model_families": self.model_families,
                 "expected_zero": self.expected_zero,
                 "explains": [e.to_dict() for e in self.explains],
+                "signs": self.all_signs(),
+                "symptom_match": {"exception": self.symptom.exception, "message": self.symptom.message,
+                                  "warning": self.symptom.warning},
                 "fixes": [{"name": f.name, "title": f.title, "declared_works": f.works, "note": f.note,
                            "applies": f.applies}
                           for f in self.fixes]}

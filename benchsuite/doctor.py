@@ -46,6 +46,15 @@ def add_arguments(p) -> None:
                    help="only cases whose id contains TEXT ('not TEXT' for the others)")
     p.add_argument("--json", default=None, metavar="PATH", help="the result as JSON (- for stdout)")
     p.add_argument("--markdown", default=None, metavar="PATH", help="the result as Markdown (- for stdout)")
+    p.add_argument("--error", default=None, metavar="TEXT",
+                   help="an error message or a whole pasted traceback (- reads stdin; a file's path reads the file): "
+                        "the cases whose declared exception, message or warning explain it, best first")
+    p.add_argument("--log", default=None, metavar="PATH",
+                   help="a trainer_state.json (or its checkpoint folder), a Trainer/TRL console log or a watch --json "
+                        "report: the cases that explain the signs it shows (NaN or flat loss, grad_norm 0, lr 0, no "
+                        "eval_loss, ...), best first")
+    p.add_argument("--all", action="store_true",
+                   help="show every match (with --error/--log), or every case that applies one per line (without)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="with --run: per case (default 300)")
     p.add_argument("--jobs", type=int, default=2, metavar="N", help="with --run: cases at a time (default 2)")
 
@@ -382,7 +391,8 @@ def render(doc: dict) -> str:
                  f"{len(specific)} declared for a version range that includes these versions, "
                  f"{len(everywhere)} for every version" if applies else
                  "no known failure of the catalogue applies here")
-    for i, c in enumerate(specific + everywhere):
+    shown = specific + everywhere if doc.get("all") else specific
+    for i, c in enumerate(shown):
         lines.append("")
         if i == 0 and specific:
             lines.append("-- specific to these versions:")
@@ -403,6 +413,13 @@ def render(doc: dict) -> str:
             lines.append(_run_line(c["run"]))
         lines.append("    fixes:")
         lines.extend(_fix_lines(c, c.get("run")))
+    if everywhere and not doc.get("all"):
+        lines += ["", f"-- at every version ({len(everywhere)}: usage patterns that fail whatever the versions; "
+                      f"`doctor --all` shows each, `doctor --error TEXT` / `--log PATH` finds yours):"]
+        families: dict[str, list[str]] = {}
+        for c in everywhere:
+            families.setdefault(c.get("family") or "no family", []).append(c["id"])
+        lines += [f"  {fam} ({len(ids)}): {', '.join(ids)}" for fam, ids in sorted(families.items())]
     if by["cannot-judge"]:
         lines.append("")
         lines.append(f"{len(by['cannot-judge'])} cannot be judged here (their affected range holds):")
@@ -457,6 +474,10 @@ def main(args) -> int:
     check_output(args.markdown, "--markdown")
     if args.json == "-" and args.markdown == "-":
         raise UsageError("only one report can go to stdout (-)")
+    if args.run and (args.error or args.log):
+        raise UsageError("--run runs the cases that apply to an environment; with --error/--log, run the case "
+                         "doctor names: benchsuite run ID")
+    symptom = _read_symptom(args.error, args.log)
     log = (lambda m: print(m, file=sys.stderr))
     pins = parse_pins(args.with_, one_per_package=True, log=log) if args.with_ else {}
     python = sys.executable
@@ -473,12 +494,14 @@ def main(args) -> int:
     except RuntimeError as exc:
         print(f"benchsuite doctor: {exc}", file=sys.stderr)
         return 1
+    if symptom is not None:
+        return _answer_symptom(args, symptom, data, pins, python, cases_dir, t0)
     for row in data["cases"]:
         proven = verified(row["id"], cases_dir) if row.get("category") == "applies" else {}
         for fx in row.get("fixes") or []:
             fx["verified"] = proven.get(fx["name"], [])
     doc = {"benchsuite_version": version(), "kind": "doctor", "pins": list(pins.values()),
-           "python": python, "cases_dir": str(cases_dir), "model": model, "ran": bool(args.run),
+           "python": python, "cases_dir": str(cases_dir), "model": model, "ran": bool(args.run), "all": bool(args.all),
            "environment": data["environment"], "cases": data["cases"]}
     if args.run:
         _run(doc, python, model, args)
@@ -493,6 +516,55 @@ def main(args) -> int:
     for path in (args.json, args.markdown):
         if path and path != "-":
             print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _read_symptom(error: str | None, log: str | None) -> dict | None:
+    """{"error": text} or {"log": read log} from --error/--log; UsageError for what cannot be read."""
+    from .diagnose import logs
+    from .harness.report import UsageError
+    if error is not None and log is not None:
+        raise UsageError("give --error or --log, not both (a console log's tracebacks are read with --log)")
+    if error is not None:
+        if error == "-":
+            text = sys.stdin.read()
+        elif "\n" not in error and len(error) < 4096 and os.path.isfile(os.path.expanduser(error)):
+            text = Path(error).expanduser().read_text(encoding="utf-8", errors="replace")
+        else:
+            text = error
+        if not text.strip():
+            raise UsageError("--error: the text is empty (paste the error message or traceback, or - for stdin)")
+        return {"error": text}
+    if log is not None:
+        try:
+            return {"log": logs.read(log)}
+        except logs.LogError as exc:
+            raise UsageError(f"--log: {exc}") from None
+    return None
+
+
+def _answer_symptom(args, symptom: dict, data: dict, pins: dict, python: str, cases_dir: Path, t0: float) -> int:
+    from .diagnose import ranking
+    from .diagnose import report as symptom_report
+    from .harness.report import version, write_atomic
+    rows = data["cases"]
+    if "error" in symptom:
+        matches = ranking.by_error(symptom["error"], rows)
+        shown = {"error": symptom["error"][-4000:]}
+    else:
+        matches = ranking.by_log(symptom["log"], rows)
+        shown = {"log": {k: v for k, v in symptom["log"].items() if k != "text"}}
+    doc = {"benchsuite_version": version(), "kind": "doctor", "pins": list(pins.values()), "python": python,
+           "cases_dir": str(cases_dir), "environment": data["environment"], "symptom": shown,
+           "matches": matches, "duration_s": round(time.perf_counter() - t0, 1)}
+    quiet = "-" in (args.json, args.markdown)
+    print(f"benchsuite doctor ({'with ' + ' '.join(doc['pins']) if doc['pins'] else 'this environment'}): "
+          f"{_env_line(doc['environment'])}", file=sys.stderr if quiet else sys.stdout)
+    print(symptom_report.render(doc, show_all=args.all), file=sys.stderr if quiet else sys.stdout)
+    if args.json:
+        write_atomic(args.json, json.dumps(doc, indent=2, default=str))
+    if args.markdown:
+        write_atomic(args.markdown, symptom_report.markdown(doc))
     return 0
 
 

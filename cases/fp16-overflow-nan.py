@@ -10,6 +10,7 @@ case = Case(
     id="fp16-overflow-nan",
     title="Training a float16 model: logits overflow 65504 and the loss is NaN",
     references=["shibing624/MedicalGPT#116", "shibing624/MedicalGPT#359", "karpathy/nanoGPT#167"],
+    signs=["loss-nonfinite", "grad-norm-nonfinite"],  # what its training log shows (doctor --log)
     family="mixed-precision",
     tags=["mixed-precision", "fp16", "nan"],
     affected={},

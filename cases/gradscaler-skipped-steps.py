@@ -11,6 +11,7 @@ case = Case(
     id="gradscaler-skipped-steps",
     title="GradScaler skips every step on overflow: lr_scheduler.step() before optimizer.step(), weights unchanged",
     references=["huggingface/transformers#11106", "pytorch/pytorch#55585"],
+    signs=["steps-skipped"],  # what its training log shows (doctor --log)
     family="mixed-precision",
     tags=["mixed-precision", "fp16", "gradscaler", "silent"],
     affected={},

@@ -13,6 +13,7 @@ case = Case(
     id="peft-trainer-eval-loss-missing",
     title="Trainer.evaluate() on a PeftModel: no eval_loss in the metrics (label_names not found)",
     references=["huggingface/transformers#33420", "huggingface/transformers#38130", "huggingface/peft#1881"],
+    signs=["no-eval-loss"],  # what its training log shows (doctor --log)
     family="api-change",
     tags=["trainer", "lora", "peft", "evaluation", "silent"],
     affected={"transformers": "<4.55.0"},  # bisected: reproduced at transformers 4.54.1, not-reproduced from 4.55.0 (benchsuite bisect --write)

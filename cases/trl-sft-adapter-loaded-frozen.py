@@ -10,6 +10,7 @@ case = Case(
     id="trl-sft-adapter-loaded-frozen",
     title="SFTTrainer on a PeftModel loaded without is_trainable=True: trainable params 0, nothing trains",
     references=["huggingface/trl#6700", "huggingface/trl#786"],
+    signs=["grad-norm-zero"],  # what its training log shows (doctor --log)
     family="resume",
     tags=["trl", "sft", "lora", "peft", "resume", "silent"],
     requires=["trl", "datasets"],

@@ -37,6 +37,7 @@ def cuda_facts() -> dict:
     """How the CUDA kernel would reach this machine's GPUs: the routes, the driver each needs, what was
     found, and per visible device the route taken and its self-check (this loads the kernel)."""
     import torch
+
     from .gradscan import _cuda
     out: dict = {"routes": []}
     fat = _cuda.fatbin_route()

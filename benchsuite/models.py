@@ -31,6 +31,7 @@ def tiny_llama(task: str = "causal", seed: int = 0, **overrides):
 def write_chatglm(folder: str | os.PathLike, seed: int = 0, **config) -> str:
     """Save a random ChatGLM-style checkpoint with its remote code and auto_map into ``folder``."""
     import torch
+
     from .remote.chatglm.configuration_chatglm import ChatGLMConfig
     from .remote.chatglm.modeling_chatglm import ChatGLMForConditionalGeneration
     folder = Path(folder)

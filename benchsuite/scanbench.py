@@ -195,6 +195,7 @@ def host_cost(counts=(291, 1000), reps: int = 300, scan_module=None) -> list[dic
     tensor table's upkeep. Medians of ``reps`` calls. ``scan_module``: another ``gradscan._scan`` to time
     (an older version, for a before/after)."""
     import importlib
+
     from .gradscan import _native
     mod = scan_module or importlib.import_module("benchsuite.gradscan._scan")
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+
 @dataclass
 class TrainResult:
     """A scenario's outcome: what its training loop saw (``ctx.train``, ``ctx.trainer_train``), or, from
@@ -68,7 +69,7 @@ class Context:
         self.backend: str | None = None
 
     # -- several processes
-    def torchrun(self, fn: Callable, nproc: int = 2, **options) -> "TrainResult":
+    def torchrun(self, fn: Callable, nproc: int = 2, **options) -> TrainResult:
         """Run ``fn(ctx, **options)`` on ``nproc`` ranks launched by ``torch.distributed.run`` (torchrun
         --standalone) and return rank 0's TrainResult.
 
@@ -120,7 +121,7 @@ class Context:
     # -- data
     def batch(self, model, batch_size: int = 2, seq_len: int = 16, task: str = "causal") -> dict:
         import torch
-        vocab = int(getattr(model.config, "vocab_size", None) or getattr(model.config, "padded_vocab_size"))
+        vocab = int(getattr(model.config, "vocab_size", None) or model.config.padded_vocab_size)
         g = torch.Generator().manual_seed(self.seed)
         ids = torch.randint(1, vocab, (batch_size, seq_len), generator=g)
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import textwrap
-from pathlib import Path
 
 from benchsuite.harness import bisect, envs
 from benchsuite.harness.discover import case_files, default_cases_dir, load_case

@@ -13,7 +13,6 @@ from benchsuite.gradscan import compare
 from benchsuite.gradscan import signature as sig
 from benchsuite.gradscan.compare import TOLERANCES, compare_gradients
 
-
 # ------------------------------------------------------------- reentrant checkpointing, tensors by keyword
 
 def _kwargs_net():

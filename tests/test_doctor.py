@@ -9,10 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from benchsuite.case import Case, Explains, Symptom
+from benchsuite.case import Case, Symptom
 from benchsuite.cli import main as cli_main
-from benchsuite.doctor import (explain, explain_report, holds, known_cases, known_cases_text, probe, render,
-                               watch_known_cases, watch_lines)
+from benchsuite.doctor import (
+    explain,
+    explain_report,
+    holds,
+    known_cases,
+    known_cases_text,
+    probe,
+    render,
+    watch_known_cases,
+    watch_lines,
+)
 from benchsuite.gradscan import ParamRecord, ScanReport
 from benchsuite.harness.discover import default_cases_dir
 from benchsuite.watch.cli import render as watch_render

@@ -13,8 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchsuite import gradscan
-from benchsuite.gradscan import (ALL_ZERO, NO_GRADIENT, NON_FINITE, AsyncScanner, GradientProblemError,
-                                 GradScanHook, scan, scan_tensors, tensor_stats)
+from benchsuite.gradscan import (
+    ALL_ZERO,
+    NO_GRADIENT,
+    NON_FINITE,
+    AsyncScanner,
+    GradientProblemError,
+    GradScanHook,
+    scan,
+    scan_tensors,
+    tensor_stats,
+)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]

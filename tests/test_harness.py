@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from procs import processes_with
 from packaging.version import Version
+from procs import processes_with
 
 from benchsuite.harness.discover import case_files, default_cases_dir
 

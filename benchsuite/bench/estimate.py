@@ -38,12 +38,12 @@ class Shape:
 
 def shape_of(model, trainable: int) -> Shape:
     cfg = model.config
-    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers")
+    layers = getattr(cfg, "num_hidden_layers", None) or cfg.num_layers
     hidden = cfg.hidden_size
-    inter = getattr(cfg, "intermediate_size", None) or getattr(cfg, "ffn_hidden_size")
+    inter = getattr(cfg, "intermediate_size", None) or cfg.ffn_hidden_size
     heads = cfg.num_attention_heads
     kv = getattr(cfg, "num_key_value_heads", None) or heads
-    vocab = getattr(cfg, "vocab_size", None) or getattr(cfg, "padded_vocab_size")
+    vocab = getattr(cfg, "vocab_size", None) or cfg.padded_vocab_size
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     return Shape(layers, hidden, inter, heads, kv, vocab, sum(p.numel() for p in model.parameters()), trainable,
                  emb.weight.numel() if emb is not None else 0)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os
 import resource
-
-from ..checkpointing import RecomputeCounter, decoder_layers
 import statistics
 import time
+
+from ..checkpointing import RecomputeCounter, decoder_layers
 
 MODELS = ("tiny-llama", "tiny-qwen2", "tiny-chatglm")
 # Elements the gradient signature reads at a time: its transient memory (~40 bytes an element, 2.6 MB)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
 
 # The three problem kinds the scanner names (see ScanReport.problems).
 NO_GRADIENT = "no-gradient"

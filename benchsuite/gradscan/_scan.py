@@ -1,8 +1,9 @@
 """scan(): gather trainable parameters' gradients, scan them in one fused pass, build the report."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Union
+from typing import Union
 
 import torch
 

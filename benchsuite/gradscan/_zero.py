@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Callable, Iterable
+from collections.abc import Iterable
+from typing import Callable
 
 import torch
 

@@ -9,8 +9,8 @@ from typing import IO
 
 import torch
 
-from ._records import ScanReport, log_line  # noqa: F401  (log_line: re-exported)
 from . import verdicts
+from ._records import ScanReport, log_line  # noqa: F401  (log_line: re-exported)
 from ._scan import Source, named_trainable, scan
 
 POLICIES = ("warn", "raise", "record")

@@ -112,7 +112,7 @@ class Signature:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Signature":
+    def from_dict(cls, d: dict) -> Signature:
         return cls(**{"version": 1, **d})  # files written before the version field hold version 1
 
 

@@ -23,6 +23,7 @@ from .discover import load_case
 from .proc import die_with_parent
 from .versions import environment, is_affected
 
+
 class _Capture(logging.Handler):
     def __init__(self, sink: list[str]):
         super().__init__(logging.WARNING)

@@ -126,7 +126,8 @@ class UsageError(Exception):
 
 
 def version() -> str:
-    from importlib.metadata import PackageNotFoundError, version as _v
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _v
     try:
         return _v("benchsuite")
     except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree

@@ -27,9 +27,19 @@ import time
 import weakref
 
 from ..gradscan import verdicts as V
-
-from .env import (ENV_COMMAND, ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY,  # noqa: F401
-                  ENV_REPLICA_EVERY, ENV_SIGNATURE, ENV_SIGNATURE_STEP, PREFIX)
+from .env import (  # noqa: F401
+    ENV_COMMAND,
+    ENV_CONFIRM,
+    ENV_DIR,
+    ENV_EVERY,
+    ENV_JSON,
+    ENV_LOG,
+    ENV_POLICY,
+    ENV_REPLICA_EVERY,
+    ENV_SIGNATURE,
+    ENV_SIGNATURE_STEP,
+    PREFIX,
+)
 
 
 class WatchProblemError(RuntimeError):

@@ -16,8 +16,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from .env import (ENV_COMMAND, ENV_CONFIRM, ENV_DIR, ENV_EVERY, ENV_JSON, ENV_LOG, ENV_POLICY, ENV_REPLICA_EVERY,
-                  ENV_SIGNATURE, ENV_SIGNATURE_STEP, PREFIX)
+from .env import (
+    ENV_COMMAND,
+    ENV_CONFIRM,
+    ENV_DIR,
+    ENV_EVERY,
+    ENV_JSON,
+    ENV_LOG,
+    ENV_POLICY,
+    ENV_REPLICA_EVERY,
+    ENV_SIGNATURE,
+    ENV_SIGNATURE_STEP,
+    PREFIX,
+)
 from .names import compact
 
 SITE_DIR = Path(__file__).parent / "_site"

@@ -9,8 +9,7 @@ import sys
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import (LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, Trainer,
-                          TrainingArguments)
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, Trainer, TrainingArguments
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--broken", action="store_true")

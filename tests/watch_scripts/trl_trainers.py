@@ -1,6 +1,7 @@
 """trl's own trainers (SFT, DPO, GRPO with a binary reward) with LoRA on a tiny Llama and a tokenizer built in
 code, so nothing is downloaded: --trainer sft|dpo|grpo."""
 import argparse
+
 import torch
 from datasets import Dataset
 from peft import LoraConfig

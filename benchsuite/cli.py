@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
+from . import strictjson
 from .harness.report import UsageError
 
 
@@ -31,7 +31,7 @@ def _info(args) -> int:
     check_output(args.json, "--json")
     info = collect()
     if args.json:
-        write_atomic(args.json, json.dumps({"benchsuite_version": version(), "kind": "info", **info}, indent=2))
+        write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "info", **info}, indent=2))
         if args.json != "-":
             print(f"wrote {args.json}", file=sys.stderr)
     else:
@@ -45,7 +45,7 @@ def _selftest(args) -> int:
     check_output(args.json, "--json")
     result = run_selftest(quick=args.quick)
     if args.json:
-        write_atomic(args.json, json.dumps({"benchsuite_version": version(), "kind": "selftest", **result}, indent=2))
+        write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "selftest", **result}, indent=2))
         if args.json != "-":
             print(f"wrote {args.json}", file=sys.stderr)
     if args.json != "-":
@@ -67,7 +67,7 @@ def _list(args) -> int:
             broken += 1
             rows.append({"id": path.stem, "broken": f"{type(exc).__name__}: {exc}"})
     if args.json:
-        write_atomic(args.json, json.dumps({"benchsuite_version": version(), "kind": "list",
+        write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "list",
                                             "cases_dir": str(cases_dir), "cases": rows}, indent=2))
         return 1 if broken else 0
     if args.markdown:

@@ -25,6 +25,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from . import strictjson
+
 PROBE_MARK = "@@benchsuite-doctor@@"
 CATEGORIES = ("applies", "cannot-judge", "not-for-model", "not-affected", "broken")
 # The watch/scanner finding a case's own Symptom shows: such a case reproduces the very evidence.
@@ -510,7 +512,7 @@ def main(args) -> int:
     text = render(doc)
     print(text, file=sys.stderr if quiet else sys.stdout)
     if args.json:
-        write_atomic(args.json, json.dumps(doc, indent=2, default=str))
+        write_atomic(args.json, strictjson.dumps(doc, indent=2, default=str))
     if args.markdown:
         write_atomic(args.markdown, markdown(doc))
     for path in (args.json, args.markdown):
@@ -562,7 +564,7 @@ def _answer_symptom(args, symptom: dict, data: dict, pins: dict, python: str, ca
           f"{_env_line(doc['environment'])}", file=sys.stderr if quiet else sys.stdout)
     print(symptom_report.render(doc, show_all=args.all), file=sys.stderr if quiet else sys.stdout)
     if args.json:
-        write_atomic(args.json, json.dumps(doc, indent=2, default=str))
+        write_atomic(args.json, strictjson.dumps(doc, indent=2, default=str))
     if args.markdown:
         write_atomic(args.markdown, symptom_report.markdown(doc))
     return 0

@@ -14,7 +14,6 @@ Methods (same per-tensor outputs as the scanner, except the roofline):
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
@@ -23,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from . import strictjson
 from .gradscan import scan_tensors, tensor_stats
 
 
@@ -299,7 +299,7 @@ def main(args) -> int:
         result = {"benchsuite_version": version(), "kind": "scan-bench", **result}
         print(render(result), file=sys.stderr if quiet else sys.stdout)
     if args.json:
-        write_atomic(args.json, json.dumps(result, indent=2))
+        write_atomic(args.json, strictjson.dumps(result, indent=2))
         if not quiet:
             print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from strict import strict_loads
 
 CLI = [sys.executable, "-m", "benchsuite"]
 FAST_GRID = ["--grid", "checkpointing=off", "--grid", "accumulation=1", "--grid", "precision=fp32",
@@ -120,7 +121,7 @@ def test_bench_on_a_saved_checkpoint_trains_so_checkpointing_takes_effect(tmp_pa
                "--grid", "precision=fp32", "--grid", "adapter=full", "--seq-len", "512", "--batch", "2",
                "--steps", "1", "--warmup", "0", "--json", out)
     assert proc.returncode == 0, proc.stderr
-    doc = json.loads(out.read_text())
+    doc = strict_loads(out.read_text())
     ck = next(r for r in doc["results"] if r["checkpointing"] == "non-reentrant")
     assert ck["recompute_observed"] and ck["checkpointing_took_effect"] is True, ck
     assert ck["memory_saved_fraction"] > 0.1, ck
@@ -144,7 +145,7 @@ def test_two_processes_writing_the_same_report_do_not_collide(tmp_path):
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0, 0]  # a fixed <path>.tmp made one of them crash
-    assert json.loads(target.read_text())["i"] == 299
+    assert strict_loads(target.read_text())["i"] == 299
     assert [p.name for p in tmp_path.iterdir()] == ["par.json"]  # no temporary file left
 
 
@@ -171,7 +172,7 @@ def test_with_accepts_a_pep508_range_resolved_to_one_release(tmp_path):
     proc = cli("run", "lora-loaded-frozen", "--with", "transformers>=4.57.6,<4.58", "--json", out, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "transformers>=4.57.6,<4.58 -> transformers==4.57.6" in proc.stderr
-    doc = json.loads(out.read_text())
+    doc = strict_loads(out.read_text())
     assert doc["pins"] == {"transformers": "transformers==4.57.6"}
     assert doc["results"][0]["environment"]["transformers"] == "4.57.6"
 
@@ -213,7 +214,7 @@ def test_run_with_a_healthy_non_chatglm_checkpoint_skips_chatglm_only_cases(tmp_
     out = tmp_path / "r.json"
     proc = cli("run", "chatglm-seqcls-output-attentions", "lora-loaded-frozen", "--model", model, "--json", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    res = {r["id"]: r for r in json.loads(out.read_text())["results"]}
+    res = {r["id"]: r for r in strict_loads(out.read_text())["results"]}
     glm = res["chatglm-seqcls-output-attentions"]
     assert glm["status"] == "skipped" and "chatglm" in glm["reason"] and "llama" in glm["reason"]
     assert res["lora-loaded-frozen"]["status"] == "reproduced"
@@ -309,7 +310,7 @@ def test_ctrl_c_in_matrix_keeps_finished_cases_of_the_environment_in_progress(tm
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     stdout, stderr = _interrupt_when(proc, lambda: "quick-ok" in out.read_text())
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
-    doc = json.loads(out.read_text())
+    doc = strict_loads(out.read_text())
     assert [c["case"] for c in doc["cells"]] == ["quick-ok"] and doc["interrupted"] and doc["kind"] == "matrix"
     assert "[env 1/1 current] [1/2] ok quick-ok" in stderr  # progress per case
 
@@ -322,11 +323,11 @@ def test_ctrl_c_in_bench_writes_table_and_plot_for_finished_configurations(tmp_p
                                    "--markdown", str(md), "--plot", str(png)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     # The fp32 configuration finishes; the fp16 one (no fast CPU kernels: many times slower) is interrupted.
-    stdout, stderr = _interrupt_when(proc, lambda: len(json.loads(out.read_text())["results"]) == 1, settle=0.2)
+    stdout, stderr = _interrupt_when(proc, lambda: len(strict_loads(out.read_text())["results"]) == 1, settle=0.2)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     assert "ckpt-off/acc1/fp32/lora" in md.read_text() and "ckpt-off/acc1/fp16/lora" not in md.read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads(out.read_text())["interrupted"] is True
+    assert strict_loads(out.read_text())["interrupted"] is True
 
 
 # ---------------------------------------------------------------- 10. nothing left behind
@@ -365,15 +366,15 @@ def test_selection_maxfail_last_failed_counts_and_stable_order(tmp_path, capsys)
     out = tmp_path / "r.json"
     proc = cli("run", "--cases-dir", cases, "--tag", "fast", "--json", out, "--jobs", "1")
     assert proc.returncode == 1
-    assert [r["id"] for r in json.loads(out.read_text())["results"]] == ["quick-ok", "quick-wrong"]
+    assert [r["id"] for r in strict_loads(out.read_text())["results"]] == ["quick-ok", "quick-wrong"]
     assert proc.stdout.strip().splitlines()[-1].startswith("1 as declared, 1 not in ")
     proc = cli("run", "--cases-dir", cases, "--last-failed", out, "--json", "-")
-    doc = json.loads(proc.stdout)
+    doc = strict_loads(proc.stdout)
     assert doc["benchsuite_version"] and doc["kind"] == "run"
     assert [r["id"] for r in doc["results"]] == ["quick-wrong"]
     proc = cli("run", "--cases-dir", cases, "-x", "--jobs", "1", "--timeout", "3", "--json", tmp_path / "x.json")
     assert proc.returncode == 1 and "(--maxfail 1);" in proc.stderr and "case(s) not run" in proc.stderr
-    ran = [r["id"] for r in json.loads((tmp_path / "x.json").read_text())["results"]]
+    ran = [r["id"] for r in strict_loads((tmp_path / "x.json").read_text())["results"]]
     assert ran[0] == "hangs" and len(ran) < 3  # stopped at the first disagreement (a timeout)
 
 

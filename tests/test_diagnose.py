@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from strict import strict_loads
 
 from benchsuite.diagnose import errors, logs, ranking
 from benchsuite.doctor import probe
@@ -43,7 +44,7 @@ def _same_declaration(a: dict, b: dict) -> bool:
 
 
 def test_every_declared_error_of_the_catalogue_ranks_its_case_first_or_with_its_twins(rows):
-    texts = json.loads((FIXTURES / "pasted_errors.json").read_text())
+    texts = strict_loads((FIXTURES / "pasted_errors.json").read_text())
     by_id = {r["id"]: r for r in rows if r.get("category") != "broken"}
     declaring = [r for r in by_id.values() if (r.get("symptom_match") or {}).get("exception")
                  or (r.get("symptom_match") or {}).get("warning")]
@@ -180,7 +181,7 @@ def test_doctor_cli_on_a_users_own_cases_dir(tmp_path):
           "are identical\n"
     r = _doctor("--cases-dir", str(tmp_path / "cases"), "--error", "-", "--json", "-", stdin=err)
     assert r.returncode == 0, r.stderr
-    doc = json.loads(r.stdout)
+    doc = strict_loads(r.stdout)
     assert doc["kind"] == "doctor" and doc["matches"][0]["id"] == "my-dpo-identical-pairs"
     assert doc["matches"][0]["applies"] is True and doc["matches"][0]["why"]
     log = tmp_path / "run.log"

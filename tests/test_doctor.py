@@ -1,13 +1,13 @@
 """benchsuite doctor: environment -> known cases, finding -> known cases (watch, the scanner's reports)."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from strict import strict_loads
 
 from benchsuite.case import Case, Symptom
 from benchsuite.cli import main as cli_main
@@ -118,7 +118,7 @@ def test_doctor_lists_run_and_judges_a_folder_of_cases_on_a_model(cases_dir, tmp
     (model / "config.json").write_text('{"model_type": "llama"}')
     proc = _cli("doctor", "--cases-dir", cases_dir, "--run", "--model", model, "--json", out, "--markdown", md)
     assert proc.returncode == 0, proc.stderr
-    cat = {c["id"]: c for c in json.loads(out.read_text())["cases"]}
+    cat = {c["id"]: c for c in strict_loads(out.read_text())["cases"]}
     assert cat["doc-chatglm-only"]["category"] == "not-for-model" and "chatglm" in cat["doc-chatglm-only"]["reason"]
     assert cat["doc-applies"]["on_model"] and cat["doc-applies"]["run"]["on_model"]
     assert cat["doc-applies"]["category"] == "applies"
@@ -207,7 +207,7 @@ def test_watch_on_the_silent_reentrant_failure_names_the_case(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"no gradient -> {SEED}" in proc.stderr
     assert "fix: model.enable_input_require_grads() after enabling checkpointing (verified: worked with" in proc.stderr
-    doc = json.loads((tmp_path / "s.json").read_text())
+    doc = strict_loads((tmp_path / "s.json").read_text())
     assert doc["processes"][0]["versions"]["transformers"]  # the watched process's versions
     assert doc["known_cases"][0]["cases"][0]["id"] == SEED
 
@@ -235,7 +235,7 @@ def test_doctor_in_a_pinned_4x_environment_lists_the_seed_case(tmp_path):
     out = tmp_path / "d.json"
     proc = _cli("doctor", "--with", "transformers==4.57.6", "--json", out, timeout=900)
     assert proc.returncode == 0, proc.stderr
-    doc = json.loads(out.read_text())
+    doc = strict_loads(out.read_text())
     assert doc["environment"]["transformers"] == "4.57.6" and doc["pins"] == ["transformers==4.57.6"]
     cat = {c["id"]: c for c in doc["cases"]}
     assert cat[SEED]["category"] == "applies" and f"\n  {SEED}\n" in proc.stdout

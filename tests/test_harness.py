@@ -1,7 +1,6 @@
 """The harness end to end: the seed cases' verdicts, and bad input that must not spoil a run."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 from procs import processes_with
+from strict import strict_loads
 
 from benchsuite.harness.discover import case_files, default_cases_dir
 
@@ -29,7 +29,7 @@ def run_cli(*args, timeout=600, check_codes=(0,)):
 
 
 def results_by_id(path: Path) -> dict:
-    return {r["id"]: r for r in json.loads(path.read_text())["results"]}
+    return {r["id"]: r for r in strict_loads(path.read_text())["results"]}
 
 
 CATALOGUE = {
@@ -212,7 +212,7 @@ def test_list_shows_catalogue_and_broken_files(tmp_path):
 def test_info_shows_build_facts():
     out = run_cli("info").stdout
     assert "extension benchsuite._core" in out and "transformers" in out
-    info = json.loads(run_cli("info", "--json").stdout)
+    info = strict_loads(run_cli("info", "--json").stdout)
     assert info["extension"]["importable"] is True
     assert info["extension"]["cuda_host"] == "driver API, opened at run time"
     assert isinstance(info["cuda"]["routes"], list) and "driver_floor" in info["cuda"]

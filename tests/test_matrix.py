@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 
 import pytest
+from strict import strict_loads
 
 from benchsuite.harness.bisect import bisect, correction, disagreements
 from benchsuite.harness.matrix import expand, table
@@ -67,7 +67,7 @@ def test_two_version_matrix_of_the_seed_cases_and_the_same_on_a_local_ray_cluste
     proc = subprocess.run(CLI + args + ["--json", str(out), "--markdown", str(md)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    plain = json.loads(out.read_text())
+    plain = strict_loads(out.read_text())
     cells = {(c["case"], c["env"]): c for c in plain["cells"]}
     assert cells[("reentrant-checkpoint-frozen-inputs", "transformers==4.57.6")]["status"] == "reproduced"
     assert cells[("reentrant-checkpoint-frozen-inputs", "transformers==5.23.0")]["status"] == "not-reproduced"
@@ -80,7 +80,7 @@ def test_two_version_matrix_of_the_seed_cases_and_the_same_on_a_local_ray_cluste
     proc = subprocess.run(CLI + args + ["--ray", "local", "--json", str(on_ray)], capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    doc = json.loads(on_ray.read_text())
+    doc = strict_loads(on_ray.read_text())
     verdicts = lambda d: {(c["case"], c["env"]): (c["status"], c["expected"], c["agrees"], c["fixes"],  # noqa: E731
                                                   c["environment"]) for c in d["cells"]}
     assert verdicts(doc) == verdicts(plain) and len(doc["cells"]) == 4
@@ -93,7 +93,7 @@ def test_matrix_cell_for_an_environment_that_cannot_be_built(tmp_path):
     proc = subprocess.run(CLI + ["matrix", "lora-loaded-frozen", "--with", "transformers==0.0.0.404",
                                  "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1
-    cell = json.loads(out.read_text())["cells"][0]
+    cell = strict_loads(out.read_text())["cells"][0]
     assert cell["status"] == "error" and "could not be built" in cell["reason"]
 
 
@@ -104,7 +104,7 @@ def test_bisect_over_a_short_range(tmp_path):
                                  "--from", "4.57.6", "--to", "5.0.0", "--json", str(out)],
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    data = json.loads(out.read_text())
+    data = strict_loads(out.read_text())
     assert data["result"]["found"]
     assert data["result"]["last_status"] == "reproduced" and data["result"]["first"] == "5.0.0"
     assert data["result"]["first_status"] == "not-reproduced"

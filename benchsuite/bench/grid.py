@@ -11,6 +11,8 @@ import time
 import traceback
 from pathlib import Path
 
+from .. import strictjson
+
 KEYS = ("checkpointing", "accumulation", "precision", "adapter")
 DEFAULT_GRID = {"checkpointing": ["off", "reentrant", "non-reentrant"], "accumulation": [1, 4],
                 "precision": ["fp32", "fp16", "bf16"], "adapter": ["full", "lora"]}
@@ -416,7 +418,7 @@ def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, ro
                       file=sys.stderr, flush=True)
             derive(results, signatures)
             if args.json and args.json != "-":  # rewritten after every configuration: an interrupted grid keeps what finished
-                write_atomic(args.json, json.dumps({**meta, "results": results}, indent=2, default=str))
+                write_atomic(args.json, strictjson.dumps({**meta, "results": results}, indent=2, default=str))
     except KeyboardInterrupt:
         interrupted = True
         meta["interrupted"] = True
@@ -427,7 +429,7 @@ def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, ro
     md = markdown(results, meta)
     print(md, file=sys.stderr if quiet else sys.stdout)
     if args.json:
-        write_atomic(args.json, json.dumps({**meta, "results": results}, indent=2, default=str))
+        write_atomic(args.json, strictjson.dumps({**meta, "results": results}, indent=2, default=str))
     if args.markdown:
         write_atomic(args.markdown, md)
     if args.plot:

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import strictjson
+
 SFT = "training/supervised_finetuning.py"
 RM = "training/reward_modeling.py"
 
@@ -340,7 +342,7 @@ def main(argv=None) -> int:
     if args.commit:
         result["checkout"]["commit"] = args.commit
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.json).write_text(strictjson.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     bad = [p for p, r in result["pairs"].items() if not r.get("agrees_with_expected")]
     print("\n" + "\n".join(f"{p}: {r.get('verdict')} (expected {r['expected']})" for p, r in result["pairs"].items()))

@@ -20,6 +20,8 @@ import statistics
 import sys
 import time
 
+from .. import strictjson
+
 
 def build(layers: int):
     import torch
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
     md = render(doc)
     print(md)
     if args.json:
-        write_atomic(args.json, json.dumps(doc, indent=2))
+        write_atomic(args.json, strictjson.dumps(doc, indent=2))
     if args.markdown:
         write_atomic(args.markdown, md)
     return 0

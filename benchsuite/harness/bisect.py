@@ -15,6 +15,7 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from .. import strictjson
 from . import report
 from .envs import EnvError, ensure
 from .run import run_cases
@@ -319,7 +320,7 @@ def main(args) -> int:
     if getattr(args, "write", False) and not interrupted:
         out["written"] = write_range(paths[0], case.affected, package, fix, result, say)
     if args.json:
-        report.write_atomic(args.json, json.dumps(out, indent=2, default=str))
+        report.write_atomic(args.json, strictjson.dumps(out, indent=2, default=str))
     return 130 if interrupted else code
 
 

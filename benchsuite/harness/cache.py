@@ -1,12 +1,12 @@
 """`benchsuite cache list|prune`: the pinned environments in $BENCHSUITE_CACHE (default ~/.cache/benchsuite)."""
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from .. import strictjson
 from .envs import build_lock_path, cache_root
 from .report import UsageError, check_output, version, write_atomic
 
@@ -77,7 +77,7 @@ def main(args) -> int:
                 f"{what}{'' if e['ready'] else '  (unfinished)'}")
         say(f"{len(items)} entr{'y' if len(items) == 1 else 'ies'}, {sum(e['bytes'] for e in items) / 2**20:.0f} MiB")
         if args.json:
-            write_atomic(args.json, json.dumps({"benchsuite_version": version(), "kind": "cache", "root": str(root),
+            write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "cache", "root": str(root),
                                                 "entries": items}, indent=2))
         return 0
     # prune: unfinished builds always; with --older-than, environments not used for that long; --all: everything
@@ -101,6 +101,6 @@ def main(args) -> int:
     say(f"pruned {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, "
         f"{sum(e['bytes'] for e in removed) / 2**20:.0f} MiB freed, in {root}")
     if args.json:
-        write_atomic(args.json, json.dumps({"benchsuite_version": version(), "kind": "cache-prune", "root": str(root),
+        write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "cache-prune", "root": str(root),
                                             "removed": removed}, indent=2))
     return 0

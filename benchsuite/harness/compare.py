@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import strictjson
 from .report import UsageError, agrees, check_output, version, write_atomic
 
 
@@ -139,7 +140,7 @@ def main(args) -> int:
     say(f"{ka} results: {len(changes)} change(s), {worse} for the worse"
         + (f" (bench figures: threshold {100 * args.threshold:.0f}%)" if ka == "bench" else ""))
     if args.json:
-        write_atomic(args.json, json.dumps({"benchsuite_version": version(), "kind": "compare", "of": ka,
+        write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "compare", "of": ka,
                                             "a": args.a, "b": args.b, "threshold": args.threshold,
                                             "changes": changes}, indent=2, default=str))
     return 1 if changes else 0

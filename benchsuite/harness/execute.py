@@ -222,9 +222,12 @@ def _execute_once(path: Path, model_path: str | None = None) -> dict:
                 agrees = works == fx.works
             else:  # nothing to fix here: a fix must at least leave training healthy
                 agrees = False if (fx.works and not works) else None
-            fixes.append({"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": works,
-                          "agrees": agrees, "symptom_seen": fix_seen, "problems": problems,
-                          "evidence": fix_evidence, "outcome": _brief(out)})
+            entry = {"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": works,
+                     "agrees": agrees, "symptom_seen": fix_seen, "problems": problems,
+                     "evidence": fix_evidence, "outcome": _brief(out)}
+            if not seen:  # `works` then only says whether training stayed healthy, not whether it fixes
+                entry["not_judged"] = "trigger did not reproduce"
+            fixes.append(entry)
         res["fixes"] = fixes
         noop = _noop_fix(case, ctx) if seen and not trigger_error else None
     if noop is not None:
@@ -243,14 +246,21 @@ def _execute_once(path: Path, model_path: str | None = None) -> dict:
         res.update(status="error", reason=noop["reason"])
     elif any(f["agrees"] is False for f in fixes):
         bad = [_fix_disagreement(f) for f in fixes if f["agrees"] is False]
-        res.update(status="fix-failed", reason=f"fix(es) not as declared: {'; '.join(bad)}",
-                   symptom_seen=seen)
+        reason = f"fix(es) not as declared: {'; '.join(bad)}"
+        if res.get("expected") and seen != (res["expected"] == "reproduced"):  # name every disagreement
+            reason += (f"; and the trigger {'reproduced' if seen else 'did not reproduce'} where the declared range "
+                       f"({_declared(case)}) predicts {res['expected']}")
+        res.update(status="fix-failed", reason=reason, symptom_seen=seen)
     else:
         res["status"] = "reproduced" if seen else "not-reproduced"
     if res["status"] in ("reproduced", "not-reproduced", "fix-failed"):
         res["basis"] = _basis(case, trigger, seen, evidence)
     res["duration_s"] = round(time.perf_counter() - t0, 3)
     return res
+
+
+def _declared(case: Case) -> str:
+    return "affected " + (", ".join(f"{k}{v}" for k, v in case.affected.items()) or "at every version")
 
 
 NOOP_FIX = "(no-op)"

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import strictjson
 from . import report
 from .envs import EnvError, ensure
 from .run import run_cases
@@ -219,7 +220,7 @@ def main(args) -> int:
         return sorted(cells, key=lambda c: (envs_order.get(c["env"], 0), order.get(c["case"], -1)))
 
     def save(cells, final=False):
-        for path, text in ((args.json, lambda: json.dumps({**meta, "cells": ordered(cells)}, indent=2, default=str)),
+        for path, text in ((args.json, lambda: strictjson.dumps({**meta, "cells": ordered(cells)}, indent=2, default=str)),
                            (args.markdown, lambda: markdown(ordered(cells), executor=meta["executor"])),
                            (getattr(args, "junit", None), lambda: junit(ordered(cells), meta))):
             if path and (final or path != "-"):

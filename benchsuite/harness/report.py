@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from .. import strictjson
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -29,11 +31,25 @@ def fix_marks(result: dict) -> str:
         if f["works"] is None:
             marks.append(f"{f['name']}:{'error' if f.get('error') else 'n/a'}")
             continue
+        if f.get("not_judged"):  # the trigger did not reproduce: nothing to fix, only training health checked
+            m = "not-judged" if f["agrees"] is not False else "breaks-training(!)"
+            marks.append(f"{f['name']}:{m}")
+            continue
         m = "works" if f["works"] else "no"
         if f["agrees"] is False:
             m += "(!)"
         marks.append(f"{f['name']}:{m}")
     return " ".join(marks)
+
+
+def _fix_word(f: dict) -> str:
+    if f.get("error"):
+        return "error (see notes)"
+    if f["works"] is None:
+        return "not applicable here"
+    if f.get("not_judged"):
+        return f"not judged: {f['not_judged']}" + ("" if f["works"] else " (and training was not healthy)")
+    return "works" if f["works"] else "does not work"
 
 
 def table(results: list[dict]) -> str:
@@ -73,8 +89,8 @@ def markdown(results: list[dict], meta: dict) -> str:
              "| case | status | expected | agrees | fixes | time |", "|---|---|---|---|---|---|"]
     for r in results:
         fixes = "<br>".join(
-            f"{f['title']}: {'error (see notes)' if f.get('error') else 'not applicable here' if f['works'] is None else 'works' if f['works'] else 'does not work'}"
-            + (" (declared otherwise)" if f["agrees"] is False else "") for f in r.get("fixes", []))
+            f"{f['title']}: {_fix_word(f)}" + (" (declared otherwise)" if f["agrees"] is False else "")
+            for f in r.get("fixes", []))
         lines.append(f"| `{r['id']}` | {r.get('status')} | {r.get('expected') or '-'} | "
                      f"{'yes' if agrees(r) else '**no**'} | {fixes or '-'} | {r.get('duration_s', 0):.1f} s |")
     notes = [r for r in results if r.get("reason")]
@@ -190,7 +206,7 @@ def write_all(results: list[dict], meta: dict, json_path=None, junit_path=None, 
     """Rewrites every requested file; called after each finished case (final=False) so an interrupted
     run keeps them. A report going to stdout ("-") is written once, at the end."""
     meta = {**meta, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    for path, render in ((json_path, lambda: json.dumps(document(results, meta), indent=2, default=str)),
+    for path, render in ((json_path, lambda: strictjson.dumps(document(results, meta), indent=2, default=str)),
                          (junit_path, lambda: junit(results, meta)),
                          (markdown_path, lambda: markdown(results, meta))):
         if path and (final or str(path) != "-"):

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import strictjson
 from .env import (
     ENV_COMMAND,
     ENV_CONFIRM,
@@ -255,9 +256,9 @@ def main(args) -> int:
         doc["known_cases"] = watch_known_cases(procs)
         try:
             if args.json == "-":
-                print(json.dumps(doc, indent=2))
+                print(strictjson.dumps(doc, indent=2))
             else:
-                Path(args.json).expanduser().write_text(json.dumps(doc, indent=2))
+                Path(args.json).expanduser().write_text(strictjson.dumps(doc, indent=2))
         except OSError as exc:
             print(f"{PREFIX} could not write {args.json}: {exc}", file=sys.stderr)
     return code

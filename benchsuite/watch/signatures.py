@@ -24,6 +24,8 @@ import os
 import sys
 from pathlib import Path
 
+from .. import strictjson
+
 KIND = "gradient-signatures"
 FORMAT = 1
 
@@ -241,7 +243,7 @@ def main(args) -> int:
                **report.to_dict(records=True), "shape_mismatch": shape_mismatch}
         doc["matches"] = matches
         doc["differing"] = report.differing + [m["name"] for m in shape_mismatch]
-        write_atomic(args.json, json.dumps(doc, indent=2))
+        write_atomic(args.json, strictjson.dumps(doc, indent=2))
         if args.json != "-":
             print(f"wrote {args.json}", file=sys.stderr)
     return 0 if matches else 1

@@ -1,0 +1,92 @@
+"""Issue 28: reports that tell the whole truth. Every JSON parses strictly (NaN losses as null plus a flag), a fix
+where the trigger did not reproduce reads "not judged", and a case that disagrees twice names both."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+from strict import strict_loads
+
+from benchsuite import strictjson
+
+CASES = {
+    "never-here": '''\
+        from benchsuite.case import Case, Symptom
+
+        case = Case(id="never-here", title="t", references=["x/y#1"], affected={"torch": "<1"},
+                    symptom=Symptom(description="flag", observed="flag"))
+
+
+        @case.trigger
+        def trigger(ctx):
+            return ctx.observed(flag=False)
+
+
+        @case.fix("a remedy that circulates", works=False)
+        def eager(ctx):
+            return ctx.observed(flag=False)
+        ''',
+    "twice-wrong": '''\
+        from benchsuite.case import Case, Symptom
+
+        case = Case(id="twice-wrong", title="t", references=["x/y#1"], affected={"torch": "<1"},
+                    symptom=Symptom(description="flag", observed="flag"))
+
+
+        @case.trigger
+        def trigger(ctx):
+            return ctx.observed(flag=True)
+
+
+        @case.fix("declared to work, does not")
+        def nope(ctx):
+            return ctx.observed(flag=True)
+        ''',
+}
+
+
+def _run(tmp_path, *ids):
+    for cid in ids:
+        (tmp_path / f"{cid}.py").write_text(textwrap.dedent(CASES[cid]))
+    out = tmp_path / "run.json"
+    proc = subprocess.run([sys.executable, "-m", "benchsuite", "run", *ids, "--cases-dir", str(tmp_path),
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    return proc, {r["id"]: r for r in strict_loads(out.read_text())["results"]}
+
+
+def test_a_fix_where_the_trigger_did_not_reproduce_is_not_judged(tmp_path):
+    proc, res = _run(tmp_path, "never-here")
+    assert proc.returncode == 0, proc.stderr
+    assert "eager:not-judged" in proc.stdout and "eager:works" not in proc.stdout
+    assert res["never-here"]["fixes"][0]["not_judged"] == "trigger did not reproduce"
+
+
+def test_a_case_that_disagrees_twice_names_both_in_its_reason(tmp_path):
+    proc, res = _run(tmp_path, "twice-wrong")
+    assert proc.returncode == 1
+    r = res["twice-wrong"]
+    assert r["status"] == "fix-failed"
+    assert "nope" in r["reason"] and "the trigger reproduced where the declared range (affected torch<1)" \
+                                      " predicts not-reproduced" in r["reason"]
+    assert "predicts not-reproduced" in proc.stdout  # the console's reason line too
+
+
+def test_strict_json_writes_null_and_names_the_place():
+    text = strictjson.dumps({"results": [{"losses": [1.0, math.nan, -math.inf]}]})
+    doc = strict_loads(text)
+    assert doc["results"][0]["losses"] == [1.0, None, None]
+    assert doc["nonfinite"] == {"results[0].losses[1]": "NaN", "results[0].losses[2]": "-Infinity"}
+    assert "nonfinite" not in strict_loads(strictjson.dumps({"a": 1.5}))
+
+
+def test_a_run_with_nan_losses_writes_strict_json(tmp_path):
+    out = tmp_path / "nan.json"
+    proc = subprocess.run([sys.executable, "-m", "benchsuite", "run", "fp16-overflow-nan", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    doc = strict_loads(out.read_text())
+    assert any(".losses[" in k and v in ("NaN", "Infinity") for k, v in doc["nonfinite"].items())
+    json.loads(out.read_text())  # and Python's reader still reads it

@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -133,12 +134,14 @@ def probe(cases_dir: Path, model: str | None = None, keyword: str | None = None)
 
 
 def _run_probe(python: str, cases_dir: Path, model: str | None, keyword: str | None) -> dict:
-    cmd = [python, "-m", "benchsuite.doctor", "--probe", str(cases_dir)]
+    cmd = [python, "-m", "benchsuite.doctor", "--probe", str(Path(cases_dir).resolve())]
     if model:
-        cmd += ["--model", model]
+        cmd += ["--model", str(Path(model).resolve())]
     if keyword:
         cmd += ["-k", keyword]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # not from the current folder: `-m` would put a checkout there ahead of the environment's benchsuite
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                          cwd=tempfile.gettempdir())
     for line in proc.stdout.splitlines():
         if line.startswith(PROBE_MARK):
             return json.loads(line[len(PROBE_MARK):])

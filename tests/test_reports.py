@@ -90,3 +90,33 @@ def test_a_run_with_nan_losses_writes_strict_json(tmp_path):
     doc = strict_loads(out.read_text())
     assert any(".losses[" in k and v in ("NaN", "Infinity") for k, v in doc["nonfinite"].items())
     json.loads(out.read_text())  # and Python's reader still reads it
+
+
+def test_bisect_names_every_package_that_moved_between_its_boundary_probes():
+    from benchsuite.harness.bisect import companions_moved, verdict
+    seen = {"0.13.2": {"status": "reproduced", "environment": {"peft": "0.13.2", "transformers": "4.46.3",
+                                                                "trl": None}},
+            "0.14.0": {"status": "not-reproduced", "environment": {"peft": "0.14.0", "transformers": "4.47.1",
+                                                                    "trl": "0.13.0"}}}
+    assert companions_moved(seen["0.13.2"], seen["0.14.0"], "peft") == "transformers 4.46.3 -> 4.47.1, trl - -> 0.13.0"
+    result = {"found": True, "last": "0.13.2", "first": "0.14.0", "last_status": "reproduced",
+              "first_status": "not-reproduced", "why": ""}
+    _, lines = verdict("c", {"peft": "<0.14.0"}, "peft", result, seen, ["0.13.2", "0.14.0"])
+    assert "  between these two probes also: transformers 4.46.3 -> 4.47.1, trl - -> 0.13.0" in lines
+
+
+def test_benchsuites_own_warnings_never_reach_symptom_matching(tmp_path):
+    from benchsuite.gradscan import _native
+    from benchsuite.harness.execute import _observe
+    from benchsuite.scenario import Context
+
+    def scenario(ctx):
+        _native._warned.discard("probe")
+        _native.warn_once("probe", "benchsuite._core is not built: the scan falls back to torch")
+        import warnings
+        warnings.warn("a library's own warning", UserWarning)
+        return ctx.observed(flag=True)
+
+    out = _observe(scenario, Context(str(tmp_path)))
+    assert out["warnings"] == ["UserWarning: a library's own warning"]
+    assert out["benchsuite_warnings"] == ["benchsuite._core is not built: the scan falls back to torch"]

@@ -6,6 +6,8 @@ import warnings
 
 import torch
 
+from ..notices import ScannerWarning
+
 try:  # the fallback path must work when the extension was not built
     from benchsuite import _core
     IMPORT_ERROR: str | None = None
@@ -22,7 +24,7 @@ _warned: set[str] = set()
 def warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, ScannerWarning, stacklevel=3)
 
 
 def available() -> bool:

@@ -382,6 +382,14 @@ def write_range(path: Path, affected: dict[str, str], package: str, fix: str | N
     return True
 
 
+def companions_moved(a: dict, b: dict, package: str) -> str:
+    """"peft 0.13.2 -> 0.14.0, trl - -> 0.19.0": every package other than ``package`` whose version differs
+    between two probes (their environments resolved companions as of each release's date)."""
+    ea, eb = a.get("environment") or {}, b.get("environment") or {}
+    return ", ".join(f"{k} {ea.get(k) or '-'} -> {eb.get(k) or '-'}" for k in sorted(set(ea) | set(eb))
+                     if k != package and ea.get(k) != eb.get(k))
+
+
 def verdict(case_id: str, affected: dict[str, str], package: str, result: dict, seen: dict[str, dict],
             versions: list[str]) -> tuple[int, list[str]]:
     """(exit code, lines): 0 when every probe agrees with the case's declaration, 1 when one contradicts it."""
@@ -389,6 +397,9 @@ def verdict(case_id: str, affected: dict[str, str], package: str, result: dict, 
     if result.get("found"):
         lines.append(f"{case_id}: {result['last_status']} at {package} {result['last']}, "
                      f"{result['first_status']} from {result['first']} ({len(seen)} of {len(versions)} releases probed)")
+        moved = companions_moved(seen.get(result["last"]) or {}, seen.get(result["first"]) or {}, package)
+        if moved:  # the change may come from a companion that moved with the bisected package
+            lines.append(f"  between these two probes also: {moved}")
     else:
         lines.append(f"{case_id}: no status change found: {result['why']}")
     differs = disagreements(affected, package, seen)

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from ..case import Case, TrainResult, _current_result, healthy_problems
+from ..notices import ScannerWarning
 from .discover import load_case
 from .proc import die_with_parent
 from .versions import environment, is_affected
@@ -78,7 +79,10 @@ def _observe(fn, ctx, label: str = "scenario") -> dict:
     for lg in loggers:
         lg.removeHandler(handler)
     outcome["seconds"] = round(time.perf_counter() - t0, 3)
-    warned = [f"{w.category.__name__}: {w.message}" for w in caught] + messages
+    ours = [w for w in caught if issubclass(w.category, ScannerWarning)]  # benchsuite's own: never a symptom
+    if ours:
+        outcome["benchsuite_warnings"] = list(dict.fromkeys(str(w.message) for w in ours))
+    warned = [f"{w.category.__name__}: {w.message}" for w in caught if w not in ours] + messages
     # Keep each distinct message once, in order.
     outcome["warnings"] = list(dict.fromkeys(warned))[:50]
     if result is not None:

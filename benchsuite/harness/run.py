@@ -62,7 +62,9 @@ def iter_results(paths: list[Path], *, python: str = sys.executable, jobs: int =
     finished = False
     try:
         with tempfile.TemporaryFile(mode="w+") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+            # cwd: the work folder, so that `-m` cannot put a checkout on sys.path ahead of the environment's
+            # benchsuite (a pinned environment would import the checkout's package without its built core)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=work,
                                     start_new_session=True)
             try:
                 for line in proc.stdout:

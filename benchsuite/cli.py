@@ -6,6 +6,7 @@ import os
 import sys
 
 from . import strictjson
+from .commands import MODULES as COMMANDS
 from .harness.report import UsageError
 
 
@@ -357,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prune: environments not used for this many days")
     p.add_argument("--json", default=None, metavar="PATH", help=JSON_HELP)
     p.set_defaults(func=_cache)
+    for command in COMMANDS:  # the commands already in their own module (benchsuite/commands/)
+        command.register(sub)
     return ap
 
 

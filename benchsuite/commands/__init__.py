@@ -4,6 +4,6 @@ with keywords. Options several commands share are declared once, in ``_options``
 assembles them."""
 from __future__ import annotations
 
-from . import export, site
+from . import export, refresh, site
 
-MODULES = (export, site)
+MODULES = (export, refresh, site)

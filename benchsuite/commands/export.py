@@ -30,5 +30,6 @@ def export_osv(folder: Path, cases_dir: Path, keyword: str | None, tags: list[st
     written = osv.export([(c.metadata(), p) for c, p in cases], folder)
     for cid, error in broken:
         print(f"{cid}: BROKEN CASE FILE, not exported: {error}", file=sys.stderr)
-    print(f"wrote {len(written)} OSV record(s) to {folder}" + (f"; {len(broken)} broken case file(s)" if broken else ""))
+    note = f"; {len(broken)} broken case file(s)" if broken else ""
+    print(f"wrote {len(written)} OSV record(s) to {folder}{note}")
     return 1 if broken else 0

@@ -25,6 +25,7 @@ th{background:#f3f3f3;position:sticky;top:0}td.c{text-align:center;font-size:.85
 .fix-failed,.error,.crashed,.timeout,.flaky{background:#f7d98b}.disagrees{outline:2px solid #c00;outline-offset:-3px}
 .none{color:#bbb}code,pre{background:#f6f6f6}pre{padding:.6em;overflow:auto;max-width:100em}
 .filters label{margin-right:1em}.tag{display:inline-block;background:#eef;border-radius:3px;padding:0 .3em;margin:1px}
+tr.case td:first-child{white-space:nowrap}th.col{font-size:.8em;line-height:1.2}
 .legend span{display:inline-block;padding:0 .5em;margin-right:.4em;border:1px solid #ccc}
 """
 
@@ -92,7 +93,8 @@ def index(cases: list, columns: list[str], cells: dict, generated: str) -> str:
         return (f"<label>{name} <select id={name} onchange=applyFilters()><option value=''>all</option>"
                 + "".join(f"<option>{_e(v)}</option>" for v in values) + "</select></label>")
 
-    head = "".join(f"<th data-package='{_e(_package(col))}'>{_e(col)}</th>" for col in columns)
+    head = "".join(f"<th class=col data-package='{_e(_package(col))}'>{_e(_package(col))}<br>"
+                   f"{_e(col[len(_package(col)):].lstrip('='))}</th>" for col in columns)
     rows = []
     for c in cases:
         affected = ", ".join(f"{k}{v}" for k, v in c.affected.items()) or "every version"

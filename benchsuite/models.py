@@ -21,6 +21,9 @@ def tiny_llama_config(**overrides):
 
 def tiny_llama(task: str = "causal", seed: int = 0, **overrides):
     """A 2-layer Llama with random weights: task "causal" or "seq_cls" (num_labels from overrides, default 2)."""
+    if task not in ("causal", "seq_cls"):
+        raise ValueError(f"tiny_llama(task=...) is 'causal' (LlamaForCausalLM) or 'seq_cls' "
+                         f"(LlamaForSequenceClassification), not {task!r}")
     import torch
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
     torch.manual_seed(seed)

@@ -260,6 +260,9 @@ class Case:
     model_families: list[str] = field(default_factory=list)
     notes: str = ""
     fixed_in: str = ""  # e.g. "transformers 5.0": a fix that is an upgrade, checked by the matrix
+    # Where the default changed rather than the bug: what still triggers it on a fixed release, in one line
+    # (e.g. "gradient_checkpointing_kwargs={'use_reentrant': True}"); shown when the case does not reproduce.
+    still_triggers: str = ""
     # Regex of trainable parameter names whose gradient is exactly zero at every step by construction
     # (say, a reward head's bias under a pairwise loss): not held against a fix. See healthy_problems.
     expected_zero: str | None = None
@@ -325,7 +328,8 @@ class Case:
         return {"id": self.id, "title": self.title, "references": self.references, "tags": self.tags,
                 "family": self.family,
                 "affected": self.affected, "symptom": self.symptom.description, "notes": self.notes,
-                "fixed_in": self.fixed_in, "requires": self.requires, "requires_cuda": self.requires_cuda,
+                "fixed_in": self.fixed_in, "still_triggers": self.still_triggers, "requires": self.requires,
+                "requires_cuda": self.requires_cuda,
                 "applies": self.applies,
                 "supports_model": self.supports_model, "model_families": self.model_families,
                 "expected_zero": self.expected_zero,

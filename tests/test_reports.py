@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ CASES = {
         from benchsuite.case import Case, Symptom
 
         case = Case(id="never-here", title="t", references=["x/y#1"], affected={"torch": "<1"},
+                    fixed_in="torch 1.0", still_triggers="flag=True by hand",
                     symptom=Symptom(description="flag", observed="flag"))
 
 
@@ -28,6 +30,17 @@ CASES = {
         @case.fix("a remedy that circulates", works=False)
         def eager(ctx):
             return ctx.observed(flag=False)
+        ''',
+    "needs-gpu": '''\
+        from benchsuite.case import Case, Symptom
+
+        case = Case(id="needs-gpu", title="t", references=["x/y#1"], requires_cuda=True,
+                    symptom=Symptom(description="flag", observed="flag"))
+
+
+        @case.trigger
+        def trigger(ctx):
+            return ctx.observed(flag=True)
         ''',
     "twice-wrong": '''\
         from benchsuite.case import Case, Symptom
@@ -58,9 +71,14 @@ def _run(tmp_path, *ids):
 
 
 def test_a_fix_where_the_trigger_did_not_reproduce_is_not_judged(tmp_path):
-    proc, res = _run(tmp_path, "never-here")
+    proc, res = _run(tmp_path, "never-here", "needs-gpu")
     assert proc.returncode == 0, proc.stderr
     assert "eager:not-judged" in proc.stdout and "eager:works" not in proc.stdout
+    # the console says why it did not reproduce, and what still triggers it
+    assert re.search(r"never-here: not reproduced, as declared: affected torch<1; here torch \S+; fixed in torch 1\.0; "
+                     r"still triggered here by: flag=True by hand", proc.stdout), proc.stdout
+    skipped = next(line for line in proc.stdout.splitlines() if line.startswith("needs-gpu "))
+    assert skipped.split()[1:4] == ["skipped", "-", "-"]
     assert res["never-here"]["fixes"][0]["not_judged"] == "trigger did not reproduce"
 
 

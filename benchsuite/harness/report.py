@@ -54,7 +54,8 @@ def _fix_word(f: dict) -> str:
 
 def table(results: list[dict]) -> str:
     head = ("case", "status", "expected", "ok", "time", "fixes")
-    rows = [(r["id"], r.get("status", "?"), r.get("expected") or "-", "yes" if agrees(r) else "NO",
+    rows = [(r["id"], r.get("status", "?"), "-" if r.get("status") == "skipped" else r.get("expected") or "-",
+             "-" if r.get("status") == "skipped" else "yes" if agrees(r) else "NO",
              f"{r.get('duration_s', 0):.1f}s", fix_marks(r)) for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
     widths[-1] = len(head[-1])
@@ -63,7 +64,24 @@ def table(results: list[dict]) -> str:
     for r in results:
         if r.get("reason"):
             lines.append(f"  {r['id']}: {r.get('reason', '')}")
+        elif r.get("status") == "not-reproduced" and r.get("expected") == "not-reproduced":
+            lines.append(f"  {r['id']}: {why_not_here(r)}")
     return "\n".join(lines)
+
+
+def why_not_here(r: dict) -> str:
+    """One line for a case that did not reproduce where its declaration says it should not: the range, what
+    is installed, the release that fixed it, and the way it can still be triggered where the case says so."""
+    affected = r.get("affected") or {}
+    env = r.get("environment") or {}
+    here = ", ".join(f"{k} {env.get(k) or 'not installed'}" for k in affected) or "these versions"
+    line = (f"not reproduced, as declared: affected {', '.join(f'{k}{v}' for k, v in affected.items())}; "
+            f"here {here}")
+    if r.get("fixed_in"):
+        line += f"; fixed in {r['fixed_in']}"
+    if r.get("still_triggers"):
+        line += f"; still triggered here by: {r['still_triggers']}"
+    return line
 
 
 def document(results: list[dict], meta: dict) -> dict:
@@ -91,8 +109,10 @@ def markdown(results: list[dict], meta: dict) -> str:
         fixes = "<br>".join(
             f"{f['title']}: {_fix_word(f)}" + (" (declared otherwise)" if f["agrees"] is False else "")
             for f in r.get("fixes", []))
-        lines.append(f"| `{r['id']}` | {r.get('status')} | {r.get('expected') or '-'} | "
-                     f"{'yes' if agrees(r) else '**no**'} | {fixes or '-'} | {r.get('duration_s', 0):.1f} s |")
+        skipped = r.get("status") == "skipped"
+        lines.append(f"| `{r['id']}` | {r.get('status')} | {'-' if skipped else r.get('expected') or '-'} | "
+                     f"{'-' if skipped else 'yes' if agrees(r) else '**no**'} | {fixes or '-'} | "
+                     f"{r.get('duration_s', 0):.1f} s |")
     notes = [r for r in results if r.get("reason")]
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{r['id']}`: {r['reason']}" for r in notes]

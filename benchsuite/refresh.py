@@ -130,11 +130,14 @@ def _local_runner(paths: list[Path], pins: list[str], *, jobs: int, timeout: flo
 
 
 def merge_into_matrix(matrix_path: Path, doc: dict) -> dict:
-    """The recorded matrix with each refreshed release's column added (a column of the same label replaced)."""
+    """The recorded matrix with each refreshed release's cells added: a (case, release) cell already there is
+    replaced, the other cases of that column are kept (a refresh of some cases leaves the rest as they were)."""
     matrix = json.loads(matrix_path.read_text()) if matrix_path.is_file() else {"kind": "matrix", "cells": []}
     for rel in doc["releases"]:
         label = f"{rel['package']}=={rel['version']}"
-        matrix["cells"] = [c for c in matrix.get("cells", []) if c.get("env") != label] + rel["cells"]
+        fresh = {c["case"] for c in rel["cells"]}
+        matrix["cells"] = [c for c in matrix.get("cells", []) if not (c.get("env") == label and c.get("case") in fresh)]
+        matrix["cells"] += rel["cells"]
         envs = matrix.setdefault("environments", [])
         if label not in envs:
             envs.append(label)

@@ -63,3 +63,15 @@ def test_refresh_write_corrects_a_planted_wrong_range(tmp_path):
     merged = strict_loads(matrix.read_text())
     assert "transformers==5.0.0" in merged["environments"]
     assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_merging_a_refresh_keeps_the_other_cases_of_a_column(tmp_path):
+    matrix = tmp_path / "m.json"
+    matrix.write_text(json.dumps({"kind": "matrix", "environments": ["transformers==5.25.0"], "cells": [
+        {"case": "a", "env": "transformers==5.25.0", "status": "reproduced"},
+        {"case": "b", "env": "transformers==5.25.0", "status": "reproduced"}]}))
+    doc = {"releases": [{"package": "transformers", "version": "5.25.0",
+                         "cells": [{"case": "b", "env": "transformers==5.25.0", "status": "not-reproduced"}]}]}
+    merged = refresh.merge_into_matrix(matrix, doc)
+    assert {(c["case"], c["status"]) for c in merged["cells"]} == {("a", "reproduced"), ("b", "not-reproduced")}
+    assert merged["environments"] == ["transformers==5.25.0"]

@@ -12,6 +12,7 @@ from .report import UsageError, check_output, version, write_atomic
 
 
 def _size(path: Path) -> int:
+    """The apparent size of a folder's files (each file once, as ls adds them up)."""
     total = 0
     for p in path.rglob("*"):
         try:
@@ -20,6 +21,41 @@ def _size(path: Path) -> int:
         except OSError:
             pass
     return total
+
+
+def _inodes(path: Path) -> dict[tuple[int, int], tuple[int, int]]:
+    """{(device, inode): (disk bytes, links)} of a folder's files: a hard-linked file (uv links the same
+    torch files into every environment) is one entry, however many names it has."""
+    out: dict[tuple[int, int], tuple[int, int]] = {}
+    for p in path.rglob("*"):
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        if not p.is_symlink() and p.is_file():
+            out[(st.st_dev, st.st_ino)] = (st.st_blocks * 512, st.st_nlink)
+    return out
+
+
+def disk_usage(items: list[dict]) -> int:
+    """What these entries take on disk together, each file counted once (as du counts them); sets each
+    entry's ``disk_bytes``: what it adds beyond the entries listed before it."""
+    seen: set[tuple[int, int]] = set()
+    for e in items:
+        files = _inodes(Path(e["path"]))
+        e["disk_bytes"] = sum(b for k, (b, _) in files.items() if k not in seen)
+        seen |= set(files)
+    return sum(e["disk_bytes"] for e in items)
+
+
+def freed_by(items: list[dict]) -> int:
+    """The disk space removing these entries gives back: files none of whose names live elsewhere (uv's own
+    cache keeps a link to every file it installed, so those stay)."""
+    links: dict[tuple[int, int], list[int]] = {}
+    for e in items:
+        for k, (b, n) in _inodes(Path(e["path"])).items():
+            links.setdefault(k, [b, n, 0])[2] += 1
+    return sum(b for b, n, here in links.values() if here >= n)
 
 
 def entries() -> list[dict]:
@@ -75,21 +111,27 @@ def main(args) -> int:
             what = " ".join(e.get("pins") or []) if e["kind"] == "environment" else "benchsuite copy for environments"
             say(f"  {e['kind']:<11} {Path(e['path']).name}  {e['bytes'] / 2**20:8.0f} MiB  used {age:5.1f} d ago  "
                 f"{what}{'' if e['ready'] else '  (unfinished)'}")
-        say(f"{len(items)} entr{'y' if len(items) == 1 else 'ies'}, {sum(e['bytes'] for e in items) / 2**20:.0f} MiB")
+        on_disk = disk_usage(items)
+        say(f"{len(items)} entr{'y' if len(items) == 1 else 'ies'}: {on_disk / 2**20:.0f} MiB on disk (files "
+            f"shared between environments counted once, as du counts them; "
+            f"{sum(e['bytes'] for e in items) / 2**20:.0f} MiB if each entry were a copy). "
+            f"`cache prune` gives back {freed_by(items) / 2**20:.0f} MiB of it at most: uv's own cache "
+            f"(UV_CACHE_DIR, default ~/.cache/uv) keeps a link to the files it installed.")
         if args.json:
-            write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "cache", "root": str(root),
-                                                "entries": items}, indent=2))
+            write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "cache",
+                                                      "root": str(root), "disk_bytes": on_disk, "entries": items}))
         return 0
     # prune: unfinished builds always; with --older-than, environments not used for that long; --all: everything
     items = entries()
+    disk_usage(items)
     newest_overlay = max((e for e in items if e["kind"] == "overlay"), key=lambda e: e["last_used"], default=None)
     removed = []
-    for e in items:
-        old = args.older_than is not None and time.time() - e["last_used"] > args.older_than * 86400
-        stale_overlay = e["kind"] == "overlay" and e is not newest_overlay
-        if args.all or not e["ready"] or old or stale_overlay:
-            shutil.rmtree(e["path"], ignore_errors=True)
-            removed.append(e)
+    doomed = [e for e in items if args.all or not e["ready"] or e["kind"] == "overlay" and e is not newest_overlay
+              or args.older_than is not None and time.time() - e["last_used"] > args.older_than * 86400]
+    freed = freed_by(doomed)
+    for e in doomed:
+        shutil.rmtree(e["path"], ignore_errors=True)
+        removed.append(e)
     for e in removed:
         if e["kind"] == "environment":
             build_lock_path(Path(e["path"])).unlink(missing_ok=True)
@@ -98,9 +140,10 @@ def main(args) -> int:
     removed += _stale_ray_sessions(root)
     for e in removed:
         say(f"removed {e['path']} ({e['bytes'] / 2**20:.0f} MiB)")
-    say(f"pruned {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, "
-        f"{sum(e['bytes'] for e in removed) / 2**20:.0f} MiB freed, in {root}")
+    freed += sum(e["bytes"] for e in removed if e["kind"] == "ray-session")
+    say(f"pruned {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {freed / 2**20:.0f} MiB freed on disk "
+        f"(files uv's cache also links stay there), in {root}")
     if args.json:
-        write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "cache-prune", "root": str(root),
-                                            "removed": removed}, indent=2))
+        write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "cache-prune",
+                                                  "root": str(root), "freed_bytes": freed, "removed": removed}))
     return 0

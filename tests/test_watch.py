@@ -193,6 +193,15 @@ def test_lora_alpha_0_alone_nothing_trains(tmp_path):
     assert summary["verdict"] == "findings" and "lora_alpha=0" in proc.stderr
 
 
+def test_a_finding_confirmed_at_the_end_fails_the_run_under_raise(tmp_path):
+    # issue 31: under --policy raise a run whose finding is confirmed only at its end must not exit 0 (a CI
+    # gate built on raise would pass it); the script's own exit code is kept in the JSON
+    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0", options=["--policy", "raise"])
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert summary["exit_code"] == 3 and summary["script_exit_code"] == 0
+    assert "exit code 3: the script exited 0, but findings were confirmed at its end" in proc.stderr
+
+
 def test_adapters_loaded_frozen(tmp_path):
     proc, summary = watch(tmp_path, LOOP, "--frozen")
     f = findings(summary)

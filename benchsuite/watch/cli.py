@@ -177,6 +177,11 @@ def _render_process(s: dict) -> list[str]:
     return out
 
 
+# --policy raise: the script exited 0, but a finding was confirmed at its end (too late to stop it), so a CI
+# gate built on raise still fails. The script's own non-zero exit code always wins.
+FINDINGS_AT_END_EXIT = 3
+
+
 def _exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
@@ -240,13 +245,20 @@ def main(args) -> int:
         code = _exit_status(returncode)
         wall = time.perf_counter() - t0
         procs = _summaries(Path(tmp))
+    script_code = code
+    if args.policy == "raise" and code == 0 and verdict(procs) == "findings":
+        code = FINDINGS_AT_END_EXIT
     try:
-        print(render(procs, code, wall), file=sys.stderr)
+        print(render(procs, script_code, wall), file=sys.stderr)
     except Exception as exc:  # the summary must not change the exit status
         print(f"{PREFIX} could not render the summary: {exc!r}", file=sys.stderr)
+    if code != script_code:
+        print(f"{PREFIX} exit code {FINDINGS_AT_END_EXIT}: the script exited 0, but findings were confirmed at its "
+              f"end (--policy raise could not stop it earlier)", file=sys.stderr)
     if args.json:
         from benchsuite import __version__
         doc = {"benchsuite_version": __version__, "command": command, "exit_code": code,
+               "script_exit_code": script_code,
                "wall_seconds": wall, "policy": args.policy, "every": args.every, "confirm": args.confirm,
                "verdict": verdict(procs), "attached": len(procs),
                "processes": [s for s in procs if s.get("optimizer_steps")],

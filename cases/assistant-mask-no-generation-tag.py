@@ -14,6 +14,7 @@ case = Case(
     title="return_assistant_tokens_mask with a template lacking {% generation %}: all-zero mask, every label -100",
     references=["huggingface/transformers#34172", "huggingface/transformers#30650", "QwenLM/Qwen3#1522",
                 "marin-community/marin#7237", "Liquid4All/liquid-finetune#37"],
+    signs=["loss-nonfinite", "loss-zero"],  # what its training log shows (doctor --log)
     family="data",
     tags=["data", "labels", "chat-template", "assistant-only-loss", "silent"],
     applies={"transformers": ">=4.44"},  # return_assistant_tokens_mask arrived in 4.43/4.44

@@ -15,6 +15,7 @@ case = Case(
           "every label -100",
     references=["huggingface/trl#1820", "huggingface/trl#588", "huggingface/trl#619", "huggingface/trl#1183",
                 "huggingface/trl#989"],
+    signs=["loss-nonfinite", "loss-zero"],  # what its training log shows (doctor --log)
     family="data",
     tags=["data", "labels", "collator", "completion-only", "tokenizer", "trl", "silent"],
     requires=["trl"],

@@ -18,6 +18,7 @@ case = Case(
     title="torch_dtype=float16 / model.half() + Trainer: weights NaN after step 1, logged loss 0.0",
     references=["jzhang38/TinyLlama#32", "huggingface/smol-course#61", "huggingface/peft#1568",
                 "pytorch/pytorch#8860", "CambioML/pykoi#69"],
+    signs=["loss-zero", "grad-norm-nonfinite"],  # what its training log shows (doctor --log)
     family="mixed-precision",
     tags=["mixed-precision", "fp16", "trainer", "optimizer", "nan", "silent"],
     affected={"transformers": "<4.54"},

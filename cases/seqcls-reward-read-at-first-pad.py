@@ -15,6 +15,7 @@ case = Case(
           "loss stuck at 0.693",
     references=["huggingface/transformers#35352", "huggingface/transformers#35909",
                 "YangRui2015/Generalizable-Reward-Model#1", "huggingface/transformers#35911"],
+    signs=["loss-log2", "loss-flat"],  # what its training log shows (doctor --log)
     family="data",
     tags=["data", "reward-model", "sequence-classification", "padding", "silent"],
     affected={"transformers": "<4.49"},

@@ -12,6 +12,7 @@ case = Case(
     id="sft-truncation-drops-completion",
     title="SFTTrainer max_length truncates the completion away: rows with every label -100 train on nothing",
     references=["huggingface/trl#3927", "huggingface/trl#6668", "huggingface/trl#6320"],
+    signs=["loss-nonfinite"],  # what its training log shows (doctor --log)
     family="data",
     tags=["data", "labels", "truncation", "completion-only", "sft", "trl", "silent"],
     requires=["trl", "datasets"],

@@ -23,6 +23,7 @@ case = Case(
           "grad_norm 0.0, the policy never changes",
     references=["huggingface/trl#3857", "modelscope/ms-swift#4570", "modelscope/ms-swift#4547",
                 "huggingface/trl#5697"],
+    signs=["loss-zero", "grad-norm-zero"],  # what its training log shows (doctor --log)
     family="rl",
     tags=["trl", "grpo", "rl", "reward", "advantage", "silent"],
     requires=["trl", "datasets"],

@@ -18,6 +18,7 @@ case = Case(
     title="eval_loss: nan for the whole run (prompt longer than max_length: every label of the row is -100)",
     references=["meta-llama/llama-cookbook#133", "huggingface/trl#1053", "ymcui/Chinese-LLaMA-Alpaca-2#424",
                 "hpcaitech/ColossalAI#5370", "pytorch/pytorch#116349"],
+    signs=["loss-nonfinite"],  # what its training log shows (doctor --log)
     family="loss",
     tags=["eval", "labels", "truncation", "nan", "trainer", "silent"],
     affected={"transformers": "<5.23"},

@@ -16,6 +16,7 @@ case = Case(
     title="Training loss logged as 0.0 while the real loss is NaN and the weights are NaN "
           "(logging_nan_inf_filter=True)",
     references=["huggingface/trl#6702", "huggingface/trl#6668", "huggingface/transformers#13758"],
+    signs=["loss-zero", "loss-nonfinite", "grad-norm-nonfinite"],  # what its training log shows (doctor --log)
     family="loss",
     tags=["logging", "nan", "trainer", "silent"],
     affected={},

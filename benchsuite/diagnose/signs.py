@@ -78,6 +78,10 @@ def from_records(records: list[dict]) -> dict[str, str]:
     lrs = [float(r["learning_rate"]) for r in records if "learning_rate" in r and _number(r["learning_rate"])]
     if lrs and all(abs(v) < 1e-7 for v in lrs):
         found["lr-zero"] = f"learning rate at most {max(lrs):.3g} at all {len(lrs)} logged step(s)"
+    eval_losses = [float(r["eval_loss"]) for r in records if "eval_loss" in r and _number(r["eval_loss"])]
+    bad_eval = [v for v in eval_losses if not math.isfinite(v)]
+    if bad_eval and "loss-nonfinite" not in found:
+        found["loss-nonfinite"] = f"{len(bad_eval)} of {len(eval_losses)} eval_loss value(s) non-finite ({bad_eval[0]})"
     evals = [r for r in records if any(k.startswith("eval_") for k in r)]
     if evals and not any("eval_loss" in r for r in evals):
         keys = sorted({k for r in evals for k in r if k.startswith("eval_")})

@@ -14,7 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser("site", help="the catalogue as a static site (case x release grid, a page per case)")
     p.add_argument("dir", metavar="DIR", help="the folder to write index.html, style.css and cases/ in")
     p.add_argument("--matrix", action="append", default=[], metavar="JSON",
-                   help="matrix results to show (repeatable; default: docs/results/matrix-*.json beside the catalogue)")
+                   help="matrix results to show (repeatable; default: docs/results/matrix-all.json)")
     p.add_argument("--run", default=None, metavar="JSON",
                    help="a run result whose evidence the case pages show (default: docs/results/catalogue-run.json)")
     _options.cases_dir(p)
@@ -28,8 +28,9 @@ def run(args) -> int:
 
 def _defaults(cases_dir: Path) -> tuple[list[Path], Path | None]:
     results = cases_dir.resolve().parent / "docs" / "results"
-    matrices = sorted(results.glob("matrix-*.json")) if results.is_dir() else []
-    matrices = [m for m in matrices if m.name not in ("matrix-all.json", "matrix-seeds.json")]
+    merged = results / "matrix-all.json"  # the catalogue page's matrix (refresh --write adds to it)
+    matrices = [merged] if merged.is_file() else sorted(m for m in results.glob("matrix-*.json")
+                                                        if m.name != "matrix-seeds.json")
     run = results / "catalogue-run.json"
     return matrices, run if run.is_file() else None
 

@@ -97,6 +97,12 @@ def score(pasted: dict, symptom: dict, title: str = "") -> tuple[float, list[str
     if warn and _search(warn, pasted["flat"], pasted["joined"]):
         total += 3.0 + 4.0 * specificity(warn)
         why.append(f"the text matches the declared warning /{warn}/")
+    if total >= 3.0:  # a pattern matched: prefer the case that also names what is particular to this error
+        theirs = words(" ".join(messages + [m for _, m in pasted["warnings"]]))
+        ours = words(" ".join(filter(None, [title, re.sub(r"\\.", " ", msg or ""), re.sub(r"\\.", " ", warn or "")])))
+        if theirs:
+            shared = theirs & ours
+            total += 3.0 * len(shared) / len(theirs)
     if total < 3.0:  # no regex matched: how many of the case's words the error shares
         theirs = words(" ".join(messages + [m for _, m in pasted["warnings"]]) or pasted["flat"])
         ours = words(" ".join(filter(None, [title, re.sub(r"\\.", " ", msg or ""), re.sub(r"\\.", " ", warn or "")])))

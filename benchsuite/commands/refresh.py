@@ -130,8 +130,8 @@ def main(cases_dir: Path, matrix: Path, packages: list[str], *, since, write: bo
 
 def _record(cases_dir: Path, matrix: Path, site: Path, doc: dict, log) -> None:
     from ..harness import catalogue_doc
-    from . import site as site_command
     from ..harness.discover import default_cases_dir
+    from . import site as site_command
     engine.merge_into_matrix(matrix, doc)
     log(f"--write: {matrix} has the new column(s)")
     if cases_dir.resolve() == default_cases_dir().resolve():  # the catalogue's own page

@@ -15,8 +15,7 @@ from benchsuite.case import Case, Symptom
 case = Case(
     id="seqcls-num-labels-1-regression",
     title="num_labels=1 for binary classification: problem_type becomes 'regression', MSE on the 0/1 class ids",
-    references=["activetigger/activetigger#683", "huggingface/transformers#45479",
-                "https://openillumi.com/?p=87768"],
+    references=["activetigger/activetigger#683", "huggingface/transformers#45479"],
     family="loss",
     tags=["seq-cls", "problem-type", "labels", "silent"],
     affected={},

@@ -396,7 +396,10 @@ def render(doc: dict) -> str:
                  f"{len(specific)} declared for a version range that includes these versions, "
                  f"{len(everywhere)} for every version" if applies else
                  "no known failure of the catalogue applies here")
-    shown = specific + everywhere if doc.get("all") else specific
+    # the every-version patterns fold into one line per family, unless asked for (--all), run (--run: their
+    # results matter) or few enough to read
+    fold = not doc.get("all") and not doc.get("ran") and len(everywhere) > 5
+    shown = specific if fold else specific + everywhere
     for i, c in enumerate(shown):
         lines.append("")
         if i == 0 and specific:
@@ -418,7 +421,7 @@ def render(doc: dict) -> str:
             lines.append(_run_line(c["run"]))
         lines.append("    fixes:")
         lines.extend(_fix_lines(c, c.get("run")))
-    if everywhere and not doc.get("all"):
+    if everywhere and fold:
         lines += ["", f"-- at every version ({len(everywhere)}: usage patterns that fail whatever the versions; "
                       f"`doctor --all` shows each, `doctor --error TEXT` / `--log PATH` finds yours):"]
         families: dict[str, list[str]] = {}

@@ -77,7 +77,7 @@ def _dom(browser: str, url: str, tmp_path: Path) -> str:
     return r.stdout
 
 
-@pytest.mark.skipif(_chromium() is None, reason="needs headless Chromium (Debian package chromium; .ci/run installs it)")
+@pytest.mark.skipif(_chromium() is None, reason="needs headless Chromium (Debian's chromium; .ci/run installs it)")
 def test_the_site_opens_in_a_browser_with_one_row_per_case_and_links_that_work(tmp_path):
     site = tmp_path / "site"
     r = cli("site", str(site))

@@ -132,7 +132,7 @@ def test_benchsuites_own_warnings_never_reach_symptom_matching(tmp_path):
         _native._warned.discard("probe")
         _native.warn_once("probe", "benchsuite._core is not built: the scan falls back to torch")
         import warnings
-        warnings.warn("a library's own warning", UserWarning)
+        warnings.warn("a library's own warning", UserWarning, stacklevel=1)
         return ctx.observed(flag=True)
 
     out = _observe(scenario, Context(str(tmp_path)))

@@ -332,8 +332,16 @@ def _build(venv: Path, python: Path, pins: dict[str, str], log) -> None:
     (venv / ".ready").write_text("\n".join(reqs) + "\n")
 
 
+def uv_cache_dir() -> Path:
+    """uv's cache: $UV_CACHE_DIR where the user set it, else $BENCHSUITE_CACHE/uv (beside the environments it
+    hard-links its files into, so that `benchsuite cache` lists it and the whole cache is one folder)."""
+    return Path(os.environ.get("UV_CACHE_DIR") or cache_root() / "uv")
+
+
 def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    """A uv command, with uv's cache where uv_cache_dir() says."""
+    env = {**os.environ, "UV_CACHE_DIR": str(uv_cache_dir())}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip()[-1500:]
         raise EnvError(f"could not {what}: {tail}")

@@ -3,7 +3,8 @@
 Every test builds csrc/ as it stands (so an edit to the kernel is what gets tested), runs the kernel
 with one fiber per CUDA thread under several schedules, under ASan+UBSan and under TSan, and compares
 it with the torch oracle and with the CPU core built from the same tree. Binaries are cached by a
-hash of their sources and flags in $BENCHSUITE_CUDAEMU_CACHE (default ~/.cache/benchsuite/cudaemu).
+hash of their sources and flags in $BENCHSUITE_CUDAEMU_CACHE (default $BENCHSUITE_CACHE/cudaemu; under pytest
+the tests' own cache, tests/conftest.py).
 BENCHSUITE_CSRC points the tests at another copy of csrc/ (the mutation script uses it).
 """
 from __future__ import annotations
@@ -25,13 +26,14 @@ import torch
 
 from benchsuite.gradscan._oracle import tensor_stats
 from benchsuite.gradscan.planted import CHUNK, DTYPES, full_suite, planted
+from benchsuite.harness.envs import cache_root
 
 pytestmark = pytest.mark.cudaemu
 
 ROOT = Path(__file__).resolve().parents[1]
 EMU = ROOT / "tests" / "cudaemu"
 CSRC = Path(os.environ.get("BENCHSUITE_CSRC", ROOT / "csrc")).resolve()
-CACHE = Path(os.environ.get("BENCHSUITE_CUDAEMU_CACHE", Path.home() / ".cache" / "benchsuite" / "cudaemu"))
+CACHE = Path(os.environ.get("BENCHSUITE_CUDAEMU_CACHE") or cache_root() / "cudaemu")
 CXX = os.environ.get("CXX", "g++")
 
 CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}

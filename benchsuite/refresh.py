@@ -21,7 +21,7 @@ from . import strictjson
 from .harness import bisect as bisect_mod
 from .harness.discover import load_case
 from .harness.envs import EnvError, index_versions, release_date
-from .harness.matrix import run_matrix
+from .harness.executor import run_local
 from .harness.report import write_atomic
 
 PACKAGES = ("transformers", "peft", "trl", "accelerate")
@@ -126,7 +126,7 @@ def refresh(paths: list[Path], releases: list[tuple[str, str]], recorded: dict[s
 
 
 def _local_runner(paths: list[Path], pins: list[str], *, jobs: int, timeout: float, log) -> list[dict]:
-    return run_matrix(paths, [pins], jobs=jobs, timeout=timeout, log=log)
+    return run_local(paths, [pins], jobs=jobs, timeout=timeout, log=log)
 
 
 def merge_into_matrix(matrix_path: Path, doc: dict) -> dict:

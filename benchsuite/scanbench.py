@@ -272,34 +272,35 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
           "float16": "float16", "fp16": "float16", "half": "float16"}
 
 
-def main(args) -> int:
+def main(*, device: str | None = None, lists: str | None = None, dtypes: str | None = None,
+         json_path: str | None = None, reps: int = 10, host_cost_only: bool = False) -> int:
     from .bench.grid import check_device
     from .harness.report import UsageError, check_output, version, write_atomic
-    device = check_device(args.device)
-    lists = [x.strip() for x in args.lists.split(",") if x.strip()] if args.lists else (
+    device = check_device(device)
+    lists = [x.strip() for x in lists.split(",") if x.strip()] if lists else (
         ["gpt2-124m", "llama-7b", "1000-small"] if device.startswith("cuda") else ["gpt2-124m", "1000-small"])
     unknown = [n for n in lists if n not in LISTS]
     if unknown or not lists:
         raise UsageError(f"--lists: unknown list {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(LISTS)}")
-    raw = [x.strip() for x in args.dtypes.split(",") if x.strip()] if args.dtypes else ["float32", "bfloat16"]
+    raw = [x.strip() for x in dtypes.split(",") if x.strip()] if dtypes else ["float32", "bfloat16"]
     bad = [d for d in raw if d.lower() not in DTYPES]
     if bad or not raw:
         raise UsageError(f"--dtypes: unknown dtype {bad[0] if bad else '(none)'!r}; choose from "
                          "float32 (fp32), bfloat16 (bf16), float16 (fp16)")
     dtypes = list(dict.fromkeys(DTYPES[d.lower()] for d in raw))
-    check_output(args.json, "--json")
-    quiet = args.json == "-"
-    if getattr(args, "host_cost", False):
-        rows = host_cost(reps=30 * args.reps)  # 300 calls at the default --reps 10
+    check_output(json_path, "--json")
+    quiet = json_path == "-"
+    if host_cost_only:
+        rows = host_cost(reps=30 * reps)  # 300 calls at the default --reps 10
         result = {"benchsuite_version": version(), "kind": "scan-bench", "host_cost": rows,
                   "device": "cpu", "cpu_threads": torch.get_num_threads()}
         print(render_host_cost(rows), file=sys.stderr if quiet else sys.stdout)
     else:
-        result = run(lists, dtypes, device, args.reps, log=lambda m: print(m, file=sys.stderr, flush=True))
+        result = run(lists, dtypes, device, reps, log=lambda m: print(m, file=sys.stderr, flush=True))
         result = {"benchsuite_version": version(), "kind": "scan-bench", **result}
         print(render(result), file=sys.stderr if quiet else sys.stdout)
-    if args.json:
-        write_atomic(args.json, strictjson.dumps(result, indent=2))
+    if json_path:
+        write_atomic(json_path, strictjson.dumps(result, indent=2))
         if not quiet:
-            print(f"wrote {args.json}", file=sys.stderr)
+            print(f"wrote {json_path}", file=sys.stderr)
     return 0

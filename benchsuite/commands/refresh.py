@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import refresh as engine
 from .. import strictjson
 from ..harness.report import UsageError, check_output, version, write_atomic
+from ..harness import executor, rayexec
 from . import _options
 
 
@@ -105,7 +106,6 @@ def main(cases_dir: Path, matrix: Path, packages: list[str], *, since, write: bo
     try:
         runner = None
         if ray:
-            from ..harness import rayexec
             cluster = rayexec.Cluster(ray, log=log)
             runner = _ray_runner(cluster)
         doc = engine.refresh(paths, releases, recorded, jobs=jobs, timeout=timeout, write=write, log=log,
@@ -143,11 +143,9 @@ def _record(cases_dir: Path, matrix: Path, site: Path, doc: dict, log) -> None:
 
 
 def _ray_runner(cluster):
-    from ..harness import rayexec
-
     def runner(paths, pins, *, jobs, timeout, log):
         cells: list[dict] = []
-        rayexec.run_matrix(paths, [pins], cluster, timeout=timeout, repeat=1, log=log, on_cell=lambda c: None,
-                           cells=cells, executor=cluster.info())
+        executor.run_on_ray(paths, [pins], cluster, timeout=timeout, repeat=1, log=log, on_cell=lambda c: None,
+                            cells=cells, executor=cluster.info())
         return cells
     return runner

@@ -166,7 +166,8 @@ def launch(pairs: list[tuple[str, torch.Tensor | None]], *, backend: str = "auto
                                    0.0, 0.0, _DEVICE_BY_INDEX.get(where) or _device_name(g.device),
                                    name in expected_zero))
         # The common case first: a dense, contiguous gradient of a dtype the core reads, on the CPU or CUDA.
-        if use_native and dtype in codes and g.layout is strided and g.is_contiguous() and (g.is_cuda if where >= 0 else g.is_cpu):
+        on_device = g.is_cuda if where >= 0 else g.is_cpu
+        if use_native and dtype in codes and g.layout is strided and g.is_contiguous() and on_device:
             fast.setdefault(where, []).append((len(records) - 1, g, 0))
             continue
         dense, implicit, readable = _dense_view(name, g.detach())

@@ -5,7 +5,7 @@ import json
 import os
 import time
 import warnings
-from typing import IO
+from typing import IO, Callable
 
 import torch
 
@@ -36,11 +36,15 @@ class GradScanHook:
     (GradientProblemError at the first confirmed finding) or "record" (only log and keep reports).
     A zero gradient at one step (an RL batch with zero advantage) is not a finding; no gradient for
     ``confirm`` steps in a row is. ``findings()`` gives the state now (call ``close()`` at the end for
-    the final verdicts). ``log_path`` gets one JSON line per scanned step.
+    the final verdicts). ``log_path`` gets one JSON line per scanned step. ``describe_known(kind, names)``
+    returns a line naming what explains a finding, added to its message (e.g.
+    ``benchsuite.catalogue.known_cases_text``: the catalogue's cases and fixes); the scanner itself knows
+    no catalogue.
     """
 
     def __init__(self, model: Source, policy: str = "warn", log_path: str | os.PathLike | None = None,
-                 every: int = 1, backend: str = "auto", keep: bool = True, confirm: int = 3):
+                 every: int = 1, backend: str = "auto", keep: bool = True, confirm: int = 3,
+                 describe_known: Callable[[str, list[str]], str] | None = None):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         if every < 1 or confirm < 1:
@@ -50,6 +54,7 @@ class GradScanHook:
         self.every = every
         self.backend = backend
         self.keep = keep
+        self.describe_known = describe_known
         self.reports: list[ScanReport] = []
         self.seconds = 0.0
         self.scans = 0
@@ -102,9 +107,8 @@ class GradScanHook:
             text = (f"benchsuite.gradscan step {step}: {verdicts.TITLES[kind]} in {len(names)} parameter(s): "
                     f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}; likely cause: "
                     f"{verdicts.cause(kind, dtypes)}")
-            if self.policy in ("raise", "warn"):
-                from ..doctor import known_cases_text  # the catalogue's cases for this finding, if any
-                known = known_cases_text(kind, names)
+            if self.policy in ("raise", "warn") and self.describe_known is not None:
+                known = self.describe_known(kind, names)
                 text += f"; {known}" if known else ""
             if self.policy == "raise":
                 raise GradientProblemError(report, text, self.tracker.report())
@@ -158,8 +162,10 @@ class GradScanCallback(_trainer_callback_base()):
     """
 
     def __init__(self, policy: str = "warn", log_path: str | os.PathLike | None = None, every: int = 1,
-                 backend: str = "auto", confirm: int = 3):
-        self._args = dict(policy=policy, log_path=log_path, every=every, backend=backend, confirm=confirm)
+                 backend: str = "auto", confirm: int = 3,
+                 describe_known: Callable[[str, list[str]], str] | None = None):
+        self._args = dict(policy=policy, log_path=log_path, every=every, backend=backend, confirm=confirm,
+                          describe_known=describe_known)
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         self.hook: GradScanHook | None = None

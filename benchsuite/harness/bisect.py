@@ -250,21 +250,22 @@ def correction(affected: dict[str, str], package: str, result: dict, seen: dict[
     return f"<{first}" if result["last_status"] == "reproduced" else f">={first}"
 
 
-def main(args) -> int:
+def main(*, cases_dir: Path, case_id: str, package: str, from_: str | None = None, to: str | None = None,
+         with_: list[str] | None = None, json_path: str | None = None, timeout: float = 300.0,
+         ray: str | None = None, ray_workers: int | None = None, write: bool = False) -> int:
     from .discover import load_case, resolve
     from .envs import parse_pins
     from .report import UsageError, check_output, version
-    cases_dir = args.cases_dir_path
-    paths, unknown = resolve([args.id], cases_dir)
+    paths, unknown = resolve([case_id], cases_dir)
     if unknown:
         raise UsageError(unknown[0][1])
-    lo, hi = _version_arg(args.from_, "--from"), _version_arg(args.to, "--to")
+    lo, hi = _version_arg(from_, "--from"), _version_arg(to, "--to")
     if lo and hi and Version(lo) > Version(hi):
         raise UsageError(f"--from {lo} is newer than --to {hi}")
-    check_output(args.json, "--json")
-    package = args.package.lower().replace("_", "-")
+    check_output(json_path, "--json")
+    package = package.lower().replace("_", "-")
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    extra = parse_pins(args.with_, one_per_package=True, log=log)
+    extra = parse_pins(with_ or [], one_per_package=True, log=log)
     if package in extra:
         raise UsageError(f"--with {extra[package]}: {package} is the package being bisected")
     try:
@@ -282,21 +283,21 @@ def main(args) -> int:
             "each probe is compared with what the declaration predicts for the versions installed in it")
     cluster = None
     executor = {"kind": "local"}
-    if getattr(args, "ray", None):
+    if ray:
         from .rayexec import Cluster
-        cluster = Cluster(args.ray, workers=getattr(args, "ray_workers", None), log=log)
+        cluster = Cluster(ray, workers=ray_workers, log=log)
         executor = cluster.info()
-    elif getattr(args, "ray_workers", None):
+    elif ray_workers:
         raise UsageError("--ray-workers goes with --ray")
     t0 = time.perf_counter()
     interrupted = False
     try:
         if cluster is not None:
-            prober = RayProber(cluster, paths[0], package, list(extra.values()), args.timeout, log)
+            prober = RayProber(cluster, paths[0], package, list(extra.values()), timeout, log)
             log(f"probing {cluster.workers} release(s) at a time on Ray")
             result = bisect_parallel(prober, versions, cluster.workers)
         else:
-            prober = Prober(paths[0], package, list(extra.values()), args.timeout, log)
+            prober = Prober(paths[0], package, list(extra.values()), timeout, log)
             result = bisect(prober, versions)
     except KeyboardInterrupt:
         interrupted = True
@@ -314,13 +315,13 @@ def main(args) -> int:
            "agrees_with_declaration": not differs, "executor": executor,
            "duration_s": round(time.perf_counter() - t0, 1)}
     code, lines = verdict(case.id, case.affected, package, result, prober.seen, versions)
-    say = (lambda m: print(m, file=sys.stderr)) if args.json == "-" else print
+    say = (lambda m: print(m, file=sys.stderr)) if json_path == "-" else print
     for line in lines:
         say(line)
-    if getattr(args, "write", False) and not interrupted:
+    if write and not interrupted:
         out["written"] = write_range(paths[0], case.affected, package, fix, result, say)
-    if args.json:
-        report.write_atomic(args.json, strictjson.dumps(out, indent=2, default=str))
+    if json_path:
+        report.write_atomic(json_path, strictjson.dumps(out, indent=2, default=str))
     return 130 if interrupted else code
 
 

@@ -217,9 +217,10 @@ def _prune(root: Path, say, *, show_all, older_than, json_path) -> int:
     return 0
 
 
-def main(args) -> int:
-    check_output(args.json, "--json")
+def main(*, action: str, json_path: str | None = None, show_all: bool = False,
+         older_than: float | None = None) -> int:
+    check_output(json_path, "--json")
     root = cache_root()
-    say = (lambda m: print(m, file=sys.stderr)) if args.json == "-" else print
-    options = dict(show_all=args.all, older_than=args.older_than, json_path=args.json)
-    return _list(root, say, **options) if args.action == "list" else _prune(root, say, **options)
+    say = (lambda m: print(m, file=sys.stderr)) if json_path == "-" else print
+    options = dict(show_all=show_all, older_than=older_than, json_path=json_path)
+    return _list(root, say, **options) if action == "list" else _prune(root, say, **options)

@@ -114,17 +114,17 @@ def compare_bench(a: dict, b: dict, threshold: float) -> list[dict]:
     return out
 
 
-def main(args) -> int:
-    ka, a = load(args.a)
-    kb, b = load(args.b)
+def main(*, a_path: str, b_path: str, threshold: float = 0.10, json_path: str | None = None) -> int:
+    ka, a = load(a_path)
+    kb, b = load(b_path)
     if ka != kb:
-        raise UsageError(f"{args.a} is a {ka} result and {args.b} a {kb} result; compare two of the same kind")
-    if not 0 <= args.threshold < 10:
-        raise UsageError(f"--threshold {args.threshold}: a fraction such as 0.1 (10%)")
-    check_output(args.json, "--json")
+        raise UsageError(f"{a_path} is a {ka} result and {b_path} a {kb} result; compare two of the same kind")
+    if not 0 <= threshold < 10:
+        raise UsageError(f"--threshold {threshold}: a fraction such as 0.1 (10%)")
+    check_output(json_path, "--json")
     changes = {"run": lambda: compare_run(a, b), "matrix": lambda: compare_matrix(a, b),
-               "bench": lambda: compare_bench(a, b, args.threshold)}[ka]()
-    quiet = args.json == "-"
+               "bench": lambda: compare_bench(a, b, threshold)}[ka]()
+    quiet = json_path == "-"
     say = (lambda m: print(m, file=sys.stderr)) if quiet else print
     for c in changes:
         if "change" in c:
@@ -138,9 +138,9 @@ def main(args) -> int:
             say(f"{c['item']}: {c['what']}")
     worse = sum(1 for c in changes if c.get("regression"))
     say(f"{ka} results: {len(changes)} change(s), {worse} for the worse"
-        + (f" (bench figures: threshold {100 * args.threshold:.0f}%)" if ka == "bench" else ""))
-    if args.json:
-        write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "compare", "of": ka,
-                                            "a": args.a, "b": args.b, "threshold": args.threshold,
+        + (f" (bench figures: threshold {100 * threshold:.0f}%)" if ka == "bench" else ""))
+    if json_path:
+        write_atomic(json_path, strictjson.dumps({"benchsuite_version": version(), "kind": "compare", "of": ka,
+                                            "a": a_path, "b": b_path, "threshold": threshold,
                                             "changes": changes}, indent=2, default=str))
     return 1 if changes else 0

@@ -19,6 +19,8 @@ import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 
+from ..common import UsageError, cache_root
+
 DEFAULT_PACKAGES = ("transformers", "peft", "accelerate")
 # Unpinned companions are resolved as of the pinned releases' upload time (the newest of them): uv's
 # --exclude-newer-package, per companion, gives the environment a user got by installing the pinned
@@ -33,10 +35,6 @@ RESOLUTION_FILE = "benchsuite-resolution.json"
 
 class EnvError(RuntimeError):
     """An environment that cannot be built; the message says why."""
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("BENCHSUITE_CACHE", Path.home() / ".cache" / "benchsuite"))
 
 
 def uv_binary() -> str:
@@ -72,7 +70,6 @@ def parse_requirement(text: str) -> tuple[str, str]:
     (``transformers==4.57.6``, ``transformers>=4.57,<5``, ``peft~=0.13.0``); UsageError otherwise."""
     from packaging.requirements import InvalidRequirement, Requirement
 
-    from .report import UsageError
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
@@ -127,7 +124,6 @@ def resolve_requirement(name: str, spec: str) -> str:
     release on the index that the specifier admits (what uv would pick with nothing else pinned)."""
     from packaging.specifiers import SpecifierSet
 
-    from .report import UsageError
     exact = exact_version(spec)
     if exact:
         return exact
@@ -137,7 +133,8 @@ def resolve_requirement(name: str, spec: str) -> str:
         raise UsageError(f"--with {name}{spec}: {exc}") from None
     matching = [v for v in releases if SpecifierSet(spec).contains(v)]
     if not matching:
-        raise UsageError(f"--with {name}{spec}: no {name} release matches (newest: {releases[-1] if releases else '-'})")
+        newest = releases[-1] if releases else '-'
+        raise UsageError(f"--with {name}{spec}: no {name} release matches (newest: {newest})")
     return matching[-1]
 
 
@@ -146,7 +143,6 @@ def parse_pins(pins: list[str], one_per_package: bool = False, log=None) -> dict
 
     With ``one_per_package`` two values for one package are a usage error (one environment has one
     version of each package); otherwise the last one wins."""
-    from .report import UsageError
     out: dict[str, str] = {}
     given: dict[str, str] = {}
     for pin in pins:

@@ -15,7 +15,6 @@ its nodes (the same version: each task reports the one it found).
 """
 from __future__ import annotations
 
-import math
 import os
 import secrets
 import shutil
@@ -448,98 +447,3 @@ class TaskStream:
             self.ray.wait(refs, num_returns=len(refs), timeout=30)
         except Exception:  # a node that is gone has nothing left to sweep; the next task there sweeps the rest
             pass
-
-
-def _needs_gpu(path: Path) -> bool:
-    from .discover import load_case
-    try:
-        case = load_case(path)
-    except Exception:  # the worker reports the load error as the case's result
-        return False
-    return bool(case.requires_cuda or case.requires_gpu_below)
-
-
-def run_matrix(paths: list[Path], envs: list[list[str]], cluster: Cluster, *, timeout: float, repeat: int = 1,
-               log=print, on_cell=None, cells: list[dict] | None = None, executor: dict | None = None,
-               chunk: int | None = None) -> list[dict]:
-    """The matrix's cells, as benchsuite.harness.matrix.run_matrix makes them, from Ray tasks.
-
-    Each environment's cases are split into tasks of ``chunk`` cases (default: enough tasks to keep every
-    worker busy: the runner's start-up, ~5 s of imports, is paid once per task). Cases that need a GPU
-    go in tasks of their own that ask Ray for one (num_gpus=1); where the cluster has no GPU they are
-    ``skipped`` with the reason. ``on_cell(cells)`` is called after every cell; ``executor`` (a dict) is
-    updated in place with the tasks and the cells each node ran."""
-    from .matrix import _cell, env_label
-    cells = [] if cells is None else cells
-    executor = {} if executor is None else executor
-    sources = {p.stem: p.read_text() for p in paths}
-    gpu_ids = [p.stem for p in paths if _needs_gpu(p)]
-    cpu_ids = [p.stem for p in paths if p.stem not in gpu_ids]
-    per_env = max(1, math.ceil(cluster.workers / max(1, len(envs))))
-    size = chunk or max(1, math.ceil(len(cpu_ids) / per_env))
-    stream = TaskStream(cluster, timeout, repeat)
-    done = [0] * len(envs)
-    for i, pins in enumerate(envs):
-        for k in range(0, len(cpu_ids), size):
-            stream.add(i, pins, {c: sources[c] for c in cpu_ids[k:k + size]})
-        if gpu_ids and cluster.gpus:
-            stream.add(i, pins, {c: sources[c] for c in gpu_ids}, gpu=True)
-    executor.update(tasks=len(stream.queue), cases_per_task=size, cells_by_node=executor.get("cells_by_node", {}))
-    if gpu_ids:
-        executor["gpu_cases"] = gpu_ids
-    versions = executor.setdefault("worker_benchsuite_versions", [])
-
-    def add(cell: dict, node: str | None = None) -> None:
-        cells.append(cell)
-        if node:
-            executor["cells_by_node"][node] = executor["cells_by_node"].get(node, 0) + 1
-        if on_cell:
-            on_cell(cells)
-
-    if gpu_ids and not cluster.gpus:
-        for i, pins in enumerate(envs):
-            for cid in gpu_ids:
-                add({"case": cid, "env": env_label(pins), "pins": pins, "status": "skipped", "expected": None,
-                     "agrees": True, "reason": "needs a CUDA GPU: the Ray cluster has none (the task asks for num_gpus=1)",
-                     "fixes": {}, "repeat": repeat, "environment": {}, "duration_s": 0.0})
-                done[i] += 1
-    n_cases = len(paths)
-    for i, ev in stream:
-        pins = envs[i]
-        label = env_label(pins)
-        kind = ev["event"]
-        if kind == "start":
-            if ev.get("benchsuite_version") not in versions:
-                versions.append(ev.get("benchsuite_version"))
-                from .report import version
-                if ev.get("benchsuite_version") != version():
-                    log(f"warning: node {ev.get('node')} runs benchsuite {ev.get('benchsuite_version')}, this "
-                        f"command {version()}: its verdicts may differ; install the same version on every node")
-        elif kind == "env":
-            for m in ev.get("log", []):
-                log(f"[{label}] [{ev.get('node')}] {m}")
-            if ev.get("seconds", 0) >= 1:
-                log(f"[{label}] environment ready on {ev.get('node')} in {ev['seconds']:.0f} s")
-        elif kind == "env-error":
-            log(f"[{label}] environment could not be built on {ev.get('node')}: {ev['reason']}")
-        elif kind == "result":
-            r = ev["result"]
-            cell = _cell(r, label, pins)
-            done[i] += 1
-            log(f"[env {i + 1}/{len(envs)} {label}] [{done[i]}/{n_cases}] {'ok ' if cell['agrees'] else '!! '}"
-                f"{r['id']}: {r.get('status')} (expected {r.get('expected') or '-'}) {r.get('duration_s', 0):.1f}s"
-                f" on {ev.get('node')}")
-            add(cell, ev.get("node"))
-        if kind in ("env-error", "lost"):
-            missing = ev.get("missing") or []
-            if kind == "env-error":
-                reason = ev["reason"]
-            else:
-                reason = (f"the Ray task running this cell was lost on node {ev.get('node') or '(not started)'}: "
-                          f"{ev['reason']}")
-                log(f"[{label}] {reason}; {len(missing)} case(s) marked error")
-            for cid in missing:
-                done[i] += 1
-                add({"case": cid, "env": label, "pins": pins, "status": "error", "expected": None,
-                     "agrees": False, "reason": reason}, ev.get("node"))
-    return cells

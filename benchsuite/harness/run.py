@@ -115,34 +115,37 @@ def last_failed(path: str) -> list[str]:
         raise UsageError(f"--last-failed {path}: not a `benchsuite run --json` result ({exc})") from None
 
 
-def main(args) -> int:
+def main(*, cases_dir: Path, ids: list[str], last_failed: str | None = None, keyword: str | None = None,
+         tags: list[str] | None = None, model: str | None = None, with_: list[str] | None = None,
+         json_path: str | None = None, junit_path: str | None = None, markdown_path: str | None = None,
+         jobs: int = 2, timeout: float = 300.0, exitfirst: bool = False, maxfail: int | None = None,
+         repeat: int = 1) -> int:
     from .discover import check_model_path, resolve, select
     from .envs import parse_pins
     from .report import UsageError, check_output
-    cases_dir = args.cases_dir_path
-    ids = list(args.ids)
-    if args.last_failed:
-        previous = last_failed(args.last_failed)
+    ids = list(ids)
+    if last_failed:
+        previous = last_failed(last_failed)
         if not previous:
-            print(f"benchsuite run: every case in {args.last_failed} agreed with its declaration; nothing to rerun",
+            print(f"benchsuite run: every case in {last_failed} agreed with its declaration; nothing to rerun",
                   file=sys.stderr)
             return 0
         ids += [i for i in previous if i not in ids]
     paths, unknown = resolve(ids, cases_dir)
-    paths = select(paths, args.keyword, args.tag)
-    model = check_model_path(args.model) if args.model else None
-    pins = parse_pins(args.with_, one_per_package=True, log=lambda m: print(m, file=sys.stderr)) if args.with_ else {}
-    for opt, path in (("--json", args.json), ("--junit", args.junit), ("--markdown", args.markdown)):
+    paths = select(paths, keyword, tags)
+    model = check_model_path(model) if model else None
+    pins = parse_pins(with_, one_per_package=True, log=lambda m: print(m, file=sys.stderr)) if with_ else {}
+    for opt, path in (("--json", json_path), ("--junit", junit_path), ("--markdown", markdown_path)):
         check_output(path, opt)
-    if sum(str(p) == "-" for p in (args.json, args.junit, args.markdown) if p) > 1:
+    if sum(str(p) == "-" for p in (json_path, junit_path, markdown_path) if p) > 1:
         raise UsageError("only one report can go to stdout (-)")
-    if (args.keyword or args.tag) and not paths:
+    if (keyword or tags) and not paths:
         raise UsageError("no case matches the selection (-k/--tag); `benchsuite list` shows ids and tags")
     label = "current environment"
     python = sys.executable
     results: list[dict] = []
     meta = {"label": label, "cases_dir": str(cases_dir), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": " ".join(["benchsuite"] + sys.argv[1:]), "repeat": getattr(args, "repeat", 1)}
+            "command": " ".join(["benchsuite"] + sys.argv[1:]), "repeat": repeat}
     order = {p.stem: i for i, p in enumerate(paths)}
     for uid, msg in unknown:
         print(f"benchsuite run: {msg}", file=sys.stderr)
@@ -163,14 +166,14 @@ def main(args) -> int:
                                 "reason": f"environment could not be built: {exc}"})
             paths = []
     total = len(paths)
-    outputs = dict(json_path=args.json, junit_path=args.junit, markdown_path=args.markdown)
-    quiet = str(args.json) == "-" or str(args.junit) == "-" or str(args.markdown) == "-"
+    outputs = dict(json_path=json_path, junit_path=junit_path, markdown_path=markdown_path)
+    quiet = str(json_path) == "-" or str(junit_path) == "-" or str(markdown_path) == "-"
     report.write_all(results, meta, **outputs, final=False)
-    reps = getattr(args, "repeat", 1)
-    print(f"running {total} case(s) from {cases_dir} ({label}, {args.jobs} at a time, timeout {args.timeout:.0f} s"
+    reps = repeat
+    print(f"running {total} case(s) from {cases_dir} ({label}, {jobs} at a time, timeout {timeout:.0f} s"
           + (f", {reps} runs each" if reps > 1 else "") + ")",
           file=sys.stderr)
-    maxfail = 1 if args.exitfirst else args.maxfail
+    maxfail = 1 if exitfirst else maxfail
     state = {"failed": 0}
 
     def on_result(r: dict) -> bool:
@@ -184,8 +187,8 @@ def main(args) -> int:
 
     interrupted = False
     try:
-        run_cases(paths, python=python, jobs=args.jobs, timeout=args.timeout, model=model, on_result=on_result,
-                  repeat=getattr(args, "repeat", 1))
+        run_cases(paths, python=python, jobs=jobs, timeout=timeout, model=model, on_result=on_result,
+                  repeat=repeat)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: the results of finished cases are kept", file=sys.stderr)

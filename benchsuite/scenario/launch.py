@@ -18,12 +18,16 @@ leaves through multiprocessing's os._exit: a gloo process group's teardown can w
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
+
+from ..harness.proc import die_with_parent
+from .result import TrainResult
 
 COLLECTIVE_TIMEOUT_S = 60
 
@@ -54,12 +58,11 @@ def _function(file: str, name: str):
     return getattr(module, name)
 
 
-def _rank(spec_path: str) -> None:
+def _rank(context_cls: type, spec_path: str) -> None:
     """One rank (forked by torchrun's agent, which has set RANK, WORLD_SIZE, ...). Returns None when done,
     for the agent to collect; the process then leaves through multiprocessing's os._exit, so no process
     group is torn down (a gloo group's teardown can wait for ever). A failure is written to
     rank<N>.error and raised, for the agent to stop the other ranks."""
-    from .proc import die_with_parent
     die_with_parent()
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec_path).parent
@@ -71,11 +74,10 @@ def _rank(spec_path: str) -> None:
         import torch
         import torch.distributed as dist
 
-        from ..scenario import Context, TrainResult
         torch.set_num_threads(1)
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         backend = spec["backend"]
-        ctx = Context(spec["workdir"], model_path=spec.get("model_path"), seed=spec.get("seed", 0))
+        ctx = context_cls(spec["workdir"], model_path=spec.get("model_path"), seed=spec.get("seed", 0))
         ctx.rank, ctx.local_rank, ctx.world_size = rank, local_rank, int(os.environ.get("WORLD_SIZE", "1"))
         ctx.backend = backend
         if backend == "nccl":
@@ -108,7 +110,7 @@ def _rank(spec_path: str) -> None:
         sys.stderr.flush()
 
 
-def launch(spec_path: str, nproc: int) -> None:
+def launch(spec_path: str, nproc: int, context_cls: type) -> None:
     """Run the ranks with torchrun's launcher; returns when they have all finished (a failed rank's error
     file says why; torchrun's ChildFailedError is then raised, which ctx.torchrun replaces by the rank's
     own exception)."""
@@ -126,7 +128,8 @@ def launch(spec_path: str, nproc: int) -> None:
     args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id = "c10d", "localhost:0", str(uuid.uuid4())
     config, _, _ = config_from_args(args)
     config.start_method = "fork"
-    elastic_launch(config=config, entrypoint=_rank)(spec_path)
+    entry = functools.update_wrapper(functools.partial(_rank, context_cls), _rank)  # the agent logs its __name__
+    elastic_launch(config=config, entrypoint=entry)(spec_path)
 
 
 def raise_rank_error(err: dict, log_tail: str = "") -> None:

@@ -185,18 +185,21 @@ def test_broken_runs_stopped_with_cause(broken_runs, variant, args, kind, step, 
 
 
 def test_lora_alpha_0_alone_nothing_trains(tmp_path):
-    # Every trainable gradient is zero at every step: no single step is a finding (an RL batch with zero
-    # advantage looks the same), the whole run is.
-    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0")
+    # Every trainable gradient is zero at every step. Outside RL (where zero advantage could explain a step) that
+    # is confirmed like any all-zero gradient, within 3 steps (issue 31); the loss stays exactly constant too.
+    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0", "--steps", "6")
     f = findings(summary)
-    assert proc.returncode == 0 and set(f) == {"zero-everywhere"} and f["zero-everywhere"]["confirmed_at"] == "end"
+    assert proc.returncode == 0 and set(f) == {"zero-everywhere", "loss-flat"}, f
+    assert f["zero-everywhere"]["confirmed_at"] == 3 and f["loss-flat"]["confirmed_at"] == 5
     assert summary["verdict"] == "findings" and "lora_alpha=0" in proc.stderr
+    assert "grad-norm-zero" in f["zero-everywhere"]["signs"] and f["zero-everywhere"]["cases"]
 
 
 def test_a_finding_confirmed_at_the_end_fails_the_run_under_raise(tmp_path):
     # issue 31: under --policy raise a run whose finding is confirmed only at its end must not exit 0 (a CI
-    # gate built on raise would pass it); the script's own exit code is kept in the JSON
-    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0", options=["--policy", "raise"])
+    # gate built on raise would pass it); the script's own exit code is kept in the JSON. Two steps of
+    # lora_alpha=0 are too few to confirm anything before the end.
+    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0", "--steps", "2", options=["--policy", "raise"])
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert summary["exit_code"] == 3 and summary["script_exit_code"] == 0
     assert "exit code 3: the script exited 0, but findings were confirmed at its end" in proc.stderr

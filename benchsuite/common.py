@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _v
 from pathlib import Path
 
 _UMASK = os.umask(0o022)
@@ -22,8 +24,6 @@ class UsageError(Exception):
 
 
 def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as _v
     try:
         return _v("benchsuite")
     except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree

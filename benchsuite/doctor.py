@@ -16,6 +16,7 @@ diagnosis without code here. See docs/my-run-went-wrong.md.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -41,6 +42,14 @@ from .catalogue import (  # noqa: F401 (re-exported: doctor's API before the cat
     watch_known_cases,
     watch_lines,
 )
+from .diagnose import logs, ranking
+from .diagnose import report as symptom_report
+from .harness.discover import case_files, check_model_path, load_case, select
+from .harness.envs import EnvError, ensure, parse_pins
+from .harness.execute import skip_reason
+from .harness.report import UsageError, check_output, version, write_atomic
+from .harness.run import run_cases
+from .harness.versions import environment, is_affected
 
 PROBE_MARK = "@@benchsuite-doctor@@"
 CATEGORIES = ("applies", "cannot-judge", "not-for-model", "not-affected", "broken")
@@ -51,9 +60,6 @@ CATEGORIES = ("applies", "cannot-judge", "not-for-model", "not-affected", "broke
 
 def probe(cases_dir: Path, model: str | None = None, keyword: str | None = None) -> dict:
     """Each case's standing in *this* Python: affected, requirements, fixes available. JSON-able."""
-    from .harness.discover import case_files, load_case, select
-    from .harness.execute import skip_reason
-    from .harness.versions import environment, is_affected
     env = environment()
     rows = []
     for path in select(list(case_files(cases_dir).values()), keyword):
@@ -238,9 +244,6 @@ def main(*, cases_dir: Path, with_: list[str], run_cases: bool = False, model: s
          keyword: str | None = None, json_path: str | None = None, markdown_path: str | None = None,
          error_text: str | None = None, log_path: str | None = None, show_all: bool = False,
          timeout: float = 300.0, jobs: int = 2) -> int:
-    from .harness.discover import check_model_path
-    from .harness.envs import EnvError, ensure, parse_pins
-    from .harness.report import UsageError, check_output, version, write_atomic
     if jobs < 1 or timeout <= 0:
         raise UsageError("--jobs must be at least 1 and --timeout positive")
     model = check_model_path(model) if model else None
@@ -252,7 +255,10 @@ def main(*, cases_dir: Path, with_: list[str], run_cases: bool = False, model: s
         raise UsageError("--run runs the cases that apply to an environment; with --error/--log, run the case "
                          "doctor names: benchsuite run ID")
     symptom = _read_symptom(error_text, log_path)
-    log = (lambda m: print(m, file=sys.stderr))
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
     pins = parse_pins(with_, one_per_package=True, log=log) if with_ else {}
     python = sys.executable
     if pins:
@@ -296,8 +302,6 @@ def main(*, cases_dir: Path, with_: list[str], run_cases: bool = False, model: s
 
 def _read_symptom(error: str | None, log: str | None) -> dict | None:
     """{"error": text} or {"log": read log} from --error/--log; UsageError for what cannot be read."""
-    from .diagnose import logs
-    from .harness.report import UsageError
     if error is not None and log is not None:
         raise UsageError("give --error or --log, not both (a console log's tracebacks are read with --log)")
     if error is not None:
@@ -320,9 +324,6 @@ def _read_symptom(error: str | None, log: str | None) -> dict | None:
 
 def _answer_symptom(symptom: dict, data: dict, pins: dict, python: str, cases_dir: Path, t0: float, *,
                     json_path: str | None, markdown_path: str | None, show_all: bool) -> int:
-    from .diagnose import ranking
-    from .diagnose import report as symptom_report
-    from .harness.report import version, write_atomic
     rows = data["cases"]
     if "error" in symptom:
         matches = ranking.by_error(symptom["error"], rows)
@@ -346,7 +347,6 @@ def _answer_symptom(symptom: dict, data: dict, pins: dict, python: str, cases_di
 
 def _run(doc: dict, python: str, model: str | None, *, jobs: int, timeout: float) -> None:
     """Run the applying cases there (the run harness): on the model where they support it."""
-    from .harness.run import run_cases
     rows = {r["id"]: r for r in doc["cases"] if r.get("category") == "applies"}
     groups = [([Path(r["file"]) for r in rows.values() if r.get("on_model")], model),
               ([Path(r["file"]) for r in rows.values() if not r.get("on_model")], None)]
@@ -355,7 +355,7 @@ def _run(doc: dict, python: str, model: str | None, *, jobs: int, timeout: float
             continue
         print(f"running {len(paths)} case(s)" + (f" on {m}" if m else "") + " ...", file=sys.stderr, flush=True)
 
-        def done(r: dict) -> bool:
+        def done(r: dict, m=m) -> bool:
             if r["id"] in rows:
                 rows[r["id"]]["run"] = {k: r.get(k) for k in ("status", "reason", "basis", "duration_s",
                                                                "symptom_seen", "fixes")}
@@ -366,7 +366,6 @@ def _run(doc: dict, python: str, model: str | None, *, jobs: int, timeout: float
 
 
 def _probe_main(argv: list[str]) -> int:
-    import argparse
     ap = argparse.ArgumentParser(prog="python -m benchsuite.doctor")
     ap.add_argument("--probe", required=True, metavar="CASES_DIR")
     ap.add_argument("--model", default=None)

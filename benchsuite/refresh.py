@@ -14,6 +14,7 @@ import datetime
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from packaging.version import Version
 
@@ -132,7 +133,8 @@ def _local_runner(paths: list[Path], pins: list[str], *, jobs: int, timeout: flo
 def merge_into_matrix(matrix_path: Path, doc: dict) -> dict:
     """The recorded matrix with each refreshed release's cells added: a (case, release) cell already there is
     replaced, the other cases of that column are kept (a refresh of some cases leaves the rest as they were)."""
-    matrix = json.loads(matrix_path.read_text()) if matrix_path.is_file() else {"kind": "matrix", "cells": []}
+    matrix: dict[str, Any] = (json.loads(matrix_path.read_text()) if matrix_path.is_file()
+                              else {"kind": "matrix", "cells": []})
     for rel in doc["releases"]:
         label = f"{rel['package']}=={rel['version']}"
         fresh = {c["case"] for c in rel["cells"]}

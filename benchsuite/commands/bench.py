@@ -7,7 +7,8 @@ from . import _options
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="memory and throughput over checkpointing x accumulation x precision x adapter")
-    p.add_argument("--model", default="tiny-llama", help="tiny-llama, tiny-qwen2, tiny-chatglm or a local checkpoint PATH")
+    p.add_argument("--model", default="tiny-llama",
+                   help="tiny-llama, tiny-qwen2, tiny-chatglm or a local checkpoint PATH")
     p.add_argument("--seq-len", type=_options.positive_int, default=512, metavar="N",
                    help="tokens per sequence (default 512)")
     p.add_argument("--batch", type=_options.positive_int, default=4, metavar="N",
@@ -17,7 +18,8 @@ def register(sub) -> None:
                         "adapter=full,lora (defaults: all of these)")
     p.add_argument("--steps", type=_options.positive_int, default=3, metavar="N",
                    help="measured steps per configuration (default 3; median and spread reported)")
-    p.add_argument("--warmup", type=_options.nonneg_int, default=1, metavar="N", help="unmeasured steps first (default 1)")
+    p.add_argument("--warmup", type=_options.nonneg_int, default=1, metavar="N",
+                   help="unmeasured steps first (default 1)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--scan", action="store_true", help="also time every step with the gradient scanner on")
     p.add_argument("--max-memory-mb", type=_options.positive_int, default=None, metavar="MB",
@@ -26,6 +28,8 @@ def register(sub) -> None:
     _options.json_output(p)
     _options.markdown_output(p)
     p.add_argument("--plot", default=None, metavar="PATH", help="peak memory vs throughput, PNG")
+    p.add_argument("--budget", type=float, default=None, metavar="GIB",
+                   help="memory budget: name the fastest configuration whose measured peak fits (table, plot, JSON)")
     p.set_defaults(func=run)
 
 

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from .. import refresh as engine
 from .. import strictjson
+from ..harness import catalogue_doc, executor, rayexec
+from ..harness.discover import default_cases_dir
 from ..harness.report import UsageError, check_output, version, write_atomic
-from ..harness import executor, rayexec
 from . import _options
+from . import site as site_command
 
 
 def register(sub) -> None:
@@ -103,13 +105,18 @@ def main(cases_dir: Path, matrix: Path, packages: list[str], *, since, write: bo
     doc: dict = {"releases": [], "changelog": []}
     interrupted = False
     cluster = None
+
+    def progress(d: dict) -> None:
+        doc.update(d)
+        save(d)
+
     try:
         runner = None
         if ray:
             cluster = rayexec.Cluster(ray, log=log)
             runner = _ray_runner(cluster)
         doc = engine.refresh(paths, releases, recorded, jobs=jobs, timeout=timeout, write=write, log=log,
-                             on_progress=lambda d: (doc.update(d), save(d)), runner=runner)
+                             on_progress=progress, runner=runner)
     except KeyboardInterrupt:
         interrupted = True
         log("\ninterrupted: the releases that finished are kept")
@@ -129,9 +136,6 @@ def main(cases_dir: Path, matrix: Path, packages: list[str], *, since, write: bo
 
 
 def _record(cases_dir: Path, matrix: Path, site: Path, doc: dict, log) -> None:
-    from ..harness import catalogue_doc
-    from ..harness.discover import default_cases_dir
-    from . import site as site_command
     engine.merge_into_matrix(matrix, doc)
     log(f"--write: {matrix} has the new column(s)")
     if cases_dir.resolve() == default_cases_dir().resolve():  # the catalogue's own page

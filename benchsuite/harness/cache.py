@@ -121,7 +121,7 @@ def _stale_ray_sessions(root: Path) -> list[dict]:
     for d in sorted(folder.iterdir()):
         pid = d.name.split("-", 1)[0]
         if d.is_dir() and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            e = {"kind": "ray-session", "path": str(d)}
+            e: dict = {"kind": "ray-session", "path": str(d)}
             e["freed"] = freed_by([e])
             out.append(e)
             shutil.rmtree(d, ignore_errors=True)
@@ -167,8 +167,9 @@ def _list(root: Path, say, *, show_all, older_than, json_path) -> int:
            " (uv's cache is outside the cache folder: its files stay)") + ".")
     legacy = Path.home() / ".cache" / "uv"
     if "UV_CACHE_DIR" not in os.environ and legacy.is_dir() and legacy.resolve() != uv_cache_dir().resolve():
-        say(f"{legacy} (uv's default cache) is not benchsuite's: environments built by earlier benchsuite versions "
-            f"hard-link files from it, new builds do not. `uv cache clean` empties it if nothing else of yours uses uv.")
+        say(f"{legacy} (uv's default cache) is not benchsuite's: environments built by earlier benchsuite "
+            "versions hard-link files from it, new builds do not. `uv cache clean` empties it if nothing else of "
+            "yours uses uv.")
     if json_path:
         write_atomic(json_path, strictjson.dumps({"benchsuite_version": version(), "kind": "cache",
                                                   "root": str(root), "disk_bytes": on_disk,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import strictjson
+from ..bench.grid import label
 from .report import UsageError, agrees, check_output, version, write_atomic
 
 
@@ -37,7 +38,7 @@ def load(path: str) -> tuple[str, dict]:
 
 def compare_run(a: dict, b: dict) -> list[dict]:
     ra, rb = ({r["id"]: r for r in d["results"]} for d in (a, b))
-    out = []
+    out: list[dict] = []
     for cid in list(ra) + [c for c in rb if c not in ra]:
         x, y = ra.get(cid), rb.get(cid)
         if x is None or y is None:
@@ -58,7 +59,7 @@ def compare_run(a: dict, b: dict) -> list[dict]:
 
 def compare_matrix(a: dict, b: dict) -> list[dict]:
     ca, cb = ({(c["case"], c["env"]): c for c in d["cells"]} for d in (a, b))
-    out = []
+    out: list[dict] = []
     for key in list(ca) + [k for k in cb if k not in ca]:
         x, y = ca.get(key), cb.get(key)
         item = f"{key[0]} @ {key[1]}"
@@ -77,9 +78,8 @@ BENCH_FIGURES = (("peak_memory_bytes", "peak memory", 2**20, "MiB", False),
 
 
 def compare_bench(a: dict, b: dict, threshold: float) -> list[dict]:
-    from ..bench.grid import label
     ra, rb = ({label(r): r for r in d["results"]} for d in (a, b))
-    out = []
+    out: list[dict] = []
     for key in list(ra) + [k for k in rb if k not in ra]:
         x, y = ra.get(key), rb.get(key)
         if x is None or y is None:

@@ -8,9 +8,12 @@ environment sees through a .pth file (the core links no libtorch, so it serves e
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +21,10 @@ import sysconfig
 import urllib.request
 from importlib.metadata import version
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from ..common import UsageError, cache_root
 
@@ -68,7 +75,6 @@ def torch_requirement() -> str:
 def parse_requirement(text: str) -> tuple[str, str]:
     """(name, specifier) of one --with value: any PEP 508 requirement without extras, markers or URLs
     (``transformers==4.57.6``, ``transformers>=4.57,<5``, ``peft~=0.13.0``); UsageError otherwise."""
-    from packaging.requirements import InvalidRequirement, Requirement
 
     try:
         req = Requirement(text)
@@ -90,9 +96,7 @@ def parse_requirement(text: str) -> tuple[str, str]:
 def index_versions(package: str) -> list[str]:
     """Released versions of a package on the index (pip's own configuration), oldest first, final
     releases only; EnvError when the index cannot be asked."""
-    import re
 
-    from packaging.version import InvalidVersion, Version
     proc = subprocess.run([sys.executable, "-m", "pip", "index", "versions", package],
                           capture_output=True, text=True)
     m = re.search(r"Available versions:\s*(.+)", proc.stdout)
@@ -112,7 +116,6 @@ def index_versions(package: str) -> list[str]:
 
 def exact_version(spec: str) -> str | None:
     """The version of a specifier that names exactly one (``==4.57.6``), else None."""
-    from packaging.specifiers import SpecifierSet
     items = list(SpecifierSet(spec))
     if len(items) == 1 and items[0].operator in ("==", "===") and "*" not in items[0].version:
         return items[0].version
@@ -122,7 +125,6 @@ def exact_version(spec: str) -> str | None:
 def resolve_requirement(name: str, spec: str) -> str:
     """A concrete version for NAME+specifier: the version itself for ``==X``, else the newest final
     release on the index that the specifier admits (what uv would pick with nothing else pinned)."""
-    from packaging.specifiers import SpecifierSet
 
     exact = exact_version(spec)
     if exact:
@@ -222,8 +224,9 @@ def env_key(pins: dict[str, str]) -> str:
 
 def overlay() -> Path:
     """A copy of this benchsuite package and its compiled core, keyed by their contents."""
-    import importlib.util
-    pkg = Path(importlib.util.find_spec("benchsuite").origin).parent
+    spec = importlib.util.find_spec("benchsuite")
+    assert spec is not None and spec.origin is not None  # this very package
+    pkg = Path(spec.origin).parent
     files = sorted(p for p in pkg.rglob("*.py") if "__pycache__" not in p.parts)
     core = importlib.util.find_spec("benchsuite._core")
     extra = [Path(core.origin)] if core and core.origin else []
@@ -291,14 +294,12 @@ class _build_lock:
         self.path = build_lock_path(venv)
 
     def __enter__(self):
-        import fcntl
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
-        import fcntl
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
 

@@ -17,6 +17,7 @@ from ..common import version
 from . import rayexec, report
 from .discover import load_case
 from .envs import EnvError, ensure
+from .raytasks import TaskStream
 from .run import run_cases
 
 
@@ -87,6 +88,13 @@ def _recorder(cells: list[dict], where: str, label: str, pins: list[str], total:
     return on_result
 
 
+def _gpu_skipped(ids: list[str], pins: list[str], repeat: int) -> list[dict]:
+    reason = "needs a CUDA GPU: the Ray cluster has none (the task asks for num_gpus=1)"
+    return [{"case": cid, "env": env_label(pins), "pins": pins, "status": "skipped", "expected": None,
+             "agrees": True, "reason": reason, "fixes": {}, "repeat": repeat, "environment": {}, "duration_s": 0.0}
+            for cid in ids]
+
+
 def _needs_gpu(path: Path) -> bool:
     try:
         case = load_case(path)
@@ -113,7 +121,7 @@ def run_on_ray(paths: list[Path], envs: list[list[str]], cluster: rayexec.Cluste
     cpu_ids = [p.stem for p in paths if p.stem not in gpu_ids]
     per_env = max(1, math.ceil(cluster.workers / max(1, len(envs))))
     size = chunk or max(1, math.ceil(len(cpu_ids) / per_env))
-    stream = rayexec.TaskStream(cluster, timeout, repeat)
+    stream = TaskStream(cluster, timeout, repeat)
     done = [0] * len(envs)
     for i, pins in enumerate(envs):
         for k in range(0, len(cpu_ids), size):
@@ -134,10 +142,8 @@ def run_on_ray(paths: list[Path], envs: list[list[str]], cluster: rayexec.Cluste
 
     if gpu_ids and not cluster.gpus:
         for i, pins in enumerate(envs):
-            for cid in gpu_ids:
-                add({"case": cid, "env": env_label(pins), "pins": pins, "status": "skipped", "expected": None,
-                     "agrees": True, "reason": "needs a CUDA GPU: the Ray cluster has none (the task asks for num_gpus=1)",
-                     "fixes": {}, "repeat": repeat, "environment": {}, "duration_s": 0.0})
+            for skipped in _gpu_skipped(gpu_ids, pins, repeat):
+                add(skipped)
                 done[i] += 1
     n_cases = len(paths)
     for i, ev in stream:

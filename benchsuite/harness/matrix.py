@@ -7,6 +7,8 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
 
 from packaging.version import InvalidVersion, Version
 
@@ -83,7 +85,8 @@ def markdown(cells: list[dict], title: str = "benchsuite matrix", executor: dict
         row = []
         for e in envs:
             c = index.get((case, e))
-            row.append("-" if c is None else (c["status"] + (" **(differs from declared)**" if not c["agrees"] else "")))
+            differs = " **(differs from declared)**" if c is not None and not c["agrees"] else ""
+            row.append("-" if c is None else c["status"] + differs)
         lines.append(f"| `{case}` | " + " | ".join(row) + " |")
     notes = [c for c in cells if c.get("reason") and c["status"] != "skipped"]
     if notes:
@@ -93,14 +96,15 @@ def markdown(cells: list[dict], title: str = "benchsuite matrix", executor: dict
         lines += ["", "Environments:", ""] + [
             f"- `{e}`: " + ", ".join(f"{k} {v}" for k, v in (env or {}).items() if v) for e, env in versions.items()]
     if executor and executor.get("kind") == "ray":
-        lines += ["", f"Run on Ray {executor.get('ray_version')} ({'a local cluster' if executor.get('local_cluster') else executor.get('address')}: "
-                      f"{executor.get('nodes')} node(s), {executor.get('cpus')} CPU(s), {executor.get('gpus')} GPU(s))."]
+        where = "a local cluster" if executor.get("local_cluster") else executor.get("address")
+        lines += ["", f"Run on Ray {executor.get('ray_version')} ({where}: "
+                      f"{executor.get('nodes')} node(s), {executor.get('cpus')} CPU(s), "
+                      f"{executor.get('gpus')} GPU(s))."]
     return "\n".join(lines) + "\n"
 
 
 def junit(cells: list[dict], meta: dict) -> str:
     """JUnit XML: one testsuite per environment, one testcase per cell (as `run --junit` for one)."""
-    from xml.sax.saxutils import escape, quoteattr
     cases, envs, index = _grid(cells)
     out = ['<?xml version="1.0" encoding="utf-8"?>', "<testsuites>"]
     for e in envs:
@@ -156,7 +160,7 @@ def main(*, cases_dir: Path, ids: list[str], with_: list[str], keyword: str | No
         print(message, file=sys.stderr, flush=True)
 
     envs = expand(with_, log=log)
-    meta = {"benchsuite_version": version(), "kind": "matrix",
+    meta: dict[str, Any] = {"benchsuite_version": version(), "kind": "matrix",
             "command": " ".join(["benchsuite"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "environments": [env_label(p) for p in envs], "cases_dir": str(cases_dir),
             "repeat": repeat, "executor": {"kind": "local", "jobs": jobs}}

@@ -15,16 +15,20 @@ its nodes (the same version: each task reports the one it found).
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .envs import EnvError, cache_root, ensure
-from .report import UsageError
+from .report import UsageError, version
+from .run import iter_results
 
 INSTALL = ("--ray needs Ray, an optional extra of benchsuite: pip install 'benchsuite[ray]' "
            "(or pip install 'ray>=2.9' next to benchsuite)")
@@ -76,7 +80,7 @@ def _reload_auth_config() -> None:
     """Make an already imported Ray see the RAY_AUTH_* variables just set (Ray reads them once, at import;
     ray.init's own default does the same)."""
     try:
-        from ray._raylet import AuthenticationTokenLoader, Config
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # Ray >= 2.50
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
     except Exception:  # an older Ray without token authentication: nothing to reload
@@ -143,7 +147,6 @@ class Cluster:
             self._setenv("RAY_AUTH_MODE", "token")
             self._setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
             _reload_auth_config()
-        import logging
         self._before = set(_children(os.getpid()))
         try:
             # address="local": a new cluster even where RAY_ADDRESS names another one.
@@ -155,8 +158,6 @@ class Cluster:
                              f"{str(exc).strip()[:400]}") from None
 
     def _connect(self) -> None:
-        import logging
-        import socket
         hostport = self.address.split("://", 1)[-1]
         if self.address != "auto" and ":" in hostport:
             # Ray retries an address where nothing answers for minutes; say so at once instead.
@@ -164,20 +165,22 @@ class Cluster:
             try:
                 socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
             except (OSError, ValueError) as exc:
-                raise UsageError(f"--ray {self.address}: nothing answers there ({exc.strerror or exc}); give the "
+                why = getattr(exc, "strerror", None) or exc
+                raise UsageError(f"--ray {self.address}: nothing answers there ({why}); give the "
                                  "address of a running cluster's head (HOST:PORT, ray://HOST:10001), `auto` on one "
                                  "of its nodes, or `local`") from None
         try:
             self._init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
         except Exception as exc:
             raise UsageError(f"--ray {self.address}: could not connect to a Ray cluster there: "
-                             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                             f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
                              " (give `local`, `auto` on a cluster node, HOST:PORT of its head or ray://HOST:10001)"
                              ) from None
 
     def info(self) -> dict:
         """What the reports say about the executor."""
-        return {"kind": "ray", "address": self.address, "local_cluster": self.local, "ray_version": self.ray.__version__,
+        return {"kind": "ray", "address": self.address, "local_cluster": self.local,
+                "ray_version": self.ray.__version__,
                 "nodes": self.nodes, "cpus": self.cpus, "gpus": self.gpus, "workers": self.workers,
                 "startup_s": self.startup_s}
 
@@ -227,10 +230,7 @@ def cell_task(pins: list[str], sources: dict[str, str], timeout: float, repeat: 
     then one {"event": "result", "result": {...}} per case. ``sources``: {case id: file text}; the
     files are written into a temporary folder on the worker (under ``tmp_root`` for a local cluster,
     whose session folder is removed at the end even when this worker is killed)."""
-    import socket
 
-    from .report import version
-    from .run import iter_results
     try:
         import ray
         node = ray.util.get_node_ip_address()
@@ -280,11 +280,10 @@ def sweep(folder: str, pids: list[int], wait_s: float = 0.0) -> list[str]:
     ``pids`` (waiting up to ``wait_s`` for them to die: a task cancelled with force=True is killed a moment
     later), and any other whose worker no longer exists. A task killed with its worker cannot clean up
     after itself; the next task on that node, or the sweep the driver runs after cancelling, does."""
-    import re
     deadline = time.monotonic() + wait_s
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
@@ -295,155 +294,3 @@ def sweep(folder: str, pids: list[int], wait_s: float = 0.0) -> list[str]:
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
             removed.append(name)
     return removed
-
-
-def _remote(ray):
-    return ray.remote(cell_task)
-
-
-def describe_failure(exc: BaseException) -> str:
-    """One line for a task that Ray could not finish: the worker crashed or was killed, its node died,
-    or the task itself raised (then the last line of its traceback)."""
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    name = type(exc).__name__
-    if name.startswith("RayTaskError") and lines:
-        line = lines[-1]
-    else:
-        line = lines[0] if lines else ""
-    return f"{name}: {line[:300]}" if line else name
-
-
-# ---------------------------------------------------------------- the driver
-
-class TaskStream:
-    """Submits tasks (at most ``cluster.workers`` at a time) and yields their events as they arrive.
-
-    Each task is (key, pins, {id: source}, gpu); events come as (key, event). A task Ray could not finish
-    yields (key, {"event": "lost", "reason": ..., "missing": [ids it never reported]})."""
-
-    def __init__(self, cluster: Cluster, timeout: float, repeat: int):
-        self.cluster, self.timeout, self.repeat = cluster, timeout, repeat
-        self.ray = cluster.ray
-        self.fn = _remote(self.ray)
-        self.queue: list = []
-        self.active: dict = {}
-        self.killed: dict = {}  # (node id, folder) -> pids of workers killed with a task running
-
-    def add(self, key, pins: list[str], sources: dict[str, str], gpu: bool = False) -> None:
-        self.queue.append((key, pins, sources, gpu))
-
-    def _submit(self) -> None:
-        tmp_root = str(self.cluster.temp_dir) if self.cluster.temp_dir else None
-        while self.queue and len(self.active) < self.cluster.workers:
-            key, pins, sources, gpu = self.queue.pop(0)
-            opts = {"num_cpus": 1, "max_retries": 0, **({"num_gpus": 1} if gpu else {})}
-            gen = self.fn.options(**opts).remote(pins, sources, self.timeout, self.repeat, tmp_root)
-            self.active[gen] = {"key": key, "pending": list(sources), "node": None, "node_id": None, "pid": None,
-                                "folder": None}
-
-    def __iter__(self):
-        ray = self.ray
-        try:
-            while self.active or self.queue:
-                try:
-                    self._submit()
-                    ready, _ = ray.wait(list(self.active), num_returns=1, timeout=1.0)
-                except Exception as exc:  # the cluster itself went away (its head, the connection)
-                    reason = f"the Ray cluster could not be reached: {describe_failure(exc)}"
-                    for st in list(self.active.values()) + [{"key": q[0], "pending": list(q[2]), "node": None}
-                                                            for q in self.queue]:
-                        if st["pending"]:
-                            yield st["key"], {"event": "lost", "missing": st["pending"], "node": st["node"],
-                                              "reason": reason}
-                    self.active.clear()
-                    self.queue.clear()
-                    return
-                for gen in ready:
-                    st = self.active[gen]
-                    try:
-                        ref = next(gen)
-                    except StopIteration:
-                        del self.active[gen]
-                        if st["pending"]:
-                            yield st["key"], {"event": "lost", "missing": st["pending"], "node": st["node"],
-                                              "reason": "the Ray task ended without reporting it"}
-                        continue
-                    try:
-                        ev = ray.get(ref)
-                    except Exception as exc:
-                        del self.active[gen]
-                        self._killed(st)
-                        yield st["key"], {"event": "lost", "missing": st["pending"], "node": st["node"],
-                                          "reason": describe_failure(exc)}
-                        continue
-                    if ev.get("event") == "start":
-                        st.update(node=ev.get("node"), node_id=ev.get("node_id"), pid=ev.get("pid"),
-                                  folder=ev.get("folder"))
-                    elif ev.get("event") == "result":
-                        cid = ev["result"].get("id")
-                        if cid in st["pending"]:
-                            st["pending"].remove(cid)
-                    elif ev.get("event") == "env-error":
-                        ev["missing"], st["pending"] = st["pending"], []
-                    yield st["key"], {**ev, "node": ev.get("node", st["node"])}
-        finally:
-            self.cancel()
-
-    def cancel(self) -> None:
-        """Stop the tasks still running (Ctrl-C, an error in the driver): their workers are killed, and
-        with them the runners and cases they started; a task that has reported all its cases is only
-        cleaning up and is given a few seconds to finish. Then each node's task folders of the killed
-        workers are removed (a sweep task on that node)."""
-        ray = self.ray
-        finishing = [g for g, st in self.active.items() if not st["pending"]]
-        for gen, st in list(self.active.items()):
-            if gen in finishing:
-                continue
-            try:
-                ray.cancel(gen, force=True)
-            except Exception:
-                pass
-            self._killed(st)
-        deadline = time.monotonic() + 10
-        while finishing and time.monotonic() < deadline:
-            ready, _ = ray.wait(finishing, num_returns=1, timeout=0.5)
-            for gen in ready:
-                try:
-                    ray.get(next(gen))
-                except StopIteration:
-                    finishing.remove(gen)
-                except Exception:
-                    finishing.remove(gen)
-                    self._killed(self.active[gen])
-        for gen in finishing:
-            try:
-                ray.cancel(gen, force=True)
-            except Exception:
-                pass
-            self._killed(self.active[gen])
-        self.active.clear()
-        self.queue.clear()
-        self.sweep()
-
-    def _killed(self, st: dict) -> None:
-        if st.get("node_id") and st.get("pid"):
-            self.killed.setdefault((st["node_id"], st["folder"]), []).append(st["pid"])
-
-    def sweep(self) -> None:
-        """Remove the folders of the tasks whose workers were killed, with a task on each of their nodes
-        (skipped for a local cluster: its session folder, where they are, is removed at the end)."""
-        if not self.killed or self.cluster.temp_dir is not None:
-            self.killed.clear()
-            return
-        killed, self.killed = self.killed, {}
-        try:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-            fn = self.ray.remote(sweep)
-            refs = [fn.options(num_cpus=0, max_retries=0,
-                               scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
-                               ).remote(folder, pids, 15.0)
-                    for (node_id, folder), pids in killed.items()]
-            self.ray.wait(refs, num_returns=len(refs), timeout=30)
-        except Exception:  # a node that is gone has nothing left to sweep; the next task there sweeps the rest
-            pass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..case import Case, Context, TrainResult, _current_result, healthy_problems
 from ..notices import ScannerWarning
-from .discover import load_case
+from .discover import load_case, model_family
 from .proc import die_with_parent
 from .versions import environment, is_affected
 
@@ -140,7 +140,6 @@ def skip_reason(case: Case, model_path: str | None, env: dict) -> str | None:
     if model_path and not case.supports_model:
         return "builds its own model; --model is not supported by this case"
     if model_path and case.model_families:
-        from .discover import model_family
         family = model_family(model_path)
         if family not in case.model_families:
             return f"applies to {'/'.join(case.model_families)} models; --model is {family or 'of unknown type'}"

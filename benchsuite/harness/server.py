@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .execute import execute
 from .proc import die_with_parent
 from .versions import environment
 
@@ -58,7 +59,6 @@ def _child(path: Path, result_file: Path, log_file: Path, model: str | None, thr
     try:
         import torch
         torch.set_num_threads(threads)
-        from .execute import execute
         result = execute(path, model, repeat=repeat)
     except BaseException as exc:  # pragma: no cover - harness failure, still a result
         import traceback

@@ -35,7 +35,7 @@ give
   gradients agree, and a gradient that differs is never estimated to agree.
 
 The error measured against exact comparison on a 134M-parameter model is in
-docs/results/signature-error-cpu.md (``python -m benchsuite.bench.signature_error``).
+docs/results/signature-error-cpu.md (``python experiments/signature_error.py``).
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import datetime
 import fcntl
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -158,6 +159,33 @@ def parse_pins(pins: list[str], one_per_package: bool = False, log=None) -> dict
             log(f"{pin} -> {name}=={ver}")
         out[name] = f"{name}=={ver}"
     return out
+
+
+def expand(with_args: list[str], log=None) -> list[list[str]]:
+    """["transformers==4.40.2,4.57.6", "peft==0.10.0"] -> every combination, as lists of exact pins.
+
+    A value is NAME==V1,V2,... (a list of releases) or one requirement such as 'NAME>=A,<B', resolved to
+    the newest release it admits. Several values for one package are one axis (one environment per
+    version), never merged into one environment."""
+    axes: dict[str, list[str]] = {}
+    for arg in with_args:
+        m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^,<>=!~;\s]+(?:\s*,\s*[^,<>=!~;\s]+)+)\s*,?\s*",
+                         arg)
+        if m:  # a list of versions
+            name = parse_requirement(f"{m.group(1)}=={m.group(2).split(',')[0].strip()}")[0]
+            pins = []
+            for v in (x.strip() for x in m.group(2).split(",")):
+                try:
+                    Version(v)
+                except InvalidVersion:
+                    raise UsageError(f"--with {arg!r}: {v!r} is not a version") from None
+                pins.append(f"{name}=={v}")
+        else:
+            name, pin = next(iter(parse_pins([arg], log=log).items()))
+            pins = [pin]
+        axis = axes.setdefault(name, [])
+        axis += [p for p in pins if p not in axis]
+    return [list(c) for c in itertools.product(*axes.values())] if axes else [[]]
 
 
 def _exact_pins(pins: list[str]) -> dict[str, str]:

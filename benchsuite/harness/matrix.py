@@ -1,51 +1,19 @@
 """`benchsuite matrix`: the cases in several pinned environments, as a case x environment table."""
 from __future__ import annotations
 
-import itertools
 import json
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from packaging.version import InvalidVersion, Version
-
 from .. import strictjson
 from ..common import UsageError, check_outputs, version, write_atomic
 from . import executor, rayexec
 from .discover import resolve, select
-from .envs import parse_pins, parse_requirement
+from .envs import expand  # noqa: F401 (the --with parser for matrices; re-exported)
 from .executor import env_label
-
-
-def expand(with_args: list[str], log=None) -> list[list[str]]:
-    """["transformers==4.40.2,4.57.6", "peft==0.10.0"] -> every combination, as lists of exact pins.
-
-    A value is NAME==V1,V2,... (a list of releases) or one requirement such as 'NAME>=A,<B', resolved to
-    the newest release it admits. Several values for one package are one axis (one environment per
-    version), never merged into one environment."""
-    axes: dict[str, list[str]] = {}
-    for arg in with_args:
-        m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^,<>=!~;\s]+(?:\s*,\s*[^,<>=!~;\s]+)+)\s*,?\s*",
-                         arg)
-        if m:  # a list of versions
-            name = parse_requirement(f"{m.group(1)}=={m.group(2).split(',')[0].strip()}")[0]
-            pins = []
-            for v in (x.strip() for x in m.group(2).split(",")):
-                try:
-                    Version(v)
-                except InvalidVersion:
-                    raise UsageError(f"--with {arg!r}: {v!r} is not a version") from None
-                pins.append(f"{name}=={v}")
-        else:
-            name, pin = next(iter(parse_pins([arg], log=log).items()))
-            pins = [pin]
-        axis = axes.setdefault(name, [])
-        axis += [p for p in pins if p not in axis]
-    return [list(c) for c in itertools.product(*axes.values())] if axes else [[]]
-
 
 SHORT = {"reproduced": "REPRO", "not-reproduced": "no", "fix-failed": "FIX-FAILED", "error": "ERROR", "flaky": "FLAKY",
          "timeout": "TIMEOUT", "crashed": "CRASHED", "skipped": "skip"}

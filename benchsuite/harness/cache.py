@@ -63,12 +63,18 @@ def disk_usage(items: list[dict]) -> int:
 
 def freed_by(items: list[dict]) -> int:
     """The disk space removing these entries gives back: the files none of whose names lives elsewhere (a
-    file of an environment that uv's cache also links stays, unless uv's cache goes too)."""
+    file of an environment that uv's cache also links stays, unless uv's cache goes too). Sets each entry's
+    ``freed_bytes``: its share (a freed file shared by several of them counts for the first)."""
     links: dict[tuple[int, int], list[int]] = {}
     for e in items:
         for k, (b, n) in _inodes(e).items():
             links.setdefault(k, [b, n, 0])[2] += 1
-    return sum(b for b, n, here in links.values() if here >= n)
+    gone = {k for k, (_, n, here) in links.items() if here >= n}
+    for e in items:
+        mine = gone & set(_inodes(e))
+        e["freed_bytes"] = sum(links[k][0] for k in mine)
+        gone -= mine
+    return sum(e["freed_bytes"] for e in items)
 
 
 def _uv_entry(root: Path) -> dict | None:
@@ -122,7 +128,7 @@ def _stale_ray_sessions(root: Path) -> list[dict]:
         pid = d.name.split("-", 1)[0]
         if d.is_dir() and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             e: dict = {"kind": "ray-session", "path": str(d)}
-            e["freed"] = freed_by([e])
+            freed_by([e])
             out.append(e)
             shutil.rmtree(d, ignore_errors=True)
     return out
@@ -198,7 +204,7 @@ def _prune(root: Path, say, *, show_all, older_than, json_path) -> int:
     items = entries()
     disk_usage(items)
     removed = _doomed(items, show_all, older_than)
-    freed = freed_by(removed)
+    freed = freed_by(removed)  # and each entry's share
     for e in removed:
         shutil.rmtree(e["path"], ignore_errors=True)
         if e["kind"] == "environment":
@@ -206,9 +212,9 @@ def _prune(root: Path, say, *, show_all, older_than, json_path) -> int:
     if show_all:  # locks of environments removed by hand
         shutil.rmtree(root / "locks", ignore_errors=True)
     ray = _stale_ray_sessions(root)
-    freed += sum(e["freed"] for e in ray)
+    freed += sum(e["freed_bytes"] for e in ray)
     for e in removed + ray:
-        say(f"removed {e['path']} ({_mib(e['bytes'])})")
+        say(f"removed {e['path']} ({_mib(e['freed_bytes'])} freed)")
     kept = " (files of the environments that uv's cache also links stay there)" if not show_all else ""
     say(f"pruned {len(removed) + len(ray)} entr{'y' if len(removed) + len(ray) == 1 else 'ies'}, {_mib(freed)} "
         f"freed on disk{kept}, in {root}")

@@ -14,6 +14,11 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def envelope(kind: str, fields: dict) -> dict:
+    """Every JSON result benchsuite writes: {"benchsuite_version", "kind", ...fields}."""
+    return {"benchsuite_version": version(), "kind": kind, **fields}
+
+
 def cache_root() -> Path:
     """Where benchsuite keeps what it caches: $BENCHSUITE_CACHE, default ~/.cache/benchsuite."""
     return Path(os.environ.get("BENCHSUITE_CACHE", Path.home() / ".cache" / "benchsuite"))

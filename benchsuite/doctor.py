@@ -42,12 +42,13 @@ from .catalogue import (  # noqa: F401 (re-exported: doctor's API before the cat
     watch_known_cases,
     watch_lines,
 )
+from .common import envelope
 from .diagnose import logs, ranking
 from .diagnose import report as symptom_report
 from .harness.discover import case_files, check_model_path, load_case, select
 from .harness.envs import EnvError, ensure, parse_pins
 from .harness.execute import skip_reason
-from .harness.report import UsageError, check_output, version, write_atomic
+from .harness.report import UsageError, check_output, write_atomic
 from .harness.run import run_cases
 from .harness.versions import environment, is_affected
 
@@ -281,9 +282,9 @@ def main(*, cases_dir: Path, with_: list[str], run_cases: bool = False, model: s
         proven = verified(row["id"], cases_dir) if row.get("category") == "applies" else {}
         for fx in row.get("fixes") or []:
             fx["verified"] = proven.get(fx["name"], [])
-    doc = {"benchsuite_version": version(), "kind": "doctor", "pins": list(pins.values()),
+    doc = envelope("doctor", {"pins": list(pins.values()),
            "python": python, "cases_dir": str(cases_dir), "model": model, "ran": bool(run_cases), "all": bool(show_all),
-           "environment": data["environment"], "cases": data["cases"]}
+           "environment": data["environment"], "cases": data["cases"]})
     if run_cases:
         _run(doc, python, model, jobs=jobs, timeout=timeout)
     doc["duration_s"] = round(time.perf_counter() - t0, 1)
@@ -331,9 +332,9 @@ def _answer_symptom(symptom: dict, data: dict, pins: dict, python: str, cases_di
     else:
         matches = ranking.by_log(symptom["log"], rows)
         shown = {"log": {k: v for k, v in symptom["log"].items() if k != "text"}}
-    doc = {"benchsuite_version": version(), "kind": "doctor", "pins": list(pins.values()), "python": python,
+    doc = envelope("doctor", {"pins": list(pins.values()), "python": python,
            "cases_dir": str(cases_dir), "environment": data["environment"], "symptom": shown,
-           "matches": matches, "duration_s": round(time.perf_counter() - t0, 1)}
+           "matches": matches, "duration_s": round(time.perf_counter() - t0, 1)})
     quiet = "-" in (json_path, markdown_path)
     print(f"benchsuite doctor ({'with ' + ' '.join(doc['pins']) if doc['pins'] else 'this environment'}): "
           f"{_env_line(doc['environment'])}", file=sys.stderr if quiet else sys.stdout)

@@ -34,4 +34,4 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    return engine.main(args)
+    return engine.main(**{k: getattr(args, k) for k in engine.OPTIONS})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .. import strictjson
-from ..common import check_output, version, write_atomic
+from ..common import check_output, envelope, write_atomic
 from ..info import collect, render
 from . import _options
 
@@ -23,7 +23,7 @@ def main(json_path: str | None = None) -> int:
     check_output(json_path, "--json")
     info = collect()
     if json_path:
-        write_atomic(json_path, strictjson.dumps({"benchsuite_version": version(), "kind": "info", **info}, indent=2))
+        write_atomic(json_path, strictjson.dumps(envelope("info", {**info}), indent=2))
         if json_path != "-":
             print(f"wrote {json_path}", file=sys.stderr)
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import strictjson
-from ..common import check_output, version, write_atomic
+from ..common import check_output, envelope, write_atomic
 from ..harness import catalogue_doc
 from ..harness.discover import case_files, load_case, select
 from . import _options
@@ -38,8 +38,8 @@ def main(cases_dir: Path, keyword: str | None = None, tags: list[str] | None = N
             broken += 1
             rows.append({"id": path.stem, "broken": f"{type(exc).__name__}: {exc}"})
     if json_path:
-        write_atomic(json_path, strictjson.dumps({"benchsuite_version": version(), "kind": "list",
-                                                  "cases_dir": str(cases_dir), "cases": rows}, indent=2))
+        doc = envelope("list", {"cases_dir": str(cases_dir), "cases": rows})
+        write_atomic(json_path, strictjson.dumps(doc, indent=2))
         return 1 if broken else 0
     if markdown_path:
         catalogue_doc.write([r for r in rows if "broken" not in r], markdown_path, matrix)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from .. import refresh as engine
 from .. import strictjson
+from ..common import envelope
 from ..harness import catalogue_doc, executor, rayexec
 from ..harness.discover import default_cases_dir
-from ..harness.report import UsageError, check_output, version, write_atomic
+from ..harness.report import UsageError, check_output, write_atomic
 from . import _options
 from . import site as site_command
 
@@ -87,9 +88,9 @@ def main(cases_dir: Path, matrix: Path, packages: list[str], *, since, write: bo
     for cid, error in broken:
         log(f"{cid}: BROKEN CASE FILE, left out: {error}")
     paths = [p for _, p in cases]
-    meta = {"benchsuite_version": version(), "kind": "refresh", "matrix": str(matrix),
+    meta = envelope("refresh", {"matrix": str(matrix),
             "recorded": {k: str(v) for k, v in recorded.items()}, "since": since.isoformat() if since else None,
-            "new_releases": [f"{p}=={v}" for p, v in releases], "cases": len(paths)}
+            "new_releases": [f"{p}=={v}" for p, v in releases], "cases": len(paths)})
     if dry_run or not releases:
         if json_path:
             write_atomic(json_path, strictjson.dumps({**meta, "releases": [], "changelog": []}))

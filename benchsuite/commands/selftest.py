@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .. import strictjson
-from ..common import check_output, version, write_atomic
+from ..common import check_output, envelope, write_atomic
 from ..gradscan.planted import render_selftest, run_selftest
 from . import _options
 
@@ -25,7 +25,7 @@ def main(json_path: str | None = None, quick: bool = False) -> int:
     check_output(json_path, "--json")
     result = run_selftest(quick=quick)
     if json_path:
-        write_atomic(json_path, strictjson.dumps({"benchsuite_version": version(), "kind": "selftest", **result},
+        write_atomic(json_path, strictjson.dumps(envelope("selftest", {**result}),
                                                  indent=2))
         if json_path != "-":
             print(f"wrote {json_path}", file=sys.stderr)

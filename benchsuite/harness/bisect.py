@@ -15,6 +15,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .. import strictjson
+from ..common import envelope
 from . import rayexec, report
 from .declared import rewrite_affected, write_range  # noqa: F401 (re-exported)
 from .discover import load_case, resolve
@@ -307,12 +308,12 @@ def main(*, cases_dir: Path, case_id: str, package: str, from_: str | None = Non
             cluster.close()
     fix = correction(case.affected, package, result, prober.seen, versions[0], versions[-1])
     differs = disagreements(case.affected, package, prober.seen)
-    out = {"benchsuite_version": report.version(), "kind": "bisect", "case": case.id, "package": package,
+    out = envelope("bisect", {"case": case.id, "package": package,
            "range": [versions[0], versions[-1]], "releases": len(versions), "probes": len(prober.seen),
            "declared_affected": case.affected, "package_declared": declared_here, "result": result,
            "seen": prober.seen, "suggested_affected": fix, "disagreements": differs,
            "agrees_with_declaration": not differs, "executor": executor,
-           "duration_s": round(time.perf_counter() - t0, 1)}
+           "duration_s": round(time.perf_counter() - t0, 1)})
     code, lines = verdict(case.id, case.affected, package, result, prober.seen, versions)
     say = (lambda m: print(m, file=sys.stderr)) if json_path == "-" else print
     for line in lines:

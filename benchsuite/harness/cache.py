@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from .. import strictjson
+from ..common import envelope
 from .envs import build_lock_path, cache_root, uv_cache_dir
-from .report import UsageError, check_output, version, write_atomic
+from .report import UsageError, check_output, write_atomic
 
 Inodes = dict[tuple[int, int], tuple[int, int]]
 
@@ -177,10 +178,9 @@ def _list(root: Path, say, *, show_all, older_than, json_path) -> int:
             "versions hard-link files from it, new builds do not. `uv cache clean` empties it if nothing else of "
             "yours uses uv.")
     if json_path:
-        write_atomic(json_path, strictjson.dumps({"benchsuite_version": version(), "kind": "cache",
-                                                  "root": str(root), "disk_bytes": on_disk,
+        write_atomic(json_path, strictjson.dumps(envelope("cache", {"root": str(root), "disk_bytes": on_disk,
                                                   "prune_frees_bytes": default, "prune_all_frees_bytes": everything,
-                                                  "entries": items}))
+                                                  "entries": items})))
     return 0
 
 
@@ -219,8 +219,8 @@ def _prune(root: Path, say, *, show_all, older_than, json_path) -> int:
     say(f"pruned {len(removed) + len(ray)} entr{'y' if len(removed) + len(ray) == 1 else 'ies'}, {_mib(freed)} "
         f"freed on disk{kept}, in {root}")
     if json_path:
-        write_atomic(json_path, strictjson.dumps({"benchsuite_version": version(), "kind": "cache-prune",
-                                                  "root": str(root), "freed_bytes": freed, "removed": removed + ray}))
+        doc = envelope("cache-prune", {"root": str(root), "freed_bytes": freed, "removed": removed + ray})
+        write_atomic(json_path, strictjson.dumps(doc))
     return 0
 
 

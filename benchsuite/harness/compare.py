@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .. import strictjson
 from ..bench.grid import label
-from .report import UsageError, agrees, check_output, version, write_atomic
+from ..common import envelope
+from .report import UsageError, agrees, check_output, write_atomic
 
 
 def kind_of(doc) -> str:
@@ -140,7 +141,7 @@ def main(*, a_path: str, b_path: str, threshold: float = 0.10, json_path: str | 
     say(f"{ka} results: {len(changes)} change(s), {worse} for the worse"
         + (f" (bench figures: threshold {100 * threshold:.0f}%)" if ka == "bench" else ""))
     if json_path:
-        write_atomic(json_path, strictjson.dumps({"benchsuite_version": version(), "kind": "compare", "of": ka,
+        write_atomic(json_path, strictjson.dumps(envelope("compare", {"of": ka,
                                             "a": a_path, "b": b_path, "threshold": threshold,
-                                            "changes": changes}, indent=2, default=str))
+                                            "changes": changes}), indent=2, default=str))
     return 1 if changes else 0

@@ -9,7 +9,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from .. import strictjson
-from ..common import UsageError, check_outputs, version, write_atomic
+from ..common import UsageError, check_outputs, envelope, write_atomic
 from . import executor, rayexec
 from .discover import resolve, select
 from .envs import expand  # noqa: F401 (the --with parser for matrices; re-exported)
@@ -128,10 +128,10 @@ def main(*, cases_dir: Path, ids: list[str], with_: list[str], keyword: str | No
         print(message, file=sys.stderr, flush=True)
 
     envs = expand(with_, log=log)
-    meta: dict[str, Any] = {"benchsuite_version": version(), "kind": "matrix",
-            "command": " ".join(["benchsuite"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environments": [env_label(p) for p in envs], "cases_dir": str(cases_dir),
-            "repeat": repeat, "executor": {"kind": "local", "jobs": jobs}}
+    meta: dict[str, Any] = envelope("matrix", {
+        "command": " ".join(["benchsuite"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environments": [env_label(p) for p in envs], "cases_dir": str(cases_dir),
+        "repeat": repeat, "executor": {"kind": "local", "jobs": jobs}})
     order = {p.stem: i for i, p in enumerate(paths)}
 
     def ordered(cells):

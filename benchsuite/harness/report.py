@@ -6,7 +6,7 @@ import time
 from xml.sax.saxutils import escape, quoteattr
 
 from .. import strictjson
-from ..common import UsageError, check_output, version, write_atomic  # noqa: F401 (re-exported)
+from ..common import UsageError, check_output, envelope, version, write_atomic  # noqa: F401 (re-exported)
 
 PASSING = {"reproduced", "not-reproduced"}
 
@@ -79,7 +79,7 @@ def why_not_here(r: dict) -> str:
 
 
 def document(results: list[dict], meta: dict) -> dict:
-    return {"benchsuite_version": version(), "kind": "run", **meta, "summary": summary(results), "results": results}
+    return envelope("run", {**meta, "summary": summary(results), "results": results})
 
 
 def summary(results: list[dict]) -> dict:

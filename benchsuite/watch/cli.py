@@ -204,7 +204,8 @@ def _render_model(m: dict, findings: list[dict], pad: str, several: bool) -> lis
             if f.get("cases"):
                 out.append(f"{pad}  catalogue cases that explain it, best first: {', '.join(f['cases'])}")
     zero_steps = m.get("zero_gradient_steps") or []
-    if zero_steps and not any(f["kind"] == "zero-everywhere" and f["status"] == "open" for f in findings):
+    if zero_steps and not any(f["kind"] in ("zero-everywhere", "rl-few-signal") and f["status"] == "open"
+                              for f in findings):
         out.append(f"{pad}{_plural(len(zero_steps), 'step')} with a gradient of exactly zero everywhere (e.g. zero "
                    f"advantage): not a finding on its own")
     return out
@@ -294,24 +295,28 @@ def main(args) -> int:
         print(f"{PREFIX} exit code {FINDINGS_AT_END_EXIT}: the script exited 0, but findings were confirmed at its "
               f"end (--policy raise could not stop it earlier)", file=sys.stderr)
     if args.json:
-        from benchsuite import __version__
-        doc = {"benchsuite_version": __version__, "command": command, "exit_code": code,
-               "script_exit_code": script_code,
-               "wall_seconds": wall, "policy": args.policy, "every": args.every, "confirm": args.confirm,
-               "verdict": verdict(procs), "attached": len(procs),
-               "processes": [s for s in procs if s.get("optimizer_steps")],
-               "other_processes": [{"pid": s["pid"], "argv": s.get("argv"), "error": s.get("error")}
-                                   for s in procs if not s.get("optimizer_steps")]}
-        from benchsuite.doctor import watch_known_cases  # issue 15: the same data as the "known cases" lines
-        doc["known_cases"] = watch_known_cases(procs)
-        try:
-            if args.json == "-":
-                print(strictjson.dumps(doc, indent=2))
-            else:
-                Path(args.json).expanduser().write_text(strictjson.dumps(doc, indent=2))
-        except OSError as exc:
-            print(f"{PREFIX} could not write {args.json}: {exc}", file=sys.stderr)
+        _write_json(args, command, code, script_code, wall, procs)
     return code
+
+
+def _write_json(args, command: list, code: int, script_code: int, wall: float, procs: list[dict]) -> None:
+    from benchsuite import __version__
+    doc = {"benchsuite_version": __version__, "command": command, "exit_code": code,
+           "script_exit_code": script_code,
+           "wall_seconds": wall, "policy": args.policy, "every": args.every, "confirm": args.confirm, "rl": args.rl,
+           "verdict": verdict(procs), "attached": len(procs),
+           "processes": [s for s in procs if s.get("optimizer_steps")],
+           "other_processes": [{"pid": s["pid"], "argv": s.get("argv"), "error": s.get("error")}
+                               for s in procs if not s.get("optimizer_steps")]}
+    from benchsuite.doctor import watch_known_cases  # issue 15: the same data as the "known cases" lines
+    doc["known_cases"] = watch_known_cases(procs)
+    try:
+        if args.json == "-":
+            print(strictjson.dumps(doc, indent=2))
+        else:
+            Path(args.json).expanduser().write_text(strictjson.dumps(doc, indent=2))
+    except OSError as exc:
+        print(f"{PREFIX} could not write {args.json}: {exc}", file=sys.stderr)
 
 
 def _terminal_foreground() -> bool:

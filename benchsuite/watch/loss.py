@@ -11,6 +11,7 @@ import weakref
 from . import kinds as K
 
 LOG2 = math.log(2.0)
+LOG2_TOL = 1.2e-7       # log 2 in float32, within two units in the last place: a pairwise loss of margin ~0
 FLAT_STEPS = 5          # a loss equal to the bit at this many steps in a row is "exactly constant"
 DIVERGE_FACTOR = 10.0   # the recent losses' median above this many times the first ones'...
 DIVERGE_MARGIN = 1.0    # ...and above them by this much
@@ -104,7 +105,8 @@ class LossTrack:
             self.diverge_streak, self.diverge_since = 0, None
             return
         self.nonfinite_streak = 0
-        if prev is not None and value == prev and value != 0.0:
+        same = prev is not None and (value == prev or (abs(value - LOG2) <= LOG2_TOL and abs(prev - LOG2) <= LOG2_TOL))
+        if same and value != 0.0:
             self.flat_streak += 1
             self.flat_since = self.flat_since if self.flat_since is not None else self.values[-2][0]
         else:
@@ -126,14 +128,16 @@ class LossTrack:
         return a > 0 and b > DIVERGE_FACTOR * a and b - a > DIVERGE_MARGIN
 
     def active(self, final: bool, confirm: int, rl: bool, scaler_seen: bool) -> dict[str, dict]:
-        """{kind: {"since", "cause", "signs", "evidence"}} for the loss findings whose evidence is complete."""
+        """{kind: {"since", "cause", "signs", "evidence"}} for the loss findings whose evidence is complete. The
+        loss is "exactly constant" when it repeats to the bit (or stays at log 2 within float32's rounding) at
+        FLAT_STEPS steps in a row."""
         out: dict[str, dict] = {}
         n = len(self.nonfinite_steps)
         if n and (self.nonfinite_streak >= confirm or (final and (n >= confirm or n == len(self.values)))):
             out[K.LOSS_NONFINITE] = self._nonfinite(scaler_seen)
         if not rl and self.flat_streak >= FLAT_STEPS:
             value = self.values[-1][1]
-            log2 = abs(value - LOG2) < 1e-6
+            log2 = abs(value - LOG2) <= LOG2_TOL
             cause = ("the loss is log 2 = 0.6931 at every step: a pairwise/preference loss (DPO, a reward model) "
                      "whose chosen and rejected cannot be told apart (identical pairs, a margin that is always 0, a "
                      "reward read where both sequences are the same), so its gradient is rounding noise"

@@ -65,6 +65,7 @@ def load_kernel(index: int) -> DeviceState:
     if err is not None:
         st.error = err
         return st
+    assert facts is not None  # driver() gives the facts or the error
     if index >= len(facts["devices"]):
         st.error = f"the driver reports {len(facts['devices'])} device(s), not cuda:{index}"
         return st
@@ -90,6 +91,7 @@ def load_kernel(index: int) -> DeviceState:
                             f"{fat['driver_floor']}), this one supports CUDA {cuda_version_text(drv)}")
     nv, nerr = nvrtc()
     if nv is None:
+        assert nerr is not None  # nvrtc() gives an NVRTC or the error
         st.error = "; ".join(attempts + [nerr])
         return st
     try:
@@ -139,7 +141,8 @@ class _Plan:
 
     def __init__(self):
         self.tables = _native.TableCache()
-        self.dev_table = self.acc = None
+        self.dev_table: torch.Tensor | None = None
+        self.acc: torch.Tensor | None = None
         self.n = -1
         self.parity = 0
 
@@ -159,11 +162,14 @@ def launch(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
         plan = _plans[key] = _Plan()
     n = len(tensors)
     if plan.tables.update(tensors):
+        assert plan.tables.table is not None  # update() built it
         # A fresh pinned block per upload: torch's host allocator keeps it until the copy is done.
         plan.dev_table = plan.tables.table.pin_memory().to(device, non_blocking=True)
         if n != plan.n:
             plan.acc = torch.zeros((2, n * 6), dtype=torch.int64, device=device)
             plan.n, plan.parity = n, 0
+    # The first launch on a plan uploads the table and allocates the accumulators (plan.n starts at -1).
+    assert plan.acc is not None and plan.dev_table is not None
     cur, nxt = plan.acc[plan.parity], plan.acc[1 - plan.parity]
     try:
         _core.cuda_scan(index, handle, plan.dev_table.data_ptr(), n, plan.tables.total, cur.data_ptr(),

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -119,8 +120,7 @@ def nvrtc_candidates() -> list[str]:
         if home:
             out += sorted(glob.glob(os.path.join(home, "lib64", "libnvrtc.so*")), reverse=True)
     out += ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"]
-    seen: set[str] = set()
-    return [p for p in out if not (p in seen or seen.add(p))]
+    return list(dict.fromkeys(out))  # each once, in order
 
 
 class Nvrtc:
@@ -231,8 +231,8 @@ def compile_kernel(nv: Nvrtc, target: str) -> tuple[bytes, dict]:
     key = hashlib.sha256("\0".join([source, abi, *options, f"{nv.version}", nv.path]).encode()).hexdigest()[:20]
     suffix = "cubin" if target.startswith("sm_") else "ptx"
     path = kernel_cache_dir() / f"gradscan-{target}-nvrtc{nv.version[0]}.{nv.version[1]}-{key}.{suffix}"
-    facts = {"target": target, "nvrtc": f"{nv.version[0]}.{nv.version[1]}", "nvrtc_path": nv.path,
-             "cache_file": str(path)}
+    facts: dict[str, Any] = {"target": target, "nvrtc": f"{nv.version[0]}.{nv.version[1]}", "nvrtc_path": nv.path,
+                             "cache_file": str(path)}
     try:
         image = path.read_bytes()
         if image:

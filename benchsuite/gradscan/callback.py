@@ -5,7 +5,7 @@ import json
 import os
 import time
 import warnings
-from typing import IO, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -59,7 +59,7 @@ class GradScanHook:
         self.seconds = 0.0
         self.scans = 0
         self.tracker = verdicts.Tracker(confirm=confirm)
-        self._optimizer = None
+        self._optimizer: torch.optim.Optimizer | None = None
         self._params: dict[str, torch.Tensor] = {}
         self._log: IO[str] | None = open(log_path, "a", encoding="utf-8") if log_path else None
         self._calls = 0
@@ -76,7 +76,8 @@ class GradScanHook:
         t0 = time.perf_counter()
         report = scan(self.model, backend=self.backend, step=step)
         self._params = dict(named_trainable(self.model))
-        lrs = verdicts.group_lrs(self._optimizer, {id(p): n for n, p in self._params.items()}) \
+        lrs: dict[str, float | None] = \
+            verdicts.group_lrs(self._optimizer, {id(p): n for n, p in self._params.items()}) \
             if self._optimizer is not None else {}
         explained = {r.name for r in report.records if r.expected_zero}
         self.tracker.observe(step, report.records, lrs, explained, self._checksums)
@@ -111,6 +112,7 @@ class GradScanHook:
                 known = self.describe_known(kind, names)
                 text += f"; {known}" if known else ""
             if self.policy == "raise":
+                assert report is not None  # a finding rests on scans: there was one
                 raise GradientProblemError(report, text, self.tracker.report())
             if self.policy == "warn":
                 warnings.warn(text, RuntimeWarning, stacklevel=2)
@@ -151,7 +153,13 @@ def _trainer_callback_base():
     return TrainerCallback
 
 
-class GradScanCallback(_trainer_callback_base()):
+if TYPE_CHECKING:  # what the base is wherever transformers is installed
+    from transformers import TrainerCallback as _TrainerCallbackBase
+else:
+    _TrainerCallbackBase = _trainer_callback_base()
+
+
+class GradScanCallback(_TrainerCallbackBase):
     """transformers.Trainer callback: scans every trainable gradient before each optimizer step.
 
     It scans at ``on_pre_optimizer_step`` (gradients are complete, after clipping) and takes the verdicts
@@ -164,8 +172,8 @@ class GradScanCallback(_trainer_callback_base()):
     def __init__(self, policy: str = "warn", log_path: str | os.PathLike | None = None, every: int = 1,
                  backend: str = "auto", confirm: int = 3,
                  describe_known: Callable[[str, list[str]], str] | None = None):
-        self._args = dict(policy=policy, log_path=log_path, every=every, backend=backend, confirm=confirm,
-                          describe_known=describe_known)
+        self._args: dict[str, Any] = dict(policy=policy, log_path=log_path, every=every, backend=backend,
+                                          confirm=confirm, describe_known=describe_known)
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         self.hook: GradScanHook | None = None

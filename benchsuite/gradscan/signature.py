@@ -242,6 +242,7 @@ def launch_signatures(tensors: list[torch.Tensor], device: torch.device) -> tupl
     handle = int(torch.cuda.current_stream(index).cuda_stream)
     tables = _cuda._native.TableCache()
     tables.update(tensors)
+    assert tables.table is not None  # a fresh cache: update() built it
     n = len(tensors)
     dev_table = tables.table.to(device)
     acc = torch.zeros(n * 6, dtype=torch.int64, device=device)

@@ -6,8 +6,10 @@ import math
 import os
 import tempfile
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
+from ..gradscan import scan
+from ..models import tiny_llama, write_chatglm
 from .launch import backend_for, launch, raise_rank_error
 from .result import TrainResult, _current_result
 
@@ -65,7 +67,7 @@ class Context:
         with open(result_path) as f:
             done = json.load(f)
         for category, message in done.get("warnings", []):
-            warnings.warn(message, type(category, (UserWarning,), {"__module__": "benchsuite.rank"}))
+            warnings.warn(message, type(category, (UserWarning,), {"__module__": "benchsuite.rank"}), stacklevel=1)
         return TrainResult(precomputed=done["summary"])
 
     # -- data
@@ -105,7 +107,6 @@ class Context:
             from transformers import AutoModelForCausalLM
             return AutoModelForCausalLM.from_pretrained(self.model_path, trust_remote_code=True,
                                                         torch_dtype=torch.float32)
-        from ..models import tiny_llama
         return tiny_llama("causal", seed=self.seed)
 
     def seq_cls_model(self, num_labels: int = 1):
@@ -117,14 +118,11 @@ class Context:
             if getattr(model.config, "pad_token_id", None) is None:
                 model.config.pad_token_id = getattr(model.config, "eos_token_id", None) or 0
             return model
-        from ..models import tiny_llama
         return tiny_llama("seq_cls", seed=self.seed, num_labels=num_labels)
 
     def chatglm_path(self) -> str:
         """A ChatGLM-style remote-code checkpoint: the user's --model, else benchsuite's own, written once."""
-        import os
 
-        from ..models import write_chatglm
         if self.model_path:
             return self.model_path
         path = os.path.join(self.workdir, "chatglm")
@@ -151,7 +149,7 @@ class Context:
 
     def lora_config(self, model, task_type: str | None, **overrides):
         from peft import LoraConfig
-        kw = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=self.lora_targets(model))
+        kw: dict[str, Any] = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=self.lora_targets(model))
         if task_type:
             kw["task_type"] = task_type
         kw.update(overrides)
@@ -188,7 +186,6 @@ class Context:
         """A tiny Llama (``task`` "causal" or "seq_cls") whose vocabulary is ``ctx.tokenizer()``'s:
         pad 0, eos (and bos) 1. ``config_overrides`` go to ``LlamaConfig`` (e.g. ``num_labels=1``,
         ``tie_word_embeddings=True``)."""
-        from ..models import tiny_llama
         if task not in ("causal", "seq_cls"):
             raise ValueError(f"ctx.text_model(task=...) is 'causal' or 'seq_cls', not {task!r}")
         cfg = dict(vocab_size=len(self.WORDS), pad_token_id=0, eos_token_id=1, bos_token_id=1)
@@ -208,7 +205,6 @@ class Context:
         zeros of a fresh adapter) under ``ctx.workdir/name`` and return its folder. ``base`` is the model
         to wrap (default ``ctx.text_model()``); ``task_type`` and ``lora_overrides`` go to
         ``ctx.lora_config``. The base model itself is not saved."""
-        import os
 
         import torch
         from peft import get_peft_model
@@ -237,7 +233,6 @@ class Context:
         default; a case that is about them sets them). ``tokenizer`` is passed as ``processing_class``
         (default ``ctx.tokenizer()``); ``trainer_kwargs``: the trainer's other arguments
         (``reward_funcs=``, ``ref_model=``, ``peft_config=``, ...)."""
-        import os
         kw = dict(output_dir=os.path.join(self.workdir, trainer_cls.__name__.lower()), max_steps=2,
                   per_device_train_batch_size=4, learning_rate=1e-2, report_to="none", use_cpu=True,
                   save_strategy="no", logging_steps=1, disable_tqdm=True, seed=self.seed,
@@ -282,12 +277,10 @@ class Context:
         4 decimals and in which a NaN loss is replaced (logging_nan_inf_filter).
         """
         dataset = dataset if dataset is not None else self.dataset(model)
-        import tempfile
 
         import torch
         from transformers import Trainer, TrainerCallback, TrainingArguments
 
-        from ..gradscan import scan
         trainer_class = trainer_class or Trainer
         if not (isinstance(trainer_class, type) and issubclass(trainer_class, Trainer)):
             raise TypeError(f"trainer_class must be transformers.Trainer or a subclass, not {trainer_class!r}")
@@ -311,9 +304,9 @@ class Context:
 
         from torch.optim.optimizer import register_optimizer_step_pre_hook
         handle = register_optimizer_step_pre_hook(pre_step)
-        kw = dict(output_dir=tempfile.mkdtemp(dir=self.workdir), max_steps=3, per_device_train_batch_size=2,
-                  learning_rate=1e-2, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
-                  disable_tqdm=True, seed=self.seed)
+        kw: dict[str, Any] = dict(output_dir=tempfile.mkdtemp(dir=self.workdir), max_steps=3,
+                                  per_device_train_batch_size=2, learning_rate=1e-2, report_to="none", use_cpu=True,
+                                  save_strategy="no", logging_steps=1, disable_tqdm=True, seed=self.seed)
         kw.update(training_args)
         try:
             trainer = trainer_class(model=model, args=TrainingArguments(**kw), train_dataset=dataset,
@@ -326,7 +319,9 @@ class Context:
                 micro.append(float(loss.detach().float().mean()))
                 return loss
 
-            trainer.training_step = recording_training_step  # the instance's: subclasses' overrides still run
+            # The instance's own attribute, on purpose: subclasses' overrides still run (mypy forbids assigning
+            # to a method of transformers' Trainer).
+            trainer.training_step = recording_training_step  # type: ignore[method-assign]
             trainer.train()
         finally:
             handle.remove()
@@ -345,7 +340,6 @@ class Context:
         """
         import torch
 
-        from ..gradscan import scan
         torch.manual_seed(self.seed)
         if train_mode:
             model.train()

@@ -18,12 +18,15 @@ leaves through multiprocessing's os._exit: a gloo process group's teardown can w
 """
 from __future__ import annotations
 
+import builtins
 import functools
+import importlib.util
 import json
 import os
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
 
 from ..harness.proc import die_with_parent
@@ -46,12 +49,13 @@ def backend_for(nproc: int) -> str:
 def _function(file: str, name: str):
     """The case file's function: from the module the harness loaded (the ranks are forked from the
     scenario process), else loaded from the file."""
-    import importlib.util
     mod_name = f"benchsuite_case_{Path(file).stem.replace('-', '_')}"
     loaded = sys.modules.get(mod_name)
     if loaded is not None and getattr(loaded, "__file__", None) == file and hasattr(loaded, name):
         return getattr(loaded, name)
     spec = importlib.util.spec_from_file_location(mod_name, file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{file}: not a Python file that can be imported")
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     spec.loader.exec_module(module)
@@ -114,7 +118,6 @@ def launch(spec_path: str, nproc: int, context_cls: type) -> None:
     """Run the ranks with torchrun's launcher; returns when they have all finished (a failed rank's error
     file says why; torchrun's ChildFailedError is then raised, which ctx.torchrun replaces by the rank's
     own exception)."""
-    import uuid
 
     from torch.distributed.launcher.api import elastic_launch
     from torch.distributed.run import config_from_args, get_args_parser
@@ -136,7 +139,6 @@ def raise_rank_error(err: dict, log_tail: str = "") -> None:
     """Raise a rank's exception again in the scenario process, as a class with the rank's class names
     (its mro, down to the nearest built-in exception), so that a symptom's ``exception=`` and ``message=``
     match it as they would in one process. The rank's traceback is the cause."""
-    import builtins
     mro = [n for n in (err.get("mro") or [err.get("type") or "RuntimeError"]) if n != "object"]
 
     def builtin(name):

@@ -119,12 +119,13 @@ class Symptom:
         exc = outcome.get("exception")
         if self.exception or self.message:
             ok = exc is not None
-            if ok and self.exception:
-                ok = self.exception in exc.get("mro", [exc["type"]])
-            if ok and self.message:
-                ok = re.search(self.message, exc["message"]) is not None
-            if ok:
-                evidence["exception"] = f"{exc['type']}: {exc['message']}"[:500]
+            if exc is not None:
+                if self.exception:
+                    ok = self.exception in exc.get("mro", [exc["type"]])
+                if ok and self.message:
+                    ok = re.search(self.message, exc["message"]) is not None
+                if ok:
+                    evidence["exception"] = f"{exc['type']}: {exc['message']}"[:500]
             checks.append(ok)
         if self.warning:
             hit = next((w for w in outcome.get("warnings", []) if re.search(self.warning, w)), None)

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import strictjson
@@ -118,18 +119,39 @@ def check_device(device: str | None, option: str = "--device") -> str:
     return str(dev)
 
 
-def main(args) -> int:
+@dataclass
+class Options:
+    """What `benchsuite bench` was asked for (its command-line options, by name)."""
+    model: str = "tiny-llama"
+    seq_len: int = 512
+    batch: int = 4
+    grid: list[str] = field(default_factory=list)
+    steps: int = 3
+    warmup: int = 1
+    device: str | None = None
+    scan: bool = False
+    max_memory_mb: int | None = None
+    timeout: float = 600.0
+    json_path: str | None = None
+    markdown_path: str | None = None
+    plot_path: str | None = None
+    budget_gib: float | None = None
+
+
+def main(**options) -> int:
+    """The grid run as `benchsuite bench` runs it; options as Options names them (a usage error is
+    raised before the first configuration)."""
+    args = Options(**options)
     device = check_device(args.device)
     grid = parse_grid(args.grid, device, args.batch)
     model = args.model if args.model in MODELS else check_model_path(args.model)
-    for opt, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
+    for opt, path in (("--json", args.json_path), ("--markdown", args.markdown_path), ("--plot", args.plot_path)):
         check_output(path, opt)
-    budget = getattr(args, "budget", None)
-    if budget is not None and not budget > 0:
-        raise UsageError(f"--budget {budget:g}: a memory budget in GiB, more than 0")
-    if args.plot == "-":
+    if args.budget_gib is not None and not args.budget_gib > 0:
+        raise UsageError(f"--budget {args.budget_gib:g}: a memory budget in GiB, more than 0")
+    if args.plot_path == "-":
         raise UsageError("--plot needs a file name (a PNG cannot go to stdout)")
-    if args.plot:
+    if args.plot_path:
         try:
             import matplotlib  # noqa: F401  (found now, not after the grid)
         except ImportError as exc:
@@ -154,7 +176,7 @@ def _progress(i: int, n: int, c: dict, res: dict) -> None:
         print(f"[{i}/{n}] {label(c):<32} {res['status']}: {res.get('error', '')[:120]}", file=sys.stderr, flush=True)
 
 
-def _measure(args, configs: list[dict], model: str, device: str, root: str, meta: dict) -> list[dict]:
+def _measure(args: Options, configs: list[dict], model: str, device: str, root: str, meta: dict) -> list[dict]:
     """Every configuration in turn; the JSON rewritten after each (an interrupted grid keeps what finished).
     Ctrl-C ends the loop with meta["interrupted"] set."""
     results: list[dict] = []
@@ -176,8 +198,8 @@ def _measure(args, configs: list[dict], model: str, device: str, root: str, meta
                 meta["memory_source"] = res["peak_memory_source"]
             _progress(i, len(configs), c, res)
             derive(results, signatures)
-            if args.json and args.json != "-":
-                write_atomic(args.json, strictjson.dumps({**meta, "results": results}, indent=2, default=str))
+            if args.json_path and args.json_path != "-":
+                write_atomic(args.json_path, strictjson.dumps({**meta, "results": results}, indent=2, default=str))
     except KeyboardInterrupt:
         meta["interrupted"] = True
         print(f"\ninterrupted: {len(results)} of {len(configs)} configuration(s) finished; writing their results",
@@ -186,10 +208,10 @@ def _measure(args, configs: list[dict], model: str, device: str, root: str, meta
     return results
 
 
-def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, root: str) -> int:
+def _run_grid(args: Options, grid: dict, configs: list[dict], model: str, device: str, root: str) -> int:
     for name in ("torch", "transformers", "peft"):
         __import__(name)  # warm parent: each fork starts with the libraries imported
-    budget = getattr(args, "budget", None)
+    budget = args.budget_gib
     meta = {"benchsuite_version": version(), "kind": "bench", "model": args.model, "batch": args.batch,
             "seq_len": args.seq_len, "steps": args.steps, "warmup": args.warmup, "device": device, "grid": grid,
             "scan": args.scan, "budget_gib": budget, "environment": environment(),
@@ -197,17 +219,18 @@ def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, ro
     t_all = time.perf_counter()
     results = _measure(args, configs, model, device, root, meta)
     meta["duration_s"] = round(time.perf_counter() - t_all, 1)
+    picks = recommend(results, budget) if budget else []
     if budget:
-        meta["recommendation"] = recommend(results, budget)
+        meta["recommendation"] = picks
     md = markdown(results, meta)
-    print(md, file=sys.stderr if "-" in (args.json, args.markdown) else sys.stdout)
-    if args.json:
-        write_atomic(args.json, strictjson.dumps({**meta, "results": results}, indent=2, default=str))
-    if args.markdown:
-        write_atomic(args.markdown, md)
-    if args.plot:
+    print(md, file=sys.stderr if "-" in (args.json_path, args.markdown_path) else sys.stdout)
+    if args.json_path:
+        write_atomic(args.json_path, strictjson.dumps({**meta, "results": results}, indent=2, default=str))
+    if args.markdown_path:
+        write_atomic(args.markdown_path, md)
+    if args.plot_path:
         try:
-            plot(results, args.plot, f"{args.model}, batch {args.batch} x {args.seq_len}, {device}: "
+            plot(results, args.plot_path, f"{args.model}, batch {args.batch} x {args.seq_len}, {device}: "
                                      "peak memory vs throughput", budget)
         except Exception as exc:  # results are already written: say why, keep them
             print(f"benchsuite bench: no plot ({type(exc).__name__}: {exc})", file=sys.stderr)
@@ -215,9 +238,9 @@ def _run_grid(args, grid: dict, configs: list[dict], model: str, device: str, ro
     logged = sum(1 for r in results if r.get("log"))
     if logged:
         print(f"library warnings/log lines of {logged} configuration(s) are kept in "
-              + ("the JSON (field 'log')" if args.json else "each result's 'log' field (use --json PATH)"),
+              + ("the JSON (field 'log')" if args.json_path else "each result's 'log' field (use --json PATH)"),
               file=sys.stderr)
-    for line in meta.get("recommendation", []):
+    for line in picks:
         print(line, file=sys.stderr)
     print(f"{len(results)} of {len(configs)} configuration(s) in {meta['duration_s']:.0f} s", file=sys.stderr)
     if meta.get("interrupted"):

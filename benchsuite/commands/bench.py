@@ -34,4 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    return engine.main(**{k: getattr(args, k) for k in engine.OPTIONS})
+    return engine.main(model=args.model, seq_len=args.seq_len, batch=args.batch, grid=args.grid, steps=args.steps,
+                       warmup=args.warmup, device=args.device, scan=args.scan, max_memory_mb=args.max_memory_mb,
+                       timeout=args.timeout, json_path=args.json, markdown_path=args.markdown, plot_path=args.plot,
+                       budget_gib=args.budget)

@@ -22,6 +22,7 @@ _schedulers: dict[int, weakref.ref] = {}   # id(optimizer) -> its latest LR sche
 def scheduler_made(scheduler) -> None:
     """An LRScheduler was built (LRScheduler.__init__, patched at import)."""
     opt = getattr(scheduler, "optimizer", None)
+    opt = getattr(opt, "optimizer", opt)  # accelerate's AcceleratedOptimizer wraps the torch optimizer that steps
     if opt is not None:
         _schedulers[id(opt)] = weakref.ref(scheduler)
 
@@ -29,7 +30,8 @@ def scheduler_made(scheduler) -> None:
 def scheduler_of(optimizer):
     ref = _schedulers.get(id(optimizer))
     s = ref() if ref is not None else None
-    return s if s is not None and getattr(s, "optimizer", None) is optimizer else None
+    opt = getattr(s, "optimizer", None)
+    return s if s is not None and getattr(opt, "optimizer", opt) is optimizer else None
 
 
 def describe(scheduler, total: int | None) -> str:

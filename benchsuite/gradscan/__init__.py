@@ -14,7 +14,7 @@ included); max |x| and the sum of squares cover finite values only.
   most 8 elements, < 5e-7 relative) and those sums added in float64; the (up to four) vectors loaded
   together are redone in float64 when one holds NaN/Inf or their float sums overflowed or may have
   underflowed. float64 stays in float64. Blocks add their totals with atomics, so the last bits may
-  vary between runs. CPU and CUDA agree within 1e-6 relative (tests/test_cudaemu.py runs the kernel's
+  vary between runs. CPU and CUDA agree within 1e-6 relative (tests/gradscan/test_cudaemu.py runs the kernel's
   source on the CPU).
 - torch fallback: float64 throughout (the tests' oracle).
 """

@@ -41,7 +41,8 @@ def _walk(path: Path) -> tuple[int, Inodes]:
 
 _FILES: dict[str, Inodes] = {}
 OTHER = {"kernels": "the CUDA kernel as NVRTC compiled it for this machine's GPUs",
-         "cudaemu": "the CUDA emulator's binaries (tests/test_cudaemu.py; BENCHSUITE_CUDAEMU_CACHE moves them)",
+         "cudaemu": "the CUDA emulator's binaries (tests/gradscan/test_cudaemu.py; "
+                    "BENCHSUITE_CUDAEMU_CACHE moves them)",
          "ray": "session folders of `--ray local` clusters (removed when their command ends)"}
 
 

@@ -52,7 +52,7 @@ def test_small_real_grid(tmp_path):
                                  "--batch", "2", "--steps", "1", "--warmup", "0", "--scan", "--json", str(out),
                                  "--markdown", str(md), "--plot", str(png)],
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr  # (an unknown precision is a usage error: tests/test_cli.py)
+    assert proc.returncode == 0, proc.stderr  # (an unknown precision is a usage error: tests/commands/test_cli.py)
     results = json.loads(out.read_text())["results"]
     assert len(results) == 4
     ok = [r for r in results if r["status"] == "ok"]

@@ -14,7 +14,7 @@ import pytest
 from benchsuite.harness.discover import case_files, default_cases_dir, load_case
 from benchsuite.harness.execute import execute
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "adding-a-case.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "adding-a-case.md"
 
 
 def write(folder: Path, case_id: str, source: str) -> Path:

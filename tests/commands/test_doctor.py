@@ -144,7 +144,7 @@ def test_watch_summary_names_the_case_and_its_verified_fix():
 
 
 def test_watch_on_the_silent_reentrant_failure_names_the_case(tmp_path):
-    script = Path(__file__).parent / "watch_scripts" / "trainer_lora.py"
+    script = Path(__file__).parent.parent / "watch_scripts" / "trainer_lora.py"
     proc = _cli("watch", "--json", tmp_path / "s.json", "--", sys.executable, script, "--broken", "--steps", "3",
                 "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr[-3000:]

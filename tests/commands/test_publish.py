@@ -18,7 +18,7 @@ from benchsuite.publish.osv import _events, reference
 
 # The OSV schema (ossf/osv-schema validation/schema.json) where one is provided: $OSV_SCHEMA, or shared/.
 SCHEMA = next((p for p in (os.environ.get("OSV_SCHEMA"),
-                           str(Path(__file__).resolve().parents[2] / "shared" / "osv-schema.json")) if p and
+                           str(Path(__file__).resolve().parents[3] / "shared" / "osv-schema.json")) if p and
                Path(p).is_file()), None)
 RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z")
 

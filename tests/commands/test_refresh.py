@@ -16,7 +16,7 @@ from strict import strict_loads
 from benchsuite import refresh
 from benchsuite.harness.discover import default_cases_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_recorded_versions_and_new_releases_from_the_index_listing():

@@ -1,5 +1,5 @@
 // Test driver: runs csrc/'s CPU core and csrc/gradscan_kernel.cu (compiled as C++ against cudaemu)
-// over the same tensors, and writes both results for tests/test_cudaemu.py to compare.
+// over the same tensors, and writes both results for tests/gradscan/test_cudaemu.py to compare.
 //
 //   driver --cases FILE --out FILE [--schedules inorder,reverse,...] [--workers N] [--cpu-threads N]
 //   driver --huge NUMEL --out FILE ...      (an fp16 tensor of NUMEL elements and its 1-element offset view)

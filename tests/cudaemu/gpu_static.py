@@ -315,7 +315,7 @@ def markdown(res: dict, baseline: dict | None = None) -> str:
              "probe kernels (the kernel's launch bounds) that hold one dtype's `scan_run` each. Per element = instructions in the loop with the "
              "most 16-byte loads / elements those loads bring; the fast path is the shortest way through that loop "
              "(no NaN/Inf, no overflow, no tiny values: the path every clean gradient takes). Held by "
-             "tests/test_cudaemu.py::test_static_gpu_figures. Estimates of work, not GPU timings.",
+             "tests/gradscan/test_cudaemu.py::test_static_gpu_figures. Estimates of work, not GPU timings.",
              "", "| arch | function | registers | spill stores/loads | stack |", "|---|---|---|---|---|"]
     for arch, r in res["archs"].items():
         for fn, p in r["ptxas"].items():

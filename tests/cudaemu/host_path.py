@@ -1,5 +1,5 @@
 """Run inside a process whose libcuda.so.1 is tests/cudaemu/fake_libcuda.cpp (LD_LIBRARY_PATH): the
-extension's CUDA host path end to end, over host memory. Prints one JSON line for tests/test_cudaemu.py."""
+extension's CUDA host path end to end, over host memory. Prints one JSON line for tests/gradscan/test_cudaemu.py."""
 import ctypes
 import json
 

@@ -1,4 +1,4 @@
-"""Single-line mutants of csrc/gradscan_kernel.cu (and the launch geometry in csrc/gradscan.h) against tests/test_cudaemu.py.
+"""Single-line mutants of csrc/gradscan_kernel.cu (and the launch geometry in csrc/gradscan.h) against tests/gradscan/test_cudaemu.py.
 
     python tests/cudaemu/mutants.py [--only ID,ID] [--write]      (from the repository root)
 
@@ -135,14 +135,14 @@ def run(mutant, workdir: Path) -> dict:
     target.write_text(apply(target.read_text(), old, new, nth))
     env = {**os.environ, "BENCHSUITE_CSRC": str(csrc), "BENCHSUITE_CUDAEMU_TIMEOUT": "120"}
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "tests/test_cudaemu.py",
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "tests/gradscan/test_cudaemu.py",
                         "-k", "not emulator and not static"], cwd=ROOT, env=env, capture_output=True, text=True)
-    failed = sorted(set(re.findall(r"FAILED tests/test_cudaemu.py::(\w+)", r.stdout)))
+    failed = sorted(set(re.findall(r"FAILED tests/gradscan/test_cudaemu.py::(\w+)", r.stdout)))
     compile_error = "build of driver" in r.stdout and len(failed) > 0 and all(
         "build of driver" in line for line in r.stdout.splitlines() if line.startswith("FAILED"))
     reasons = {}
     for name in failed:
-        m = re.search(rf"FAILED tests/test_cudaemu.py::{name} - (.*)", r.stdout)
+        m = re.search(rf"FAILED tests/gradscan/test_cudaemu.py::{name} - (.*)", r.stdout)
         reasons[name] = (m.group(1)[:120] if m else "")
     return {"id": mid, "what": what, "caught_by": failed, "compile_error": compile_error, "why_equivalent": why,
             "seconds": round(time.time() - t0, 1), "first_reasons": reasons}
@@ -151,7 +151,7 @@ def run(mutant, workdir: Path) -> dict:
 def markdown(rows: list[dict]) -> str:
     lines = ["# Mutants of the CUDA kernel", "",
              "`python tests/cudaemu/mutants.py --write`: each mutant changes one line of `csrc/gradscan_kernel.cu` (or the grid in `csrc/gradscan.h`); "
-             "`tests/test_cudaemu.py` (emulated kernel under 5 schedules, ASan+UBSan, TSan with two workers, CPU core "
+             "`tests/gradscan/test_cudaemu.py` (emulated kernel under 5 schedules, ASan+UBSan, TSan with two workers, CPU core "
              "and oracle comparison) runs on it. Tests: planted = test_planted_values_every_schedule, small = "
              "test_many_small_tensors, chunks = test_one_block_per_chunk, asan = test_asan_ubsan, tsan = "
              "test_tsan_two_workers, dtype = test_unknown_dtype_is_an_error, zeroing = "

@@ -17,7 +17,7 @@ from benchsuite.diagnose import errors, logs, ranking
 from benchsuite.doctor import probe
 from benchsuite.harness.discover import default_cases_dir
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
 @pytest.fixture(scope="module")

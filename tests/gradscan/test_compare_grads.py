@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).parent / "watch_scripts"
+SCRIPTS = Path(__file__).parent.parent / "watch_scripts"
 WATCH = [sys.executable, "-m", "benchsuite", "watch"]
 COMPARE = [sys.executable, "-m", "benchsuite", "compare-grads"]
 TRAINER = str(SCRIPTS / "trainer_lora.py")
@@ -203,7 +203,7 @@ def test_signature_options_are_checked_before_the_script_starts(tmp_path):
 def test_real_setups_driver_checks_the_checkout_and_patches_by_name(tmp_path):
     # python experiments/real_setups.py runs MedicalGPT's scripts (docs/results/compare-real-setups.md); without
     # a checkout it stops at once.
-    driver = Path(__file__).resolve().parent.parent / "experiments" / "real_setups.py"
+    driver = Path(__file__).resolve().parents[2] / "experiments" / "real_setups.py"
     proc = subprocess.run([sys.executable, str(driver), "--medicalgpt", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "is not a MedicalGPT checkout: training/supervised_finetuning.py" in proc.stderr

@@ -1,7 +1,7 @@
 """How the CUDA kernel reaches a GPU, checked without one: NVRTC compiles the kernel the extension carries
 for each architecture users have, the shipped fatbin holds what the build says, the route and the driver
 floor are what the docs say, a machine without a driver falls back with the reason, and selftest passes.
-(The host path against an emulated driver is in tests/test_cudaemu.py.)"""
+(The host path against an emulated driver is in tests/gradscan/test_cudaemu.py.)"""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import pytest
 
 from benchsuite.gradscan import _cuda
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "cudaemu"))
 import gpu_static  # noqa: E402  (finds cuobjdump in the nvidia-cuda-cuobjdump wheel)
 

@@ -30,7 +30,7 @@ from benchsuite.harness.envs import cache_root
 
 pytestmark = pytest.mark.cudaemu
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EMU = ROOT / "tests" / "cudaemu"
 CSRC = Path(os.environ.get("BENCHSUITE_CSRC", ROOT / "csrc")).resolve()
 CACHE = Path(os.environ.get("BENCHSUITE_CUDAEMU_CACHE") or cache_root() / "cudaemu")

@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import TEST_CACHE
 from strict import strict_loads
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(cache, *args, uv=None):
@@ -130,9 +130,9 @@ def test_a_test_run_leaves_the_users_home_and_cache_untouched(tmp_path):
     env.pop("MPLCONFIGDIR", None)
     env.pop("BENCHSUITE_CUDAEMU_CACHE", None)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/test_cache.py::test_the_tests_use_their_own_cache",
-                           "tests/test_cache.py::test_hard_linked_files_count_once_and_prune_frees_only_what_goes",
-                           "tests/test_bench.py::test_plot_shows_only_the_series_that_ran"],
+                           "tests/harness/test_cache.py::test_the_tests_use_their_own_cache",
+                           "tests/harness/test_cache.py::test_hard_linked_files_count_once_and_prune_frees_only_what_goes",
+                           "tests/bench/test_bench.py::test_plot_shows_only_the_series_that_ran"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 passed" in proc.stdout, proc.stdout[-2000:]

@@ -4,7 +4,7 @@ The cluster is benchsuite's own local cluster (rayexec.Cluster("local")), starte
 commands under test connect to it by its address, as they would to any existing cluster. One test runs
 `--ray local` itself (a cluster of its own) and checks that it leaves nothing behind. The issue's own
 command (two cases x two transformers releases, `--ray local` against a plain run) is in
-tests/test_matrix.py, beside the plain matrix it compares with (it needs the package index).
+tests/harness/test_matrix.py, beside the plain matrix it compares with (it needs the package index).
 """
 from __future__ import annotations
 

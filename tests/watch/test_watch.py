@@ -20,7 +20,7 @@ from benchsuite.gradscan import ParamRecord
 from benchsuite.gradscan import verdicts as V
 from benchsuite.watch.names import compact, group
 
-SCRIPTS = Path(__file__).parent / "watch_scripts"
+SCRIPTS = Path(__file__).parent.parent / "watch_scripts"
 CLI = [sys.executable, "-m", "benchsuite", "watch"]
 LOOP = str(SCRIPTS / "plain_loop.py")
 TRAINER = str(SCRIPTS / "trainer_lora.py")

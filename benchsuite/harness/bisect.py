@@ -247,7 +247,8 @@ def correction(affected: dict[str, str], package: str, result: dict, seen: dict[
         return None
     if not result.get("found"):
         status = result.get("status")
-        return f">={lo},<={hi}" if status == "reproduced" else f"<{lo}"
+        # reproduced at both ends: no probe says a later release is fixed, so the range stays open above
+        return f">={lo}" if status == "reproduced" else f"<{lo}"
     first = result["first"]
     return f"<{first}" if result["last_status"] == "reproduced" else f">={first}"
 

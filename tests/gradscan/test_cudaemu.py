@@ -28,7 +28,8 @@ from benchsuite.gradscan._oracle import tensor_stats
 from benchsuite.gradscan.planted import CHUNK, DTYPES, full_suite, planted
 from benchsuite.harness.envs import cache_root
 
-pytestmark = pytest.mark.cudaemu
+# one xdist worker builds and runs the emulator (pytest -n 2 --dist loadgroup)
+pytestmark = [pytest.mark.cudaemu, pytest.mark.xdist_group("cudaemu")]
 
 ROOT = Path(__file__).resolve().parents[2]
 EMU = ROOT / "tests" / "cudaemu"

@@ -24,6 +24,9 @@ from procs import processes_with
 
 from benchsuite.harness.bisect import bisect, bisect_parallel
 
+# one local Ray cluster at a time: every Ray test on the same xdist worker (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("ray")
+
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'benchsuite[ray]'")
 
 CLI = [sys.executable, "-m", "benchsuite"]

@@ -166,8 +166,6 @@ TRL_BROKEN = {
     "kto-beta-0": (["--trainer", "kto", "--beta", "0", "--steps", "6"], "zero-everywhere", 3, "beta=0"),
     "sft-lora-alpha-0": (["--trainer", "sft", "--lora-alpha", "0", "--steps", "6"], "zero-everywhere", 3,
                          "lora_alpha=0"),
-    "sft-every-completion-truncated": (["--trainer", "sft", "--truncate", "--steps", "6"], "loss-nonfinite", 3,
-                                       "every label of the batch is -100"),
 }
 
 

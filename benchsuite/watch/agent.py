@@ -99,6 +99,7 @@ class Watcher:
         self.notes: list[str] = []
         self.disabled = False
         self.log = output.StepLog(self.log_path, self.notes)
+        self.stopped: dict | None = None   # the first stop under --policy raise (uncaught: it ended the process)
         self._finished = False
         self.save()
 
@@ -156,6 +157,14 @@ class Watcher:
         m.ended = True
         if m.hook is not None:
             m.hook.remove()
+        if m.stopped_at is not None or (self.stopped or {}).get("uncaught"):
+            # Stopped (or cut short by a stop that ended the process): nothing is judged "at the end of the run",
+            # for the run did not go on (a weight that never changed had no update to make).
+            # Parameters in no optimizer yet are named, not judged (another optimizer could have taken them later).
+            m.not_judged = {"step": self.stopped["step"] if self.stopped else m.stopped_at,
+                            "in_no_optimizer": list(m.coverage["current"])}
+            self._safe_save()
+            return
         m.tracker.finish(lambda names: self._fingerprint(m, names))
         m.tracker.note(V.NO_OPTIMIZER, m.coverage["current"], m.tracker.last_step)
         new = m.evaluate("end", final=True, scaler_seen=self.feed.scaler_seen)
@@ -309,7 +318,14 @@ class Watcher:
             sys.stderr.flush()
         if self.policy == "raise":
             kind, names = new[0]
-            raise WatchProblemError(output.stop_message(self, m, where, kind, names, about))
+            message = output.stop_message(self, m, where, kind, names, about)
+            if self.stopped is None:
+                self.stopped = {"step": step, "where": where, "model": m.label, "kind": kind, "title": K.title(kind),
+                                "message": message, "uncaught": False}
+            if m.stopped_at is None:
+                m.stopped_at = step
+            self._safe_save()
+            raise WatchProblemError(message)
 
     def finish(self) -> None:
         """At the end of the process: every model's final verdicts, then save."""

@@ -1,8 +1,10 @@
 """`benchsuite watch [options] -- COMMAND ...`: run a training command with the gradient watcher attached.
 
 The command's output, files and exit status are its own: watch exits with the script's code, and with
-128+N when the script was ended by signal N, as a shell reports it. Output paths are checked before
-the script starts; a failure to write them at the end is a warning, never a different exit code.
+128+N when the script was ended by signal N, as a shell reports it; under --policy raise, with STOPPED_EXIT (4,
+watch/stop.py) when watch stopped the run, and FINDINGS_AT_END_EXIT (3) when a finding came too late to stop it.
+Output paths are checked before the script starts; a failure to write them at the end is a warning, never a
+different exit code.
 """
 from __future__ import annotations
 
@@ -30,10 +32,12 @@ from .env import (
     ENV_RL,
     ENV_SIGNATURE,
     ENV_SIGNATURE_STEP,
+    ENV_TRACEBACK,
     PREFIX,
 )
 from .kinds import RUN_LEVEL
 from .names import compact
+from .stop import STOPPED_EXIT, stop_lines, stopped_processes
 
 SITE_DIR = Path(__file__).parent / "_site"
 
@@ -52,6 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the script is an RL loop where a batch may carry no signal (zero advantage): a step whose "
                         "gradient is zero everywhere is counted, not judged (GRPO/RLOO/PPO-style Trainers are "
                         "recognised without it)")
+    p.add_argument("--traceback", action="store_true",
+                   help=f"with --policy raise: when watch stops the script, also print the script's own traceback "
+                        f"(its frames down to the stopped call, e.g. opt.step()); without it only benchsuite's "
+                        f"message is printed, and watch exits with {STOPPED_EXIT}")
     p.add_argument("--log", default=None, metavar="PATH", help="per-step JSONL (one file per rank)")
     p.add_argument("--json", default=None, metavar="PATH", help="the final summary as JSON ('-' for stdout)")
     p.add_argument("--signature", default=None, metavar="PATH",
@@ -112,7 +120,10 @@ def verdict(procs: list[dict]) -> str:
 
 def render(procs: list[dict], code: int, wall: float) -> str:
     stepping = [s for s in procs if s.get("optimizer_steps")]
-    lines = [f"{PREFIX} summary: exit code {code} after {wall:.1f} s; {_plural(len(procs), 'Python process')} "
+    stopped = stopped_processes(procs)
+    how = f"watch stopped the run at {stopped[0]['stopped']['where']} (--policy raise)" if stopped and code \
+        else f"exit code {code}"
+    lines = [f"{PREFIX} summary: {how} after {wall:.1f} s; {_plural(len(procs), 'Python process')} "
              f"attached, {len(stepping)} ran optimizer steps"]
     if not procs:
         lines.append("  nothing was watched: no Python process of the command loaded the watcher (it loads through "
@@ -203,6 +214,14 @@ def _render_model(m: dict, findings: list[dict], pad: str, several: bool) -> lis
             out.append(f"{pad}  likely cause: {f['cause']}")
             if f.get("cases"):
                 out.append(f"{pad}  catalogue cases that explain it, best first: {', '.join(f['cases'])}")
+    nj = m.get("not_judged")
+    if nj:
+        at = f"step {nj['step']}" if nj["step"] != "end" else "the end of its training"
+        out.append(f"{pad}not judged at the end (weights that never changed, the loss and learning rate over the run, "
+                   f"what was never seen): the run was stopped at {at}")
+        if nj.get("in_no_optimizer"):
+            out.append(f"{pad}  at the stop, {_plural(len(nj['in_no_optimizer']), 'trainable parameter')} in no "
+                       f"optimizer param group yet: {compact(nj['in_no_optimizer'], 2)}")
     zero_steps = m.get("zero_gradient_steps") or []
     if zero_steps and not any(f["kind"] in ("zero-everywhere", "rl-few-signal") and f["status"] == "open"
                               for f in findings):
@@ -218,6 +237,26 @@ FINDINGS_AT_END_EXIT = 3
 
 def _exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
+
+
+def _watch_code(policy: str, procs: list[dict], code: int) -> int:
+    """watch's exit code: the script's, unless --policy raise stopped the run or found a problem too late."""
+    if policy == "raise" and code == 0 and verdict(procs) == "findings":
+        return FINDINGS_AT_END_EXIT
+    if code and stopped_processes(procs):
+        return STOPPED_EXIT  # the stop ended a process (a rank, then its launcher): not a crash of the script
+    return code
+
+
+def _closing_line(procs: list[dict], code: int, script_code: int) -> str:
+    if code == STOPPED_EXIT:
+        return "\n".join(stop_lines(procs, script_code))
+    caught = [s["stopped"] for s in procs if s.get("stopped")]
+    if caught:
+        return (f"{PREFIX} exit code {FINDINGS_AT_END_EXIT}: the script caught watch's stop at {caught[0]['where']} "
+                f"(--policy raise) and exited 0; the finding stands")
+    return (f"{PREFIX} exit code {FINDINGS_AT_END_EXIT}: the script exited 0, but findings were confirmed at its "
+            f"end (--policy raise could not stop it earlier)")
 
 
 def main(args) -> int:
@@ -247,6 +286,7 @@ def main(args) -> int:
         env[ENV_CONFIRM] = str(args.confirm)
         env[ENV_REPLICA_EVERY] = str(args.replica_every)
         env[ENV_RL] = "1" if args.rl else "0"
+        env[ENV_TRACEBACK] = "1" if args.traceback else "0"
         if args.json:
             env[ENV_JSON] = "1"
         if args.log:
@@ -285,15 +325,13 @@ def main(args) -> int:
     except Exception:  # the catalogue must never change the exit status
         pass
     script_code = code
-    if args.policy == "raise" and code == 0 and verdict(procs) == "findings":
-        code = FINDINGS_AT_END_EXIT
+    code = _watch_code(args.policy, procs, code)
     try:
         print(render(procs, script_code, wall), file=sys.stderr)
     except Exception as exc:  # the summary must not change the exit status
         print(f"{PREFIX} could not render the summary: {exc!r}", file=sys.stderr)
     if code != script_code:
-        print(f"{PREFIX} exit code {FINDINGS_AT_END_EXIT}: the script exited 0, but findings were confirmed at its "
-              f"end (--policy raise could not stop it earlier)", file=sys.stderr)
+        print(_closing_line(procs, code, script_code), file=sys.stderr)
     if args.json:
         _write_json(args, command, code, script_code, wall, procs)
     return code
@@ -305,6 +343,7 @@ def _write_json(args, command: list, code: int, script_code: int, wall: float, p
            "script_exit_code": script_code,
            "wall_seconds": wall, "policy": args.policy, "every": args.every, "confirm": args.confirm, "rl": args.rl,
            "verdict": verdict(procs), "attached": len(procs),
+           "stopped": bool(code == STOPPED_EXIT and stopped_processes(procs)),
            "processes": [s for s in procs if s.get("optimizer_steps")],
            "other_processes": [{"pid": s["pid"], "argv": s.get("argv"), "error": s.get("error")}
                                for s in procs if not s.get("optimizer_steps")]}

@@ -12,3 +12,4 @@ ENV_SIGNATURE = "BENCHSUITE_WATCH_SIGNATURE"            # --signature PATH (abso
 ENV_SIGNATURE_STEP = "BENCHSUITE_WATCH_SIGNATURE_STEP"  # --signature-step N
 ENV_COMMAND = "BENCHSUITE_WATCH_COMMAND"                # the watched command line, as JSON
 ENV_RL = "BENCHSUITE_WATCH_RL"                          # --rl: a step may carry no signal (zero advantage)
+ENV_TRACEBACK = "BENCHSUITE_WATCH_TRACEBACK"            # --traceback: the script's traceback after a stop

@@ -18,7 +18,8 @@ import os
 import sys
 
 from . import lr as lr_mod
-from .agent import Watcher
+from . import stop as stop_mod
+from .agent import Watcher, WatchProblemError
 from .env import ENV_DIR, PREFIX
 
 _watcher: Watcher | None = None
@@ -150,13 +151,24 @@ def _attach_transformers(module) -> None:
 
 def _excepthook(previous):
     def hook(exc_type, exc, tb):
+        stop = False
         try:
             if _watcher is not None and not issubclass(exc_type, KeyboardInterrupt):
                 text = str(exc).strip().splitlines()
                 _watcher.error = f"{exc_type.__name__}: {text[0] if text else ''}"[:400]
+                stopped = _watcher.stopped
+                stop = stopped is not None and stop_mod.is_stop(exc)
+                if stopped is not None and stop:  # it ended the process: no end-of-run verdicts (watch/agent.py)
+                    stopped["uncaught"] = True
                 _watcher._safe_save()
         except Exception:
-            pass
+            stop = False
+        if stop and isinstance(exc, WatchProblemError):
+            try:
+                stop_mod.print_stop(exc, tb)
+                return
+            except Exception:
+                pass
         previous(exc_type, exc, tb)
     return hook
 

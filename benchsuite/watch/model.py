@@ -113,6 +113,8 @@ class ModelState:
         self.last_counts: dict | None = None
         self.hook = None                        # the forward pre-hook that reads the labels
         self.ended = False
+        self.stopped_at = None                  # --policy raise stopped its training at this step
+        self.not_judged: dict | None = None     # its end-of-run verdicts were not taken: {"step", "in_no_optimizer"}
 
     @property
     def root(self):
@@ -131,4 +133,5 @@ class ModelState:
                 "optimizer_steps": self.steps, "first_step": self.first_step, "last_step": self.tracker.last_step,
                 "scans": self.tracker.scans, "params": self.last_counts, "findings": findings,
                 "zero_gradient_steps": self.tracker.zero_steps, "losses": self.loss.summary(),
-                "learning_rate": self.lr.summary(), "ended": self.ended}
+                "learning_rate": self.lr.summary(), "ended": self.ended,
+                "stopped_at": self.stopped_at, "not_judged": self.not_judged}

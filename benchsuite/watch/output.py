@@ -126,7 +126,7 @@ def summary(w) -> dict:
            "models": models, "findings": [f for s in models for f in s["findings"]],
            "zero_gradient_steps": [z for s in models for z in s["zero_gradient_steps"]],
            "error": w.error, "notes": w.notes, "log": w.log_path, "finished": w._finished,
-           "signature": w.signature,
+           "signature": w.signature, "stopped": w.stopped,
            # the libraries' versions, for the catalogue cases watch names (benchsuite.doctor, issue 15)
            "versions": versions() if w.steps else None}
     if len(models) == 1:

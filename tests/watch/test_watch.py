@@ -19,6 +19,7 @@ import pytest
 from benchsuite.gradscan import ParamRecord
 from benchsuite.gradscan import verdicts as V
 from benchsuite.watch.names import compact, group
+from benchsuite.watch.stop import STOPPED_EXIT
 
 SCRIPTS = Path(__file__).parent.parent / "watch_scripts"
 CLI = [sys.executable, "-m", "benchsuite", "watch"]
@@ -140,7 +141,7 @@ def test_ddp_two_ranks_healthy_then_nan_on_one_rank(tmp_path):
 def test_reentrant_lora_without_input_hook_stopped_under_raise(tmp_path):
     proc, summary = watch(tmp_path, TRAINER, "--out", str(tmp_path / "out"), "--broken", "--steps", "6",
                           options=["--policy", "raise"])
-    assert proc.returncode == 1 and "training finished" not in proc.stdout
+    assert proc.returncode == STOPPED_EXIT and "training finished" not in proc.stdout
     f = findings(summary)
     assert set(f) == {"no-gradient"}  # the score head trains: that is why the Trainer's grad_norm looks healthy
     f = f["no-gradient"]
@@ -177,14 +178,15 @@ def broken_runs(tmp_path_factory):
 @pytest.mark.parametrize("variant,args,kind,step,cause", BROKEN)
 def test_broken_runs_stopped_with_cause(broken_runs, variant, args, kind, step, cause):
     _, (proc, summary) = broken_runs[variant]
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == STOPPED_EXIT, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "benchsuite/watch/" not in proc.stderr  # issue 32: no crash look
     f = findings(summary)
     assert kind in f and f[kind]["confirmed_at"] == step, f
     assert f"stopping at step {step} (--policy raise)" in proc.stderr and cause in proc.stderr
     if variant == "bf16-weights-updates-round-away":
         assert all("norm" in n for n in f[kind]["names"])  # the matrices move; the norm weights (~1.0) do not
-    if variant == "optimizer-before-get_peft_model":
-        assert f["not-in-optimizer"]["confirmed_at"] == "end" and "get_peft_model" in f["not-in-optimizer"]["cause"]
+    if variant == "optimizer-before-get_peft_model":  # named at the stop, not judged (issue 32)
+        assert "not-in-optimizer" not in f and "in no optimizer param group yet" in proc.stderr
     if variant == "lora-alpha-0-head-trains":
         assert all("lora_B" in n for n in f[kind]["names"])  # lora_A is excused: its lora_B is still zero
 
@@ -208,6 +210,69 @@ def test_a_finding_confirmed_at_the_end_fails_the_run_under_raise(tmp_path):
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert summary["exit_code"] == 3 and summary["script_exit_code"] == 0
     assert "exit code 3: the script exited 0, but findings were confirmed at its end" in proc.stderr
+
+
+# ---------------------------------------------------------------- issue 32: a stop is watch's, not a crash
+
+NAN_AT_STEP_2 = [LOOP, "--nan-at", "1", "--steps", "6"]  # the loop counts from 0: its second optimizer step
+
+
+@pytest.fixture(scope="module")
+def stop_runs(tmp_path_factory):
+    raise_ = ["--policy", "raise"]
+    return watch_all(tmp_path_factory, {"plain": (NAN_AT_STEP_2, raise_),
+                                        "traceback": (NAN_AT_STEP_2, [*raise_, "--traceback"]),
+                                        "caught": ([*NAN_AT_STEP_2, "--catch"], raise_)})
+
+
+def test_a_stop_ends_with_watchs_message_and_exit_code(stop_runs):
+    _, (proc, summary) = stop_runs["plain"]
+    err = proc.stderr
+    assert proc.returncode == STOPPED_EXIT == summary["exit_code"], err[-3000:]
+    assert summary["script_exit_code"] == 1 and summary["stopped"] is True
+    assert "[benchsuite watch] stopping at step 2 (--policy raise): non-finite gradient values" in err
+    assert "the run was stopped by watch, not by an error of the script" in err and "watch --traceback" in err
+    assert "Traceback" not in err and "benchsuite/watch/" not in err and "WatchProblemError" not in err
+    assert "summary: watch stopped the run at step 2 (--policy raise)" in err
+    assert f"exit code {STOPPED_EXIT}: watch stopped the run (--policy raise) at step 2 of rank 0" in err
+    # Nothing the stop caused: lora_A had no update to make yet (its lora_B was zero) and the run did not go on.
+    assert set(findings(summary)) == {"non-finite"}, findings(summary)
+    assert "never changed" not in err and "not judged at the end" in err and "the run was stopped at step 2" in err
+    model = summary["processes"][0]["models"][0]
+    assert model["stopped_at"] == 2 and model["not_judged"]["step"] == 2
+    assert summary["processes"][0]["stopped"]["uncaught"] is True
+
+
+def test_a_stop_with_traceback_shows_the_scripts_own_frames(stop_runs):
+    _, (proc, summary) = stop_runs["traceback"]
+    err = proc.stderr
+    assert proc.returncode == STOPPED_EXIT, err[-3000:]
+    assert "the script's traceback, down to the call that was stopped" in err
+    assert 'plain_loop.py", line' in err and "opt.step()" in err
+    assert "benchsuite/watch/" not in err and "torch/optim" not in err and "watch --traceback" not in err
+    assert "stopping at step 2 (--policy raise)" in err and set(findings(summary)) == {"non-finite"}
+
+
+def test_a_stop_the_script_catches_is_its_own(stop_runs):
+    # WatchProblemError stays an exception raised in the script (a RuntimeError): the script's own try/except
+    # catches it and the script ends as it chooses; under raise the finding still fails the run (exit code 3).
+    _, (proc, summary) = stop_runs["caught"]
+    assert "caught WatchProblemError at step 1; the script ends on its own" in proc.stdout, proc.stderr[-3000:]
+    assert "train loop" in proc.stdout
+    assert proc.returncode == 3 and summary["script_exit_code"] == 0 and summary["stopped"] is False
+    assert "the script caught watch's stop at step 2 (--policy raise) and exited 0" in proc.stderr
+    assert "the run was stopped by watch" not in proc.stderr
+    assert set(findings(summary)) == {"non-finite"} and "never changed" not in proc.stderr
+
+
+def test_ddp_stop_on_one_rank_stops_the_job(tmp_path):
+    # Rank 1 gets the NaN after the all-reduce: it stops there; torchrun ends the job and exits non-zero; watch
+    # exits with its own code.
+    proc, summary = watch(tmp_path, *TORCHRUN, DDP, "--nan-at", "2", options=["--policy", "raise"])
+    assert proc.returncode == STOPPED_EXIT and summary["stopped"] is True, proc.stderr[-3000:]
+    stopped = [p for p in summary["processes"] if (p.get("stopped") or {}).get("uncaught")]
+    assert 1 in [p["rank"] for p in stopped] and summary["script_exit_code"] != 0
+    assert "stopping at step 3 (--policy raise)" in proc.stderr and "benchsuite/watch/" not in proc.stderr
 
 
 def test_adapters_loaded_frozen(tmp_path):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from benchsuite.watch.stop import STOPPED_EXIT
+
 SCRIPTS = Path(__file__).parent.parent / "watch_scripts"
 CLI = [sys.executable, "-m", "benchsuite", "watch"]
 LOOP = str(SCRIPTS / "plain_loop.py")
@@ -44,6 +46,7 @@ def open_findings(summary, model=None) -> dict:
 
 
 RAISE = ["--policy", "raise"]
+STOP = STOPPED_EXIT  # watch stopped the run (issue 32)
 
 # name -> (script and arguments, watch options)
 HEALTHY = {
@@ -59,20 +62,20 @@ HEALTHY = {
 
 BROKEN = {
     # name -> (script and arguments, watch options, exit code, finding kind, confirmed at, words of the cause)
-    "every-label-masked": ([LOOP, "--mask-labels", "--steps", "6"], RAISE, 1, "loss-nonfinite", 3,
+    "every-label-masked": ([LOOP, "--mask-labels", "--steps", "6"], RAISE, STOP, "loss-nonfinite", 3,
                            "every label of the batch is -100"),
-    "warmup-longer-than-the-run": ([LOOP, "--warmup", "100000", "--schedule", "linear", "--steps", "8"], RAISE, 1,
+    "warmup-longer-than-the-run": ([LOOP, "--warmup", "100000", "--schedule", "linear", "--steps", "8"], RAISE, STOP,
                                    "lr-tiny", 4, "a warmup of 100000 steps, longer than the run"),
     "scheduler-stepped-per-epoch": ([LOOP, "--schedule", "torch-warmup", "--warmup", "10", "--sched-every", "100",
-                                     "--steps", "8"], RAISE, 1, "lr-tiny", 3, "stepped per epoch"),
-    "lr-too-high-diverges": ([REGRESS, "--lr", "0.5"], RAISE, 1, "loss-diverging", 8, "learning rate is too high"),
-    "zero-everywhere-outside-rl": ([RL, "--equal-at", "2,3,4"], RAISE, 1, "zero-everywhere", 5,
+                                     "--steps", "8"], RAISE, STOP, "lr-tiny", 3, "stepped per epoch"),
+    "lr-too-high-diverges": ([REGRESS, "--lr", "0.5"], RAISE, STOP, "loss-diverging", 8, "learning rate is too high"),
+    "zero-everywhere-outside-rl": ([RL, "--equal-at", "2,3,4"], RAISE, STOP, "zero-everywhere", 5,
                                    "not an RL trainer"),
     "rl-most-steps-without-signal": ([RL, "--equal-at", "0,1,3,4,6,7,9"], ["--rl", *RAISE], 3, "rl-few-signal",
                                      "end", "zero advantage"),
     # the adapters are in no optimizer and nothing else trains: the loss stays exactly constant, which stops the
     # run at step 5; the parameters in no optimizer are named at its end (6 steps are too few before)
-    "optimizer-before-get_peft_model-short": ([LOOP, "--optimizer-before-peft", "--steps", "6"], RAISE, 1,
+    "optimizer-before-get_peft_model-short": ([LOOP, "--optimizer-before-peft", "--steps", "6"], RAISE, STOP,
                                               "loss-flat", 5, "nothing trains"),
 }
 
@@ -107,7 +110,7 @@ def test_broken_variants_stopped_with_cause(runs, variant):
     f = open_findings(summary)
     assert kind in f and f[kind]["confirmed_at"] == step, f
     assert cause in f[kind]["cause"] and cause in proc.stderr
-    if code == 1:
+    if code == STOPPED_EXIT:
         assert f"stopping at step {step} (--policy raise)" in proc.stderr
     else:
         assert summary["script_exit_code"] == 0 and "exit code 3: the script exited 0" in proc.stderr
@@ -117,7 +120,11 @@ def test_broken_variants_stopped_with_cause(runs, variant):
     if kind == "lr-tiny":
         assert "lr-zero" in f[kind]["signs"] and "learning rate at most" in f[kind]["evidence"]
     if variant == "optimizer-before-get_peft_model-short":
-        assert f["not-in-optimizer"]["confirmed_at"] == "end" and "get_peft_model" in f["not-in-optimizer"]["cause"]
+        # issue 32: after a stop nothing is judged "at the end"; the parameters in no optimizer are named, not judged
+        assert "not-in-optimizer" not in f and "never-changed" not in f
+        model = summary["processes"][0]["models"][0]
+        assert model["not_judged"]["step"] == 5 and len(model["not_judged"]["in_no_optimizer"]) == 8
+        assert "at the stop, 8 trainable parameters in no optimizer param group yet" in proc.stderr
     if kind == "rl-few-signal":
         assert "7 of 10 steps (70%)" in f[kind]["evidence"]
 
@@ -132,7 +139,7 @@ def test_three_trainers_each_judged_alone(tmp_path_factory):
         "reverse": ([MULTI, "--runs", "healthy,bf16,warmup,lr0", "--out", "{tmp}"], []),
     })
     proc, summary = runs["raise"]
-    assert proc.returncode == 1 and "run 0 (alpha0) finished" not in proc.stdout
+    assert proc.returncode == STOPPED_EXIT and "run 0 (alpha0) finished" not in proc.stdout
     assert "stopping at step 3 (--policy raise): the gradient was exactly zero everywhere" in proc.stderr
     assert "(Trainer #1)" in proc.stderr
     proc, summary = runs["warn"]
@@ -188,7 +195,7 @@ def test_trl_healthy_variants(trl_runs, variant):
 def test_trl_broken_variants(trl_runs, variant):
     _, kind, step, cause = TRL_BROKEN[variant]
     proc, summary = trl_runs[variant]
-    assert proc.returncode == 1 and "training finished" not in proc.stdout, proc.stderr[-3000:]
+    assert proc.returncode == STOPPED_EXIT and "training finished" not in proc.stdout, proc.stderr[-3000:]
     f = open_findings(summary)
     assert kind in f and f[kind]["confirmed_at"] == step, f
     assert cause in f[kind]["cause"]

@@ -4,12 +4,13 @@ Healthy setups: LoRA (default), --lora-embed (LoRA on the embeddings too), --ful
 --warmup N with --schedule linear|cosine, --weight-decay, --accum N, --ckpt reentrant|non-reentrant
 (with the input-grad hook), --use-dora, --resume (an adapter trained, saved and loaded back with is_trainable=True).
 Broken ones: --nan-at K (a NaN in one gradient at step K), --frozen (adapter loaded without
-is_trainable, head trained), --train-head (the LM head trains too), --optimizer-before-peft, --lr 0, --dtype bfloat16 with --full (updates
-round away), --lora-alpha 0, --no-input-grads with --ckpt reentrant, --crash-before-step, --mask-labels (every
-label -100: the loss is NaN), --full --dtype float16 (fp16 weights with AdamW and no GradScaler: the loss diverges),
+is_trainable, head trained), --train-head (the LM head trains too), --optimizer-before-peft, --lr 0,
+--dtype bfloat16 with --full (updates round away), --lora-alpha 0, --no-input-grads with --ckpt reentrant,
+--crash-before-step, --mask-labels (every label -100: the loss is NaN), --full --dtype float16 (fp16 weights with
+AdamW and no GradScaler: the loss diverges),
 --warmup N larger than --steps (the learning rate never rises), --sched-every K (the scheduler stepped once per K
-optimizer steps, as per epoch, with --schedule torch-warmup). Healthy again: --amp float16 (fp32 weights, fp16 autocast and a GradScaler) or
---amp bfloat16.
+optimizer steps, as per epoch, with --schedule torch-warmup). Healthy again: --amp float16 (fp32 weights, fp16 autocast
+and a GradScaler) or --amp bfloat16.
 """
 import argparse
 import math
@@ -51,6 +52,7 @@ ap.add_argument("--crash-before-step", action="store_true")
 ap.add_argument("--mask-labels", action="store_true")
 ap.add_argument("--amp", default="", choices=["", "float16", "bfloat16"])
 ap.add_argument("--sched-every", type=int, default=1)
+ap.add_argument("--catch", action="store_true", help="the script's own try/except around its optimizer step")
 a = ap.parse_args()
 
 torch.manual_seed(0)
@@ -119,6 +121,12 @@ for step in range(a.steps):
     if scaler is not None:
         scaler.step(opt)
         scaler.update()
+    elif a.catch:
+        try:
+            opt.step()
+        except RuntimeError as exc:  # the script's own error handling: it may catch a stop under --policy raise
+            print(f"caught {type(exc).__name__} at step {step}; the script ends on its own", flush=True)
+            break
     else:
         opt.step()
     if sched is not None and (step + 1) % a.sched_every == 0:

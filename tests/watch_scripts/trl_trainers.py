@@ -31,8 +31,8 @@ tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
 tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 tokenizer.chat_template = None
 torch.manual_seed(0)
-cfg = LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=4, pad_token_id=0, eos_token_id=1, bos_token_id=1)
+cfg = LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=4, pad_token_id=0, eos_token_id=1, bos_token_id=1)
 model = LlamaForCausalLM(cfg)
 g = torch.Generator().manual_seed(0)
 def sent(n):

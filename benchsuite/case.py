@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
 from .diagnose.signs import check as check_signs
+from .gradscan.verdicts import TITLES
 
 # ---------------------------------------------------------------- declarations
 
@@ -116,12 +119,13 @@ class Symptom:
         exc = outcome.get("exception")
         if self.exception or self.message:
             ok = exc is not None
-            if ok and self.exception:
-                ok = self.exception in exc.get("mro", [exc["type"]])
-            if ok and self.message:
-                ok = re.search(self.message, exc["message"]) is not None
-            if ok:
-                evidence["exception"] = f"{exc['type']}: {exc['message']}"[:500]
+            if exc is not None:
+                if self.exception:
+                    ok = self.exception in exc.get("mro", [exc["type"]])
+                if ok and self.message:
+                    ok = re.search(self.message, exc["message"]) is not None
+                if ok:
+                    evidence["exception"] = f"{exc['type']}: {exc['message']}"[:500]
             checks.append(ok)
         if self.warning:
             hit = next((w for w in outcome.get("warnings", []) if re.search(self.warning, w)), None)
@@ -163,7 +167,6 @@ def _check_regex(what: str, rx: str | None) -> None:
 
 
 def _check_specifiers(what: str, specs: dict[str, str]) -> None:
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
     if not isinstance(specs, dict):
         raise ValueError(f"{what} takes {{package: specifier}}, e.g. {{'transformers': '>=4.35,<5'}}; got {specs!r}")
     for package, spec in specs.items():
@@ -208,7 +211,6 @@ class Explains:
     note: str = ""
 
     def __post_init__(self) -> None:
-        from .gradscan.verdicts import TITLES
         if self.finding not in TITLES:
             raise ValueError(f"Explains: unknown finding {self.finding!r} (one of {', '.join(TITLES)})")
         _check_regex("Explains(params=...)", self.params)
@@ -342,5 +344,5 @@ class Case:
                           for f in self.fixes]}
 
 
-# The scenario toolkit lives in benchsuite/scenario.py; re-exported so that existing imports keep working.
+# The scenario toolkit lives in benchsuite/scenario/; re-exported so that existing imports keep working.
 from .scenario import Context, TrainResult, _current_result, healthy_problems  # noqa: E402,F401

@@ -16,81 +16,44 @@ diagnosis without code here. See docs/my-run-went-wrong.md.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-from functools import lru_cache
 from pathlib import Path
 
 from . import strictjson
+from .catalogue import (  # noqa: F401 (re-exported: doctor's API before the catalogue module)
+    _SYMPTOM_FINDING,
+    MATRIX,
+    _envs_text,
+    _have,
+    _installed_versions,
+    _specs,
+    explain,
+    explain_report,
+    holds,
+    known_cases,
+    known_cases_text,
+    verified,
+    watch_known_cases,
+    watch_lines,
+)
+from .common import envelope
+from .diagnose import logs, ranking
+from .diagnose import report as symptom_report
+from .harness.discover import case_files, check_model_path, load_case, select
+from .harness.envs import EnvError, ensure, parse_pins
+from .harness.execute import skip_reason
+from .harness.report import UsageError, check_output, write_atomic
+from .harness.run import run_cases
+from .harness.versions import environment, is_affected
 
 PROBE_MARK = "@@benchsuite-doctor@@"
 CATEGORIES = ("applies", "cannot-judge", "not-for-model", "not-affected", "broken")
-# The watch/scanner finding a case's own Symptom shows: such a case reproduces the very evidence.
-_SYMPTOM_FINDING = {"no_grad": "no-gradient", "unchanged": "never-changed", "no_trainable": "nothing-trainable",
-                    "nonfinite_loss": "non-finite"}
-MATRIX = Path("docs") / "results" / "matrix-catalogue.json"
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--with", dest="with_", action="append", default=[], metavar="REQ",
-                   help="judge a cached pinned environment (as `run --with`), e.g. transformers==4.57.6; "
-                        "one per package, repeatable")
-    p.add_argument("--run", action="store_true",
-                   help="run the cases that apply there: which reproduce, which fixes work")
-    p.add_argument("--model", default=None, metavar="PATH",
-                   help="with --run: on this local checkpoint folder (cases that support it)")
-    p.add_argument("--cases-dir", default=None, metavar="DIR", help="a folder of case files (default: the catalogue)")
-    p.add_argument("-k", dest="keyword", default=None, metavar="TEXT",
-                   help="only cases whose id contains TEXT ('not TEXT' for the others)")
-    p.add_argument("--json", default=None, metavar="PATH", help="the result as JSON (- for stdout)")
-    p.add_argument("--markdown", default=None, metavar="PATH", help="the result as Markdown (- for stdout)")
-    p.add_argument("--error", default=None, metavar="TEXT",
-                   help="an error message or a whole pasted traceback (- reads stdin; a file's path reads the file): "
-                        "the cases whose declared exception, message or warning explain it, best first")
-    p.add_argument("--log", default=None, metavar="PATH",
-                   help="a trainer_state.json (or its checkpoint folder), a Trainer/TRL console log or a watch --json "
-                        "report: the cases that explain the signs it shows (NaN or flat loss, grad_norm 0, lr 0, no "
-                        "eval_loss, ...), best first")
-    p.add_argument("--all", action="store_true",
-                   help="show every match (with --error/--log), or every case that applies one per line (without)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="with --run: per case (default 300)")
-    p.add_argument("--jobs", type=int, default=2, metavar="N", help="with --run: cases at a time (default 2)")
-
-
-# ---------------------------------------------------------------- versions
-
-
-def _release(v: str):
-    from packaging.version import Version
-    return Version(Version(v).base_version)
-
-
-def holds(specs: dict[str, str], versions: dict) -> bool:
-    """Every package in ``specs`` is in ``versions`` at a version its specifier admits (a missing one fails)."""
-    from packaging.specifiers import SpecifierSet
-    for package, spec in (specs or {}).items():
-        v = versions.get(package)
-        if not v or not SpecifierSet(spec).contains(_release(v), prereleases=True):
-            return False
-    return True
-
-
-def _installed_versions() -> dict:
-    from .harness.versions import PACKAGES, installed
-    return {p: installed(p) for p in PACKAGES}
-
-
-def _specs(specs: dict[str, str]) -> str:
-    return ", ".join(f"{k}{v}" for k, v in specs.items()) or "every version"
-
-
-def _have(specs: dict[str, str], versions: dict) -> str:
-    return ", ".join(f"{k} {versions.get(k) or 'not installed'}" for k in specs)
 
 
 # ---------------------------------------------------------------- the probe (runs in the judged environment)
@@ -98,9 +61,6 @@ def _have(specs: dict[str, str], versions: dict) -> str:
 
 def probe(cases_dir: Path, model: str | None = None, keyword: str | None = None) -> dict:
     """Each case's standing in *this* Python: affected, requirements, fixes available. JSON-able."""
-    from .harness.discover import case_files, load_case, select
-    from .harness.execute import skip_reason
-    from .harness.versions import environment, is_affected
     env = environment()
     rows = []
     for path in select(list(case_files(cases_dir).values()), keyword):
@@ -147,195 +107,6 @@ def _run_probe(python: str, cases_dir: Path, model: str | None, keyword: str | N
             return json.loads(line[len(PROBE_MARK):])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
     raise RuntimeError(f"could not read the environment with {python} (exit {proc.returncode}): {tail[0]}")
-
-
-# ---------------------------------------------------------------- verified fixes (the catalogue's matrix)
-
-
-@lru_cache(maxsize=8)
-def _matrix_cells(path: str) -> tuple:
-    try:
-        return tuple(json.loads(Path(path).read_text()).get("cells") or ())
-    except (OSError, ValueError, AttributeError):
-        return ()
-
-
-def _matrix_path(cases_dir: Path) -> Path | None:
-    from .harness.discover import default_cases_dir
-    try:
-        if Path(cases_dir).resolve() != default_cases_dir().resolve():
-            return None
-    except FileNotFoundError:
-        return None
-    p = Path(cases_dir).resolve().parent / MATRIX
-    return p if p.is_file() else None
-
-
-def verified(case_id: str, cases_dir: Path) -> dict[str, list[str]]:
-    """{fix name: [environments where the case reproduced and the fix worked]} from the catalogue's matrix."""
-    path = _matrix_path(cases_dir)
-    out: dict[str, list[str]] = {}
-    for cell in _matrix_cells(str(path)) if path else ():
-        if cell.get("case") != case_id or cell.get("status") != "reproduced":
-            continue
-        for name, works in (cell.get("fixes") or {}).items():
-            if works:
-                out.setdefault(name, []).append(cell.get("env") or "?")
-    return out
-
-
-def _envs_text(envs: list[str]) -> str:
-    """"transformers 4.35.2, 4.57.6" for single-pin environment labels, else the labels."""
-    pins = [e.split("==") for e in envs]
-    if all(len(p) == 2 for p in pins) and len({p[0] for p in pins}) == 1:
-        return f"{pins[0][0]} " + ", ".join(p[1] for p in pins)
-    return ", ".join(envs)
-
-
-# ---------------------------------------------------------------- findings -> cases
-
-
-@lru_cache(maxsize=4)
-def _catalogue(cases_dir: str) -> tuple:
-    """(metadata, symptom findings) of every loadable case in the folder; broken files are left out."""
-    from .harness.discover import case_files, load_case
-    out = []
-    for path in case_files(Path(cases_dir)).values():
-        try:
-            case = load_case(path)
-        except Exception:
-            continue
-        meta = case.metadata()
-        meta["symptom_findings"] = [f for k, f in _SYMPTOM_FINDING.items() if getattr(case.symptom, k)]
-        out.append(meta)
-    return tuple(out)
-
-
-def _default_dir() -> Path | None:
-    from .harness.discover import default_cases_dir
-    try:
-        return default_cases_dir()
-    except FileNotFoundError:
-        return None
-
-
-def known_cases(kind: str, names: list[str], versions: dict | None = None, context: dict | None = None,
-                cases_dir: Path | None = None, limit: int = 3) -> list[dict]:
-    """Catalogue cases whose ``explains`` covers a finding (``kind`` with these parameter ``names``), best
-    first: those whose affected range (and ``applies``) holds for ``versions`` (default: installed here),
-    then those whose own symptom shows the same evidence, then the catalogue's order. Each: id, title,
-    references, affected, in_range, note and ``fixes``: the fixes declared to work and available at those
-    versions, each with ``verified`` (environments of the catalogue matrix where it worked)."""
-    cases_dir = Path(cases_dir) if cases_dir else _default_dir()
-    if cases_dir is None:
-        return []
-    versions = versions if versions is not None else _installed_versions()
-    context = context or {}
-    found = []
-    for order, meta in enumerate(_catalogue(str(cases_dir))):
-        for ex in meta.get("explains") or []:
-            if ex["finding"] != kind:
-                continue
-            if ex["params"] and not any(re.search(ex["params"], n) for n in names):
-                continue
-            if any(k in context and context[k] != v for k, v in ex["context"].items()):
-                continue
-            in_range = holds(meta["affected"], versions) and holds(meta["applies"], versions)
-            proven = verified(meta["id"], cases_dir)
-            fixes = [{"name": f["name"], "title": f["title"], "applies": f["applies"],
-                      "verified": proven.get(f["name"], [])}
-                     for f in meta["fixes"] if f["declared_works"] and holds(f["applies"], versions)]
-            found.append(((not in_range, kind not in meta["symptom_findings"], order),
-                          {"id": meta["id"], "title": meta["title"], "references": meta["references"],
-                           "affected": meta["affected"], "in_range": in_range, "note": ex["note"],
-                           "fixes": fixes}))
-            break
-    return [m for _, m in sorted(found, key=lambda x: x[0])][:limit]
-
-
-def explain(source, versions: dict | None = None, trainer: bool | None = None) -> dict[str, list[dict]]:
-    """{finding kind: known cases} for the open findings of a GradScanCallback or GradScanHook (or the list
-    their ``findings()`` returns), or for the problems of a ScanReport from ``scan()``. See known_cases."""
-    context = {} if trainer is None else {"trainer": trainer}
-    if hasattr(source, "problems"):  # a ScanReport: one scan's problems
-        pairs = [(p.kind, list(p.names)) for p in source.problems]
-    else:
-        found = source.findings() if hasattr(source, "findings") else source
-        pairs = [(f["kind"], list(f.get("names") or [])) for f in found if f.get("status", "open") == "open"]
-    out: dict[str, list[dict]] = {}
-    for kind, names in pairs:
-        out.setdefault(kind, known_cases(kind, names, versions, context))
-    return out
-
-
-explain_report = explain
-
-
-def known_cases_text(kind: str, names: list[str], versions: dict | None = None) -> str:
-    """One line for a finding's message: "known case: ID (fix: TITLE)", or "" when none is known."""
-    try:
-        hits = known_cases(kind, names, versions, limit=2)
-    except Exception:
-        return ""
-    parts = [c["id"] + (f" (fix: {c['fixes'][0]['title']})" if c["fixes"] else "") for c in hits]
-    return ("known case: " + "; ".join(parts)) if parts else ""
-
-
-def _proc_context(s: dict) -> dict:
-    ctx = {"distributed": (s.get("world_size") or 1) > 1}
-    if s.get("trainers") is not None:
-        ctx["trainer"] = s["trainers"] > 0
-    return ctx
-
-
-def watch_known_cases(procs: list[dict]) -> list[dict]:
-    """The known cases for every open finding of a watched run (one entry per finding kind and context):
-    the data of watch's "known cases" lines and of its --json ``known_cases``. Never raises."""
-    try:
-        merged: dict[tuple, dict] = {}
-        for s in procs:
-            if not s.get("optimizer_steps"):
-                continue
-            versions = s.get("versions") or _installed_versions()
-            ctx = _proc_context(s)
-            for f in s.get("findings") or []:
-                if f.get("status") != "open":
-                    continue
-                key = (f["kind"], json.dumps(ctx, sort_keys=True), json.dumps(versions, sort_keys=True))
-                entry = merged.setdefault(key, {"kind": f["kind"], "title": f.get("title", f["kind"]),
-                                                "names": [], "versions": versions, "context": ctx})
-                entry["names"] += [n for n in f.get("names") or [] if n not in entry["names"]]
-        out = []
-        for entry in merged.values():
-            cases = known_cases(entry["kind"], entry["names"], entry["versions"], entry["context"])
-            if cases:
-                out.append({"kind": entry["kind"], "title": entry["title"],
-                            "versions": {k: v for k, v in entry["versions"].items() if v}, "cases": cases})
-        return out
-    except Exception:  # the watch summary must never fail because of the catalogue
-        return []
-
-
-def watch_lines(procs: list[dict]) -> list[str]:
-    """Lines for watch's summary: the catalogue cases that explain its open findings, and their fixes."""
-    known = watch_known_cases(procs)
-    if not known:
-        return []
-    lines = ["  known cases in the catalogue for these findings (`benchsuite doctor` lists what applies to "
-             "your versions; `benchsuite run ID` reproduces one):"]
-    for entry in known:
-        for c in entry["cases"]:
-            if c["in_range"]:
-                where = f"affected {_specs(c['affected'])}: includes your {_have(c['affected'], entry['versions'])}"
-            else:
-                where = (f"declared affected {_specs(c['affected'])}, not your "
-                         f"{_have(c['affected'], entry['versions'])}: the same setup made explicitly")
-            lines.append(f"    {entry['title']} -> {c['id']}: {c['title']} ({where})")
-            for fx in c["fixes"]:
-                proof = (f"verified: worked with {_envs_text(fx['verified'])}" if fx["verified"]
-                         else "declared to work; `benchsuite run " + c["id"] + "` checks it here")
-                lines.append(f"      fix: {fx['title']} ({proof})")
-    return lines
 
 
 # ---------------------------------------------------------------- benchsuite doctor
@@ -470,24 +241,26 @@ def markdown(doc: dict) -> str:
     return "\n".join(out)
 
 
-def main(args) -> int:
-    from .harness.discover import check_model_path
-    from .harness.envs import EnvError, ensure, parse_pins
-    from .harness.report import UsageError, check_output, version, write_atomic
-    cases_dir = args.cases_dir_path
-    if args.jobs < 1 or args.timeout <= 0:
+def main(*, cases_dir: Path, with_: list[str], run_cases: bool = False, model: str | None = None,
+         keyword: str | None = None, json_path: str | None = None, markdown_path: str | None = None,
+         error_text: str | None = None, log_path: str | None = None, show_all: bool = False,
+         timeout: float = 300.0, jobs: int = 2) -> int:
+    if jobs < 1 or timeout <= 0:
         raise UsageError("--jobs must be at least 1 and --timeout positive")
-    model = check_model_path(args.model) if args.model else None
-    check_output(args.json, "--json")
-    check_output(args.markdown, "--markdown")
-    if args.json == "-" and args.markdown == "-":
+    model = check_model_path(model) if model else None
+    check_output(json_path, "--json")
+    check_output(markdown_path, "--markdown")
+    if json_path == "-" and markdown_path == "-":
         raise UsageError("only one report can go to stdout (-)")
-    if args.run and (args.error or args.log):
+    if run_cases and (error_text or log_path):
         raise UsageError("--run runs the cases that apply to an environment; with --error/--log, run the case "
                          "doctor names: benchsuite run ID")
-    symptom = _read_symptom(args.error, args.log)
-    log = (lambda m: print(m, file=sys.stderr))
-    pins = parse_pins(args.with_, one_per_package=True, log=log) if args.with_ else {}
+    symptom = _read_symptom(error_text, log_path)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    pins = parse_pins(with_, one_per_package=True, log=log) if with_ else {}
     python = sys.executable
     if pins:
         try:
@@ -498,30 +271,31 @@ def main(args) -> int:
             return 1
     t0 = time.perf_counter()
     try:
-        data = _run_probe(python, cases_dir, model, args.keyword)
+        data = _run_probe(python, cases_dir, model, keyword)
     except RuntimeError as exc:
         print(f"benchsuite doctor: {exc}", file=sys.stderr)
         return 1
     if symptom is not None:
-        return _answer_symptom(args, symptom, data, pins, python, cases_dir, t0)
+        return _answer_symptom(symptom, data, pins, python, cases_dir, t0, json_path=json_path,
+                               markdown_path=markdown_path, show_all=show_all)
     for row in data["cases"]:
         proven = verified(row["id"], cases_dir) if row.get("category") == "applies" else {}
         for fx in row.get("fixes") or []:
             fx["verified"] = proven.get(fx["name"], [])
-    doc = {"benchsuite_version": version(), "kind": "doctor", "pins": list(pins.values()),
-           "python": python, "cases_dir": str(cases_dir), "model": model, "ran": bool(args.run), "all": bool(args.all),
-           "environment": data["environment"], "cases": data["cases"]}
-    if args.run:
-        _run(doc, python, model, args)
+    doc = envelope("doctor", {"pins": list(pins.values()),
+           "python": python, "cases_dir": str(cases_dir), "model": model, "ran": bool(run_cases), "all": bool(show_all),
+           "environment": data["environment"], "cases": data["cases"]})
+    if run_cases:
+        _run(doc, python, model, jobs=jobs, timeout=timeout)
     doc["duration_s"] = round(time.perf_counter() - t0, 1)
-    quiet = "-" in (args.json, args.markdown)
+    quiet = "-" in (json_path, markdown_path)
     text = render(doc)
     print(text, file=sys.stderr if quiet else sys.stdout)
-    if args.json:
-        write_atomic(args.json, strictjson.dumps(doc, indent=2, default=str))
-    if args.markdown:
-        write_atomic(args.markdown, markdown(doc))
-    for path in (args.json, args.markdown):
+    if json_path:
+        write_atomic(json_path, strictjson.dumps(doc, indent=2, default=str))
+    if markdown_path:
+        write_atomic(markdown_path, markdown(doc))
+    for path in (json_path, markdown_path):
         if path and path != "-":
             print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -529,8 +303,6 @@ def main(args) -> int:
 
 def _read_symptom(error: str | None, log: str | None) -> dict | None:
     """{"error": text} or {"log": read log} from --error/--log; UsageError for what cannot be read."""
-    from .diagnose import logs
-    from .harness.report import UsageError
     if error is not None and log is not None:
         raise UsageError("give --error or --log, not both (a console log's tracebacks are read with --log)")
     if error is not None:
@@ -551,10 +323,8 @@ def _read_symptom(error: str | None, log: str | None) -> dict | None:
     return None
 
 
-def _answer_symptom(args, symptom: dict, data: dict, pins: dict, python: str, cases_dir: Path, t0: float) -> int:
-    from .diagnose import ranking
-    from .diagnose import report as symptom_report
-    from .harness.report import version, write_atomic
+def _answer_symptom(symptom: dict, data: dict, pins: dict, python: str, cases_dir: Path, t0: float, *,
+                    json_path: str | None, markdown_path: str | None, show_all: bool) -> int:
     rows = data["cases"]
     if "error" in symptom:
         matches = ranking.by_error(symptom["error"], rows)
@@ -562,23 +332,22 @@ def _answer_symptom(args, symptom: dict, data: dict, pins: dict, python: str, ca
     else:
         matches = ranking.by_log(symptom["log"], rows)
         shown = {"log": {k: v for k, v in symptom["log"].items() if k != "text"}}
-    doc = {"benchsuite_version": version(), "kind": "doctor", "pins": list(pins.values()), "python": python,
+    doc = envelope("doctor", {"pins": list(pins.values()), "python": python,
            "cases_dir": str(cases_dir), "environment": data["environment"], "symptom": shown,
-           "matches": matches, "duration_s": round(time.perf_counter() - t0, 1)}
-    quiet = "-" in (args.json, args.markdown)
+           "matches": matches, "duration_s": round(time.perf_counter() - t0, 1)})
+    quiet = "-" in (json_path, markdown_path)
     print(f"benchsuite doctor ({'with ' + ' '.join(doc['pins']) if doc['pins'] else 'this environment'}): "
           f"{_env_line(doc['environment'])}", file=sys.stderr if quiet else sys.stdout)
-    print(symptom_report.render(doc, show_all=args.all), file=sys.stderr if quiet else sys.stdout)
-    if args.json:
-        write_atomic(args.json, strictjson.dumps(doc, indent=2, default=str))
-    if args.markdown:
-        write_atomic(args.markdown, symptom_report.markdown(doc))
+    print(symptom_report.render(doc, show_all=show_all), file=sys.stderr if quiet else sys.stdout)
+    if json_path:
+        write_atomic(json_path, strictjson.dumps(doc, indent=2, default=str))
+    if markdown_path:
+        write_atomic(markdown_path, symptom_report.markdown(doc))
     return 0
 
 
-def _run(doc: dict, python: str, model: str | None, args) -> None:
+def _run(doc: dict, python: str, model: str | None, *, jobs: int, timeout: float) -> None:
     """Run the applying cases there (the run harness): on the model where they support it."""
-    from .harness.run import run_cases
     rows = {r["id"]: r for r in doc["cases"] if r.get("category") == "applies"}
     groups = [([Path(r["file"]) for r in rows.values() if r.get("on_model")], model),
               ([Path(r["file"]) for r in rows.values() if not r.get("on_model")], None)]
@@ -587,18 +356,17 @@ def _run(doc: dict, python: str, model: str | None, args) -> None:
             continue
         print(f"running {len(paths)} case(s)" + (f" on {m}" if m else "") + " ...", file=sys.stderr, flush=True)
 
-        def done(r: dict) -> bool:
+        def done(r: dict, m=m) -> bool:
             if r["id"] in rows:
                 rows[r["id"]]["run"] = {k: r.get(k) for k in ("status", "reason", "basis", "duration_s",
                                                                "symptom_seen", "fixes")}
                 rows[r["id"]]["run"]["on_model"] = bool(m)
             print(f"  {r['id']}: {r.get('status')}", file=sys.stderr, flush=True)
             return False
-        run_cases(paths, python=python, jobs=args.jobs, timeout=args.timeout, model=m, on_result=done)
+        run_cases(paths, python=python, jobs=jobs, timeout=timeout, model=m, on_result=done)
 
 
 def _probe_main(argv: list[str]) -> int:
-    import argparse
     ap = argparse.ArgumentParser(prog="python -m benchsuite.doctor")
     ap.add_argument("--probe", required=True, metavar="CASES_DIR")
     ap.add_argument("--model", default=None)

@@ -4,13 +4,15 @@ from __future__ import annotations
 import importlib
 import platform
 import sys
+from typing import Any
 
+from .gradscan import _cuda
 from .harness.versions import installed as package_version
 
 
 def device_summary() -> dict:
     import torch
-    d = {"cuda_available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda, "devices": []}
+    d: dict[str, Any] = {"cuda_available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda, "devices": []}
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
@@ -38,7 +40,6 @@ def cuda_facts() -> dict:
     found, and per visible device the route taken and its self-check (this loads the kernel)."""
     import torch
 
-    from .gradscan import _cuda
     out: dict = {"routes": []}
     fat = _cuda.fatbin_route()
     if fat is not None:
@@ -58,6 +59,7 @@ def cuda_facts() -> dict:
     if err is not None:
         out["driver_error"] = err
     else:
+        assert facts is not None  # driver() gives the facts or the error
         out["driver_cuda"] = _cuda.cuda_version_text(facts["driver_version"])
         out["driver_devices"] = len(facts["devices"])
     if out["driver_release"] and out["driver_floor"]:

@@ -5,6 +5,10 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+from .remote.chatglm.configuration_chatglm import ChatGLMConfig
+from .remote.chatglm.modeling_chatglm import ChatGLMForConditionalGeneration
 
 CHATGLM_DIR = Path(__file__).parent / "remote" / "chatglm"
 CHATGLM_FILES = ("configuration_chatglm.py", "modeling_chatglm.py")
@@ -12,9 +16,9 @@ CHATGLM_FILES = ("configuration_chatglm.py", "modeling_chatglm.py")
 
 def tiny_llama_config(**overrides):
     from transformers import LlamaConfig
-    cfg = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-               num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-               pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    cfg: dict[str, Any] = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                               pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
     cfg.update(overrides)
     return LlamaConfig(**cfg)
 
@@ -35,8 +39,6 @@ def write_chatglm(folder: str | os.PathLike, seed: int = 0, **config) -> str:
     """Save a random ChatGLM-style checkpoint with its remote code and auto_map into ``folder``."""
     import torch
 
-    from .remote.chatglm.configuration_chatglm import ChatGLMConfig
-    from .remote.chatglm.modeling_chatglm import ChatGLMForConditionalGeneration
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

@@ -14,6 +14,7 @@ import datetime
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from packaging.version import Version
 
@@ -21,7 +22,7 @@ from . import strictjson
 from .harness import bisect as bisect_mod
 from .harness.discover import load_case
 from .harness.envs import EnvError, index_versions, release_date
-from .harness.matrix import run_matrix
+from .harness.executor import run_local
 from .harness.report import write_atomic
 
 PACKAGES = ("transformers", "peft", "trl", "accelerate")
@@ -126,13 +127,14 @@ def refresh(paths: list[Path], releases: list[tuple[str, str]], recorded: dict[s
 
 
 def _local_runner(paths: list[Path], pins: list[str], *, jobs: int, timeout: float, log) -> list[dict]:
-    return run_matrix(paths, [pins], jobs=jobs, timeout=timeout, log=log)
+    return run_local(paths, [pins], jobs=jobs, timeout=timeout, log=log)
 
 
 def merge_into_matrix(matrix_path: Path, doc: dict) -> dict:
     """The recorded matrix with each refreshed release's cells added: a (case, release) cell already there is
     replaced, the other cases of that column are kept (a refresh of some cases leaves the rest as they were)."""
-    matrix = json.loads(matrix_path.read_text()) if matrix_path.is_file() else {"kind": "matrix", "cells": []}
+    matrix: dict[str, Any] = (json.loads(matrix_path.read_text()) if matrix_path.is_file()
+                              else {"kind": "matrix", "cells": []})
     for rel in doc["releases"]:
         label = f"{rel['package']}=={rel['version']}"
         fresh = {c["case"] for c in rel["cells"]}

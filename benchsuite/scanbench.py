@@ -14,16 +14,20 @@ Methods (same per-tensor outputs as the scanner, except the roofline):
 """
 from __future__ import annotations
 
+import importlib
 import math
 import statistics
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from . import strictjson
-from .gradscan import scan_tensors, tensor_stats
+from .bench.grid import check_device
+from .gradscan import _native, scan_tensors, tensor_stats
+from .harness.report import UsageError, check_output, version, write_atomic
+from .info import collect
 
 
 def gpt2_124m_shapes() -> list[tuple[int, ...]]:
@@ -85,7 +89,7 @@ def foreach_stats(tensors: list[torch.Tensor]) -> list[list[float]]:
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, t in enumerate(tensors):
         by_dtype.setdefault(t.dtype, []).append(i)
-    for dtype, idx in by_dtype.items():
+    for idx in by_dtype.values():
         group = [tensors[i] for i in idx]
         l2 = torch.stack(torch._foreach_norm(group, 2)).double()
         linf = torch.stack(torch._foreach_norm(group, math.inf)).double()
@@ -162,8 +166,8 @@ def bench_list(name: str, dtype: torch.dtype, device: torch.device, reps: int, l
     # sums of squares to the precision each method reaches (recorded).
     ref = loop_stats(tensors)
     agree = True
-    for m, fn in (("fused", fused_stats), ("foreach", foreach_stats)):
-        got = fn(tensors)
+    for m, stats_fn in (("fused", fused_stats), ("foreach", foreach_stats)):
+        got = stats_fn(tensors)
         agree &= all(a[:4] == b[:4] and abs(a[5] - b[5]) <= 1e-6 * abs(b[5]) for a, b in zip(got, ref))
         results[m]["sumsq_max_rel_err"] = max(abs(a[4] - b[4]) / max(abs(b[4]), 1e-30) for a, b in zip(got, ref))
     return {"list": name, "dtype": str(dtype).replace("torch.", ""), "device": str(device),
@@ -172,9 +176,8 @@ def bench_list(name: str, dtype: torch.dtype, device: torch.device, reps: int, l
 
 
 def run(lists: list[str], dtypes: list[str], device: str, reps: int, log=None) -> dict:
-    from .info import collect
     dev = torch.device(device)
-    out = {"machine_info": collect(), "benchmarks": []}
+    out: dict[str, Any] = {"machine_info": collect(), "benchmarks": []}
     total, n = len(lists) * len(dtypes), 0
     for name in lists:
         for dt in dtypes:
@@ -194,9 +197,7 @@ def host_cost(counts=(291, 1000), reps: int = 300, scan_module=None) -> list[dic
     per-step work around the kernel), the native scan alone (subtracted: "excluding the kernel"), and the
     tensor table's upkeep. Medians of ``reps`` calls. ``scan_module``: another ``gradscan._scan`` to time
     (an older version, for a before/after)."""
-    import importlib
 
-    from .gradscan import _native
     mod = scan_module or importlib.import_module("benchsuite.gradscan._scan")
 
     lows: dict[int, float] = {}
@@ -218,22 +219,30 @@ def host_cost(counts=(291, 1000), reps: int = 300, scan_module=None) -> list[dic
     out = []
     for n in counts:
         params = [torch.nn.Parameter(torch.zeros(64)) for _ in range(n)]
-        for p in params:
-            p.grad = torch.randn(64)
+        grads = [torch.randn(64) for _ in params]
+        for p, g in zip(params, grads):
+            p.grad = g
         pairs = [(f"model.layers.{i // 7}.proj{i % 7}.lora_A.default.weight", p) for i, p in enumerate(params)]
-        grads = [p.grad for p in params]
-        launch = median_ms(lambda _: mod.launch(pairs))
-        finish = median_ms(lambda pending: pending.finish(), setup=lambda: mod.launch(pairs))
+        # The timed callables run here, within this iteration: its values are bound as defaults.
+        launch = median_ms(lambda _, pairs=pairs: mod.launch(pairs))
+        finish = median_ms(lambda pending: pending.finish(), setup=lambda pairs=pairs: mod.launch(pairs))
         cache = _native.TableCache()
         cache.update(grads)
+        table = cache.table
+        assert table is not None  # update() built it
         counts_t = torch.zeros((n, 4), dtype=torch.int64)
         stats_t = torch.zeros((n, 2), dtype=torch.float64)
-        core = median_ms(lambda _: _native._core.scan_cpu(cache.table.data_ptr(), n, counts_t.data_ptr(),
-                                                         stats_t.data_ptr(), 1))
-        reuse = median_ms(lambda _: cache.update(grads))
+        core = median_ms(lambda _, table=table, n=n, counts_t=counts_t, stats_t=stats_t: _native._core.scan_cpu(
+            table.data_ptr(), n, counts_t.data_ptr(), stats_t.data_ptr(), 1))
+        reuse = median_ms(lambda _, cache=cache, grads=grads: cache.update(grads))
         other = [g.clone() for g in grads]
         flip = [grads, other]
-        rebuild = median_ms(lambda _: cache.update(flip.reverse() or flip[0]))
+
+        def flipped(_, cache=cache, flip=flip) -> bool:
+            flip.reverse()
+            return cache.update(flip[0])
+
+        rebuild = median_ms(flipped)
         out.append({"tensors": n, "launch_ms": round(launch, 4), "finish_ms": round(finish, 4),
                     "native_scan_ms": round(core, 4),
                     "python_per_scan_ms": round(launch + finish - core, 4),
@@ -272,34 +281,34 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
           "float16": "float16", "fp16": "float16", "half": "float16"}
 
 
-def main(args) -> int:
-    from .bench.grid import check_device
-    from .harness.report import UsageError, check_output, version, write_atomic
-    device = check_device(args.device)
-    lists = [x.strip() for x in args.lists.split(",") if x.strip()] if args.lists else (
+def main(*, device: str | None = None, lists: str | None = None, dtypes: str | None = None,
+         json_path: str | None = None, reps: int = 10, host_cost_only: bool = False) -> int:
+    device = check_device(device)
+    list_names = [x.strip() for x in lists.split(",") if x.strip()] if lists else (
         ["gpt2-124m", "llama-7b", "1000-small"] if device.startswith("cuda") else ["gpt2-124m", "1000-small"])
-    unknown = [n for n in lists if n not in LISTS]
-    if unknown or not lists:
-        raise UsageError(f"--lists: unknown list {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(LISTS)}")
-    raw = [x.strip() for x in args.dtypes.split(",") if x.strip()] if args.dtypes else ["float32", "bfloat16"]
+    unknown = [n for n in list_names if n not in LISTS]
+    if unknown or not list_names:
+        raise UsageError(f"--lists: unknown list {unknown[0] if unknown else '(none)'!r}; "
+                         f"choose from {', '.join(LISTS)}")
+    raw = [x.strip() for x in dtypes.split(",") if x.strip()] if dtypes else ["float32", "bfloat16"]
     bad = [d for d in raw if d.lower() not in DTYPES]
     if bad or not raw:
         raise UsageError(f"--dtypes: unknown dtype {bad[0] if bad else '(none)'!r}; choose from "
                          "float32 (fp32), bfloat16 (bf16), float16 (fp16)")
-    dtypes = list(dict.fromkeys(DTYPES[d.lower()] for d in raw))
-    check_output(args.json, "--json")
-    quiet = args.json == "-"
-    if getattr(args, "host_cost", False):
-        rows = host_cost(reps=30 * args.reps)  # 300 calls at the default --reps 10
+    dtype_names = list(dict.fromkeys(DTYPES[d.lower()] for d in raw))
+    check_output(json_path, "--json")
+    quiet = json_path == "-"
+    if host_cost_only:
+        rows = host_cost(reps=30 * reps)  # 300 calls at the default --reps 10
         result = {"benchsuite_version": version(), "kind": "scan-bench", "host_cost": rows,
                   "device": "cpu", "cpu_threads": torch.get_num_threads()}
         print(render_host_cost(rows), file=sys.stderr if quiet else sys.stdout)
     else:
-        result = run(lists, dtypes, device, args.reps, log=lambda m: print(m, file=sys.stderr, flush=True))
+        result = run(list_names, dtype_names, device, reps, log=lambda m: print(m, file=sys.stderr, flush=True))
         result = {"benchsuite_version": version(), "kind": "scan-bench", **result}
         print(render(result), file=sys.stderr if quiet else sys.stdout)
-    if args.json:
-        write_atomic(args.json, strictjson.dumps(result, indent=2))
+    if json_path:
+        write_atomic(json_path, strictjson.dumps(result, indent=2))
         if not quiet:
-            print(f"wrote {args.json}", file=sys.stderr)
+            print(f"wrote {json_path}", file=sys.stderr)
     return 0

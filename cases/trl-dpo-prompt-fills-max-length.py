@@ -31,6 +31,7 @@ case = Case(
     symptom=Symptom(description="pairs whose prompt fills max_length stay in the training set: keep_start "
                                 "truncation leaves them no completion token (log-probs 0, loss log 2, no gradient)",
                     observed="rows_without_completion"),
+    signs=["loss-log2", "loss-flat"],  # what its training log shows (doctor --log)
 )
 
 

@@ -1,11 +1,24 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# The tests' own cache, never the user's: the pinned environments the tests build (about 1 GB), uv's cache
+# they are linked from, the CUDA emulator's binaries and matplotlib's font list go to $BENCHSUITE_TEST_CACHE,
+# by default .pytest_cache/benchsuite in the checkout (git-ignored, kept between runs so that a rerun
+# reuses what the last one built; `rm -rf .pytest_cache/benchsuite` gives the space back). Set here, before
+# any test module is imported, so every process the tests start inherits it.
+TEST_CACHE = Path(os.environ.get("BENCHSUITE_TEST_CACHE")
+                  or Path(__file__).resolve().parent.parent / ".pytest_cache" / "benchsuite").resolve()
+os.environ["BENCHSUITE_CACHE"] = str(TEST_CACHE)
+os.environ["UV_CACHE_DIR"] = str(TEST_CACHE / "uv")
+os.environ.setdefault("BENCHSUITE_CUDAEMU_CACHE", str(TEST_CACHE / "cudaemu"))  # a knob of the tests' own
+os.environ["MPLCONFIGDIR"] = str(TEST_CACHE / "matplotlib")
 
 
 def pytest_configure(config):

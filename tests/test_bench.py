@@ -5,8 +5,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from benchsuite.bench.estimate import Shape, estimate
 from benchsuite.bench.grid import DEFAULT_GRID, derive, expand, label, markdown, parse_grid, with_baselines
+from benchsuite.bench.plot import figure
+from benchsuite.bench.report import recommend
 
 CLI = [sys.executable, "-m", "benchsuite", "bench"]
 
@@ -26,7 +30,8 @@ def test_estimate_orders_the_options():
     off = estimate(s, precision="fp32", checkpointing="off", **kw)["estimated_peak_memory_bytes"]
     ck = estimate(s, precision="fp32", checkpointing="reentrant", **kw)["estimated_peak_memory_bytes"]
     bf = estimate(s, precision="bf16", checkpointing="off", **kw)["estimated_peak_memory_bytes"]
-    acc = estimate(s, precision="fp32", checkpointing="off", batch=4, seq=512, accumulation=4)["estimated_peak_memory_bytes"]
+    acc = estimate(s, precision="fp32", checkpointing="off", batch=4, seq=512,
+                   accumulation=4)["estimated_peak_memory_bytes"]
     assert ck < bf < off and acc < off
 
 
@@ -122,7 +127,10 @@ def test_a_configuration_that_changes_gradients_is_flagged():
     md = markdown(results, {"environment": {}, "model": "m", "batch": 4, "seq_len": 8, "steps": 1, "warmup": 0,
                             "device": "cpu"})
     assert "**CHANGED** (1 without gradient on one side" in md
-    assert "Configurations that change the gradients: ckpt-re/acc1/fp32/full, ckpt-off/acc4/fp32/full" in md
+    assert "**2 of 4 configurations change the gradients:**" in md
+    table = md[md.index("change the gradients:**"):]
+    assert "| ckpt-re/acc1/fp32/full | **CHANGED**" in table and "| ckpt-off/acc4/fp32/full | **CHANGED**" in table
+    assert "ckpt-nonre/acc1/fp32/full" not in table  # the table lists only what changed
 
 
 def test_bench_compares_gradients_of_a_remote_code_checkpoint(tmp_path):
@@ -131,7 +139,8 @@ def test_bench_compares_gradients_of_a_remote_code_checkpoint(tmp_path):
     path = write_chatglm(tmp_path / "chatglm")
     out = tmp_path / "b.json"
     proc = subprocess.run(CLI + ["--model", path, "--grid", "checkpointing=off,reentrant", "--grid", "accumulation=1,2",
-                                 "--grid", "precision=fp32", "--grid", "adapter=full", "--seq-len", "32", "--batch", "2",
+                                 "--grid", "precision=fp32", "--grid", "adapter=full", "--seq-len", "32",
+                                 "--batch", "2",
                                  "--steps", "1", "--warmup", "0", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -143,3 +152,107 @@ def test_bench_compares_gradients_of_a_remote_code_checkpoint(tmp_path):
     ck = [r for r in results if r["checkpointing"] == "reentrant"]
     assert all(r["recompute_observed"] for r in ck)
     assert all(r["gradients_per_micro_batch_mean"]["matches"] is False for r in results if r["accumulation"] == 2)
+
+
+# ---------------------------------------------------------------- what a person chooses from (issue 32)
+
+META = {"environment": {}, "model": "m", "batch": 4, "seq_len": 8, "steps": 1, "warmup": 0, "device": "cpu"}
+
+
+def _result(ck, acc, prec, adapter, mib, tps, matches=True, micro_mean=None):
+    """A finished configuration as the grid records it (gradients compared, as derive() leaves them)."""
+    g = {"baseline": f"ckpt-off/acc1/fp32/{adapter}", "matches": matches, "max_rel_error": 0.0 if matches else 0.5,
+         "min_cosine": 1.0 if matches else 0.8, "no_grad_mismatch": [], "worst": "w"}
+    r = {"checkpointing": ck, "accumulation": acc, "precision": prec, "adapter": adapter, "status": "ok",
+         "peak_memory_bytes": int(mib * 2**20), "estimated_peak_memory_bytes": int(mib * 2**20), "step_time_s": 1.0,
+         "tokens_per_s": float(tps), "loss_finite": True, "recompute_observed": ck != "off", "gradients": g}
+    if micro_mean is not None:
+        r["gradients_per_micro_batch_mean"] = dict(g, matches=micro_mean, max_rel_error=1.2, min_cosine=0.6)
+    return r
+
+
+def _mixed() -> list[dict]:
+    results = [_result("off", 1, "fp32", "full", 900, 1000), _result("reentrant", 1, "fp32", "full", 600, 700),
+               _result("off", 4, "fp32", "full", 500, 900, micro_mean=False),
+               _result("non-reentrant", 4, "fp32", "full", 300, 2000, matches=False, micro_mean=False),
+               _result("off", 1, "fp32", "lora", 400, 1500), _result("reentrant", 1, "fp32", "lora", 250, 1200),
+               _result("off", 4, "fp32", "lora", 200, 1100, micro_mean=False)]
+    derive(results)
+    return results
+
+
+def _legend(fig) -> list[str]:
+    return [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+
+
+def test_plot_shows_only_the_series_that_ran():
+    results = [_result("off", 1, "fp32", "lora", 400, 1500), _result("non-reentrant", 1, "fp32", "lora", 250, 1200)]
+    derive(results)
+    fig = figure(results, "t")
+    legend = _legend(fig)
+    assert legend == ["checkpointing off", "checkpointing non-reentrant", "fp32", "Pareto front (bold labels)"]
+    assert [ax.get_title() for ax in fig.axes] == ["LoRA (2 configurations)"]  # no empty full-fine-tuning panel
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert sorted(texts) == ["ckpt-nonre/acc1/fp32", "ckpt-off/acc1/fp32"]
+    # Several accumulation values, bf16 and a changed configuration appear in the legend once they ran.
+    results.append(_result("reentrant", 4, "bf16", "lora", 200, 900, matches=False))
+    legend = _legend(figure(results, "t"))
+    assert {"checkpointing reentrant", "bf16", "accumulation 4 (ringed)",
+            "gradients changed: not a choice"} <= set(legend)
+    assert not any("budget" in t for t in legend)
+
+
+def test_full_fine_tuning_and_lora_are_apart():
+    results = _mixed()
+    fig = figure(results, "t")
+    assert [ax.get_title() for ax in fig.axes] == ["full fine-tuning (4 configurations)", "LoRA (3 configurations)"]
+    for ax, adapter in zip(fig.axes, ("full", "lora")):
+        mine = {r["peak_memory_bytes"] / 2**20 for r in results if r["adapter"] == adapter}
+        shown = {float(x) for c in ax.collections for x, _ in c.get_offsets()}
+        assert shown == mine, adapter
+        front = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+        assert len(front) == 1 and set(front[0].get_xdata()) <= mine
+    # Each adapter's front: a configuration that changes the gradients is no choice, however good it looks.
+    full_front = [ln for ln in fig.axes[0].lines if ln.get_linestyle() == "--"][0]
+    assert list(full_front.get_xdata()) == [500.0, 900.0]  # not the 300 MiB one (gradients changed), not 600
+    assert all("ckpt-nonre/acc4/fp32  GRADIENTS CHANGED" != t.get_text() or t.get_color() == "red"
+               for t in fig.axes[0].texts)
+
+
+def test_budget_names_the_fastest_configuration_that_fits():
+    results = _mixed()
+    lines = recommend(results, 0.5)  # 512 MiB
+    assert lines == ["fits in 0.5 GiB, full fine-tuning: ckpt-off/acc4/fp32/full (500 MiB peak, 900 tokens/s; "
+                     "fastest of 1 that fit)",  # the 300 MiB one changes the gradients: not offered
+                     "fits in 0.5 GiB, LoRA: ckpt-off/acc1/fp32/lora (400 MiB peak, 1500 tokens/s; "
+                     "fastest of 3 that fit)"]
+    assert recommend(results, 0.25) == [
+        "nothing fits in 0.25 GiB, full fine-tuning: the least memory measured is ckpt-off/acc4/fp32/full "
+        "(500 MiB peak)",
+        "fits in 0.25 GiB, LoRA: ckpt-re/acc1/fp32/lora (250 MiB peak, 1200 tokens/s; fastest of 2 that fit)"]
+    md = markdown(results, {**META, "budget_gib": 0.5})
+    assert "**Fits in 0.5 GiB, LoRA: ckpt-off/acc1/fp32/lora (400 MiB peak" in md
+    assert md.index("Fits in 0.5 GiB") < md.index("| configuration |")  # above the table, where a reader starts
+    fig = figure(results, "t", 0.5)
+    assert any(t.get_text().startswith("fits in 0.5 GiB, full fine-tuning: ckpt-off/acc4/fp32/full") for t in fig.texts)
+    assert "budget 0.5 GiB, its pick" in _legend(fig)
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_budget_must_be_a_positive_size(value, tmp_path):
+    proc = subprocess.run(CLI + ["--budget", value, "--grid", "adapter=lora", "--json", str(tmp_path / "b.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--budget" in proc.stderr and not (tmp_path / "b.json").exists()
+
+
+def test_no_changed_table_when_every_configuration_keeps_its_gradients():
+    results = [_result("off", 1, "fp32", "lora", 400, 1500),
+               _result("off", 4, "fp32", "lora", 200, 1100, micro_mean=False),
+               _result("reentrant", 4, "fp32", "lora", 150, 900, micro_mean=False)]
+    derive(results)
+    md = markdown(results, META)
+    assert "CHANGED" not in md and "change the gradients" not in md
+    assert "All 3 configurations keep the baseline's gradients." in md
+    # The per-micro-batch-mean check is one sentence, not a table of failures.
+    assert "2 of the 2 accumulation configurations would have been flagged (relative error up to 1.2e+00)" in md
+    assert "per-micro-batch-mean gradients vs baseline |" not in md

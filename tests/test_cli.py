@@ -7,56 +7,19 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from fixture_cases import write_cases
 from strict import strict_loads
 
 CLI = [sys.executable, "-m", "benchsuite"]
 FAST_GRID = ["--grid", "checkpointing=off", "--grid", "accumulation=1", "--grid", "precision=fp32",
              "--seq-len", "32", "--batch", "2", "--steps", "1", "--warmup", "0"]
 
-CASES = {
-    "quick-ok": """
-        from benchsuite.case import Case, Symptom
-        case = Case(id="quick-ok", title="raises as reported", references=["example/project#1"],
-                    tags=["fast", "crash"],
-                    symptom=Symptom("KeyError at the trigger", exception="KeyError", message="boom"))
-
-        @case.trigger
-        def trigger(ctx):
-            raise KeyError("boom")
-    """,
-    "quick-wrong": """
-        from benchsuite.case import Case, Symptom
-        case = Case(id="quick-wrong", title="declared affected, never reproduces", references=["example/project#2"],
-                    tags=["fast"], symptom=Symptom("KeyError", exception="KeyError"))
-
-        @case.trigger
-        def trigger(ctx):
-            raise ValueError("not the symptom")
-    """,
-    "hangs": """
-        import tempfile, time
-        from benchsuite.case import Case, Symptom
-        case = Case(id="hangs", title="never returns", references=["example/project#3"],
-                    symptom=Symptom("hang", exception="RuntimeError"))
-
-        @case.trigger
-        def trigger(ctx):
-            tempfile.mkdtemp(prefix="case-own-")  # a temporary folder the case never gets to remove
-            time.sleep(3600)
-    """,
-}
 
 
-def write_cases(folder: Path, names) -> Path:
-    folder.mkdir(exist_ok=True)
-    for name in names:
-        (folder / f"{name}.py").write_text(textwrap.dedent(CASES[name]))
-    return folder
 
 
 def cli(*args, env=None, timeout=300, **kw):
@@ -200,7 +163,8 @@ def test_bisect_over_a_package_the_case_does_not_declare():
     assert code == 1 and any("4.57.6: reproduced but declared not affected (with peft 0.17.1)" in x for x in lines)
     assert "no transformers range suggested" in "\n".join(lines)
     # The package the case does declare: a contradiction is an exit 1 with a suggested range.
-    seen = {"4.30.0": {"status": "reproduced"}, "4.57.6": {"status": "reproduced"}, "5.0.0": {"status": "not-reproduced"}}
+    seen = {"4.30.0": {"status": "reproduced"}, "4.57.6": {"status": "reproduced"},
+            "5.0.0": {"status": "not-reproduced"}}
     result = {"found": True, "last": "4.57.6", "last_status": "reproduced", "first": "5.0.0",
               "first_status": "not-reproduced"}
     code, lines = verdict("x", {"transformers": ">=4.35,<5"}, "transformers", result, seen, list(seen))
@@ -408,7 +372,8 @@ def test_compare_two_runs_and_two_benches(tmp_path):
     proc = cli("compare", tmp_path / "g1.json", tmp_path / "g2.json")
     assert proc.returncode == 1 and ("gradients match the baseline True -> False (worst model.embed_tokens.weight, "
                                      "relative error 0.32) WORSE") in proc.stdout, proc.stdout
-    assert "compare two of the same kind" in one_line_usage_error(cli("compare", tmp_path / "a.json", tmp_path / "x.json"))
+    usage = one_line_usage_error(cli("compare", tmp_path / "a.json", tmp_path / "x.json"))
+    assert "compare two of the same kind" in usage
 
 
 def test_cache_list_and_prune(tmp_path):

@@ -201,12 +201,17 @@ def test_signature_options_are_checked_before_the_script_starts(tmp_path):
 
 
 def test_real_setups_driver_checks_the_checkout_and_patches_by_name(tmp_path):
-    # python -m benchsuite.bench.real_setups runs MedicalGPT's scripts (docs/results/compare-real-setups.md); without
+    # python experiments/real_setups.py runs MedicalGPT's scripts (docs/results/compare-real-setups.md); without
     # a checkout it stops at once.
-    proc = subprocess.run([sys.executable, "-m", "benchsuite.bench.real_setups", "--medicalgpt", str(tmp_path)],
+    driver = Path(__file__).resolve().parent.parent / "experiments" / "real_setups.py"
+    proc = subprocess.run([sys.executable, str(driver), "--medicalgpt", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "is not a MedicalGPT checkout: training/supervised_finetuning.py" in proc.stderr
-    from benchsuite.bench import real_setups as R
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("real_setups", driver)
+    assert spec and spec.loader
+    R = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(R)
     data, model = {"sft": "D/sft", "reward": "D/reward"}, {"path": "M"}
     cmd = R.command(tmp_path, tmp_path / "w", "rm-lora-ckpt-reentrant-no-input-hook", data, model)
     assert cmd[1] == "-c" and cmd[3] == R.RM and "--validation_file_dir" in cmd

@@ -84,7 +84,8 @@ def test_no_driver_means_torch_with_the_reason_and_info_says_the_floor():
         pytest.skip("an NVIDIA driver is present")
     st = _cuda.load_kernel(0)
     assert not st.ready and "libcuda" in st.error
-    out = subprocess.run([sys.executable, "-m", "benchsuite", "info"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "benchsuite", "info"], capture_output=True, text=True,
+                         check=True).stdout
     assert "driver found   none usable (libcuda.so.1 could not be loaded" in out
     nv = _cuda.nvrtc()[0]
     if nv is not None:

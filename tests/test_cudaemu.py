@@ -3,7 +3,8 @@
 Every test builds csrc/ as it stands (so an edit to the kernel is what gets tested), runs the kernel
 with one fiber per CUDA thread under several schedules, under ASan+UBSan and under TSan, and compares
 it with the torch oracle and with the CPU core built from the same tree. Binaries are cached by a
-hash of their sources and flags in $BENCHSUITE_CUDAEMU_CACHE (default ~/.cache/benchsuite/cudaemu).
+hash of their sources and flags in $BENCHSUITE_CUDAEMU_CACHE (default $BENCHSUITE_CACHE/cudaemu; under pytest
+the tests' own cache, tests/conftest.py).
 BENCHSUITE_CSRC points the tests at another copy of csrc/ (the mutation script uses it).
 """
 from __future__ import annotations
@@ -25,13 +26,14 @@ import torch
 
 from benchsuite.gradscan._oracle import tensor_stats
 from benchsuite.gradscan.planted import CHUNK, DTYPES, full_suite, planted
+from benchsuite.harness.envs import cache_root
 
 pytestmark = pytest.mark.cudaemu
 
 ROOT = Path(__file__).resolve().parents[1]
 EMU = ROOT / "tests" / "cudaemu"
 CSRC = Path(os.environ.get("BENCHSUITE_CSRC", ROOT / "csrc")).resolve()
-CACHE = Path(os.environ.get("BENCHSUITE_CUDAEMU_CACHE", Path.home() / ".cache" / "benchsuite" / "cudaemu"))
+CACHE = Path(os.environ.get("BENCHSUITE_CUDAEMU_CACHE") or cache_root() / "cudaemu")
 CXX = os.environ.get("CXX", "g++")
 
 CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
@@ -60,7 +62,8 @@ _lock = threading.Lock()
 
 def _source_hash(flags: list[str]) -> str:
     h = hashlib.sha256()
-    files = sorted(CSRC.glob("*")) + sorted(EMU.glob("*.cpp")) + sorted(EMU.glob("*.h")) + sorted(EMU.glob("include/*.h"))
+    files = (sorted(CSRC.glob("*")) + sorted(EMU.glob("*.cpp")) + sorted(EMU.glob("*.h"))
+             + sorted(EMU.glob("include/*.h")))
     for f in files:
         if f.is_file():
             h.update(f.name.encode() + b"\0" + f.read_bytes())
@@ -134,7 +137,7 @@ def parse(text: str) -> dict[str, tuple[str | None, list[tuple]]]:
 
 
 def run_driver(exe: Path, case: Case | None, tmp_path: Path, schedules=("inorder",), workers=1, env=None,
-               extra=(), timeout=float(os.environ.get("BENCHSUITE_CUDAEMU_TIMEOUT", "300"))):
+               extra=(), timeout: float | None = None):
     cases = tmp_path / "cases.bin"
     out = tmp_path / "out.txt"
     args = [str(exe), "--out", str(out), "--schedules", ",".join(schedules), "--workers", str(workers), *extra]
@@ -142,6 +145,8 @@ def run_driver(exe: Path, case: Case | None, tmp_path: Path, schedules=("inorder
         case.write(cases)
         args += ["--cases", str(cases)]
     full_env = {**os.environ, "CUDAEMU_SMS": "4", **(env or {})}
+    if timeout is None:
+        timeout = float(os.environ.get("BENCHSUITE_CUDAEMU_TIMEOUT", "300"))
     r = subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=timeout)
     return r, (parse(out.read_text()) if r.returncode == 0 else None)
 
@@ -374,7 +379,8 @@ def test_kernel_never_reports_an_unknown_dtype_clean(tmp_path):
     case.add(torch.ones(1000))
     case.add(torch.zeros(3000), code=9)
     case.add(torch.full((10,), 2.0, dtype=torch.float64))
-    r, res = run_driver(build("driver"), case, tmp_path, schedules=["inorder", "random:2"], extra=["--raw-kernel", "--skip-cpu"])
+    r, res = run_driver(build("driver"), case, tmp_path, schedules=["inorder", "random:2"],
+                        extra=["--raw-kernel", "--skip-cpu"])
     assert r.returncode == 0, r.stderr[-4000:]
     for backend, (err, rows) in res.items():
         assert err is None

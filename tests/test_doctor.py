@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from fixture_cases import DOCTOR, write_cases
 from strict import strict_loads
 
 from benchsuite.case import Case, Symptom
@@ -30,59 +30,6 @@ CLI = [sys.executable, "-m", "benchsuite"]
 SEED = "reentrant-checkpoint-frozen-inputs"
 LORA = [f"base_model.model.model.layers.{i}.self_attn.q_proj.lora_{f}.default.weight" for i in (0, 1) for f in "AB"]
 
-CASES = {
-    # applies everywhere, fast (nothing to train), explains a finding; one fix exists only in a future release
-    "doc-applies": '''
-        case = Case(id="doc-applies", title="a failure seen everywhere", references=["example/project#1"],
-                    symptom=Symptom(description="flag set", observed="bad"), supports_model=True,
-                    explains=[Explains("lr-zero", note="the example")])
-
-        @case.trigger
-        def trigger(ctx):
-            return ctx.observed(bad=True, model=ctx.model_path)
-
-        @case.fix("clear the flag")
-        def clear(ctx):
-            return ctx.observed(bad=False)
-
-        @case.fix("a circulated remedy", works=False, note="changes nothing")
-        def nothing(ctx):
-            return ctx.observed(bad=True)
-
-        @case.fix("an option of a future release", applies={"torch": ">=99"})
-        def future(ctx):
-            return ctx.observed(bad=False)
-    ''',
-    # its affected range holds but a requirement is missing: cannot be judged here, still listed
-    "doc-missing-requirement": '''
-        case = Case(id="doc-missing-requirement", title="needs a package that is not installed",
-                    references=["example/project#2"], requires=["benchsuite_no_such_package"],
-                    symptom=Symptom(description="flag set", observed="bad"))
-
-        @case.trigger
-        def trigger(ctx):
-            return ctx.observed(bad=True)
-    ''',
-    # written for one model family: not for a llama checkpoint
-    "doc-chatglm-only": '''
-        case = Case(id="doc-chatglm-only", title="ChatGLM only", references=["example/project#4"],
-                    supports_model=True, model_families=["chatglm"],
-                    symptom=Symptom(description="flag set", observed="bad"))
-
-        @case.trigger
-        def trigger(ctx):
-            return ctx.observed(bad=True)
-    ''',
-    # declared for releases long gone: not affected here
-    "doc-old-release": '''
-        case = Case(id="doc-old-release", title="only in torch 0.x", references=["example/project#3"],
-                    affected={"torch": "<1"}, symptom=Symptom(description="flag set", observed="bad"))
-
-        @case.trigger
-        def trigger(ctx):
-            return ctx.observed(bad=True)
-    ''',
-}
 
 
 def _cli(*args, timeout=120):
@@ -91,11 +38,7 @@ def _cli(*args, timeout=120):
 
 @pytest.fixture(scope="module")
 def cases_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("doctor-cases")
-    for cid, body in CASES.items():
-        (d / f"{cid}.py").write_text("from benchsuite.case import Case, Explains, Symptom\n"
-                                     + textwrap.dedent(body))
-    return d
+    return write_cases(tmp_path_factory.mktemp("doctor-cases"), DOCTOR)
 
 
 def test_doctor_default_environment_leaves_out_the_4x_failure():

@@ -67,7 +67,7 @@ def test_planted_counts_every_dtype(dtype, device):
 @given(data=st.data())
 def test_property_against_oracle(device, data):
     tensors = []
-    for i in range(data.draw(st.integers(1, 5))):
+    for _ in range(data.draw(st.integers(1, 5))):
         dtype = data.draw(st.sampled_from(DTYPES))
         n = data.draw(st.integers(0, 200_000))
         k = [data.draw(st.integers(0, min(n, 50))) for _ in range(4)]
@@ -316,7 +316,7 @@ def test_async_scanner_decides_lora_zeros_from_values_scanned_at_launch(monkeypa
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     scanner = AsyncScanner(model)
     reports = []
-    for step in range(2):
+    for _ in range(2):
         opt.zero_grad()
         model(torch.randn(4, 8)).sum().backward()
         with monkeypatch.context() as m:  # launching reads nothing back from any tensor

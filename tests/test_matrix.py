@@ -38,7 +38,8 @@ def test_bisect_finds_boundary_in_log_probes_and_steps_over_unusable():
     assert len(prober.seen) <= 10  # O(log n) of 30 releases, plus the unusable ones stepped over
     assert correction({"transformers": ">=4.35,<5"}, "transformers", result, prober.seen, versions[0], versions[-1]) \
         == "<5.0.0"  # 4.30-4.34 reproduced too: the declared lower bound is wrong
-    assert any(d.startswith("4.30.0") for d in disagreements({"transformers": ">=4.35,<5"}, "transformers", prober.seen))
+    found = disagreements({"transformers": ">=4.35,<5"}, "transformers", prober.seen)
+    assert any(d.startswith("4.30.0") for d in found)
 
 
 def test_bisect_without_change_and_agreeing_declaration():
@@ -61,7 +62,8 @@ def test_expand_and_table():
 @pytest.mark.network
 def test_two_version_matrix_of_the_seed_cases_and_the_same_on_a_local_ray_cluster(tmp_path):
     """Issue 16's command: `--ray local` gives the verdicts of the plain matrix and says Ray ran it."""
-    args = ["matrix", "reentrant-checkpoint-frozen-inputs", "lora-loaded-frozen", "--with", "transformers==4.57.6,5.23.0"]
+    args = ["matrix", "reentrant-checkpoint-frozen-inputs", "lora-loaded-frozen",
+            "--with", "transformers==4.57.6,5.23.0"]
     out = tmp_path / "m.json"
     md = tmp_path / "m.md"
     proc = subprocess.run(CLI + args + ["--json", str(out), "--markdown", str(md)],
@@ -71,7 +73,8 @@ def test_two_version_matrix_of_the_seed_cases_and_the_same_on_a_local_ray_cluste
     cells = {(c["case"], c["env"]): c for c in plain["cells"]}
     assert cells[("reentrant-checkpoint-frozen-inputs", "transformers==4.57.6")]["status"] == "reproduced"
     assert cells[("reentrant-checkpoint-frozen-inputs", "transformers==5.23.0")]["status"] == "not-reproduced"
-    assert cells[("reentrant-checkpoint-frozen-inputs", "transformers==4.57.6")]["environment"]["transformers"] == "4.57.6"
+    cell = cells[("reentrant-checkpoint-frozen-inputs", "transformers==4.57.6")]
+    assert cell["environment"]["transformers"] == "4.57.6"
     assert "reentrant-checkpoint-frozen-inputs" in md.read_text()
     assert plain["executor"]["kind"] == "local"
     if importlib.util.find_spec("ray") is None:
@@ -84,7 +87,8 @@ def test_two_version_matrix_of_the_seed_cases_and_the_same_on_a_local_ray_cluste
     verdicts = lambda d: {(c["case"], c["env"]): (c["status"], c["expected"], c["agrees"], c["fixes"],  # noqa: E731
                                                   c["environment"]) for c in d["cells"]}
     assert verdicts(doc) == verdicts(plain) and len(doc["cells"]) == 4
-    assert doc["executor"]["kind"] == "ray" and doc["executor"]["address"] == "local" and doc["executor"]["local_cluster"]
+    executor = doc["executor"]
+    assert executor["kind"] == "ray" and executor["address"] == "local" and executor["local_cluster"]
 
 
 @pytest.mark.network

@@ -14,12 +14,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from fixture_cases import write_cases
 from procs import processes_with
 
 from benchsuite.harness.bisect import bisect, bisect_parallel
@@ -29,69 +29,8 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip ins
 CLI = [sys.executable, "-m", "benchsuite"]
 SEEDS = ["reentrant-checkpoint-frozen-inputs", "lora-loaded-frozen"]
 
-CASES = {
-    "quick-ok": """
-        from benchsuite.case import Case, Symptom
-        case = Case(id="quick-ok", title="raises as reported", references=["example/project#1"],
-                    symptom=Symptom("KeyError at the trigger", exception="KeyError", message="boom"))
-
-        @case.trigger
-        def trigger(ctx):
-            raise KeyError("boom")
-
-        @case.fix("do not raise")
-        def no_raise(ctx):
-            import torch
-            torch.manual_seed(0)
-            lin = torch.nn.Linear(3, 1)
-            return ctx.train(lin, batch=torch.randn(4, 3), loss_fn=lambda m, b: m(b).pow(2).mean())
-    """,
-    # Its trigger SIGKILLs the Ray worker that runs it (its first ancestor whose command line is Ray's
-    # "ray::..." title): the worker is lost mid-task, as when a node goes away.
-    "kills-its-worker": """
-        from benchsuite.case import Case, Symptom
-        case = Case(id="kills-its-worker", title="the Ray worker dies", references=["example/project#2"],
-                    symptom=Symptom("never seen", exception="KeyError"))
-
-        @case.trigger
-        def trigger(ctx):
-            import os, signal, time
-            pid = os.getpid()
-            while pid > 1:
-                stat = open(f"/proc/{pid}/stat").read()
-                pid = int(stat.rsplit(")", 1)[1].split()[1])
-                if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"ray::"):
-                    os.kill(pid, signal.SIGKILL)
-                    time.sleep(60)
-            raise RuntimeError("not run by a Ray worker")
-    """,
-    "needs-gpu": """
-        from benchsuite.case import Case, Symptom
-        case = Case(id="needs-gpu", title="needs CUDA", references=["example/project#3"], requires_cuda=True,
-                    symptom=Symptom("raises", exception="KeyError"))
-
-        @case.trigger
-        def trigger(ctx):
-            raise KeyError("x")
-    """,
-    "hangs": """
-        from benchsuite.case import Case, Symptom
-        case = Case(id="hangs", title="never returns", references=["example/project#4"],
-                    symptom=Symptom("raises", exception="KeyError"))
-
-        @case.trigger
-        def trigger(ctx):
-            import time
-            time.sleep(600)
-    """,
-}
 
 
-def write_cases(folder: Path, names) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        (folder / f"{n}.py").write_text(textwrap.dedent(CASES[n]))
-    return folder
 
 
 
@@ -178,7 +117,8 @@ def test_a_lost_worker_marks_its_cells_error_and_the_run_goes_on(tmp_path):
     assert "the Ray task running this cell was lost" in lost["reason"] and "Error" in lost["reason"], lost["reason"]
     gpu = cells["needs-gpu"]
     assert gpu["status"] == "skipped" and "the Ray cluster has none" in gpu["reason"]
-    assert doc["executor"]["kind"] == "ray" and doc["executor"]["local_cluster"] and doc["executor"]["gpu_cases"] == ["needs-gpu"]
+    executor = doc["executor"]
+    assert executor["kind"] == "ray" and executor["local_cluster"] and executor["gpu_cases"] == ["needs-gpu"]
     errors = [t for t in ET.parse(xml).getroot().iter("testcase") if t.find("error") is not None]
     assert [t.get("name") for t in errors] == ["kills-its-worker"]
     assert "was lost" in errors[0].find("error").get("message")

@@ -7,63 +7,15 @@ import math
 import re
 import subprocess
 import sys
-import textwrap
 
+from fixture_cases import write_cases
 from strict import strict_loads
 
 from benchsuite import strictjson
 
-CASES = {
-    "never-here": '''\
-        from benchsuite.case import Case, Symptom
-
-        case = Case(id="never-here", title="t", references=["x/y#1"], affected={"torch": "<1"},
-                    fixed_in="torch 1.0", still_triggers="flag=True by hand",
-                    symptom=Symptom(description="flag", observed="flag"))
-
-
-        @case.trigger
-        def trigger(ctx):
-            return ctx.observed(flag=False)
-
-
-        @case.fix("a remedy that circulates", works=False)
-        def eager(ctx):
-            return ctx.observed(flag=False)
-        ''',
-    "needs-gpu": '''\
-        from benchsuite.case import Case, Symptom
-
-        case = Case(id="needs-gpu", title="t", references=["x/y#1"], requires_cuda=True,
-                    symptom=Symptom(description="flag", observed="flag"))
-
-
-        @case.trigger
-        def trigger(ctx):
-            return ctx.observed(flag=True)
-        ''',
-    "twice-wrong": '''\
-        from benchsuite.case import Case, Symptom
-
-        case = Case(id="twice-wrong", title="t", references=["x/y#1"], affected={"torch": "<1"},
-                    symptom=Symptom(description="flag", observed="flag"))
-
-
-        @case.trigger
-        def trigger(ctx):
-            return ctx.observed(flag=True)
-
-
-        @case.fix("declared to work, does not")
-        def nope(ctx):
-            return ctx.observed(flag=True)
-        ''',
-}
-
 
 def _run(tmp_path, *ids):
-    for cid in ids:
-        (tmp_path / f"{cid}.py").write_text(textwrap.dedent(CASES[cid]))
+    write_cases(tmp_path, ids)
     out = tmp_path / "run.json"
     proc = subprocess.run([sys.executable, "-m", "benchsuite", "run", *ids, "--cases-dir", str(tmp_path),
                            "--json", str(out)], capture_output=True, text=True, timeout=300)

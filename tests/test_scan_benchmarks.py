@@ -37,7 +37,8 @@ def test_foreach(benchmark, gpt2_fp32):
 
 
 def test_roofline(benchmark, flat_fp32):
-    assert benchmark(lambda: flat_fp32.sum().item()) == pytest.approx(float(flat_fp32.double().sum()), rel=1e-3, abs=1.0)
+    expected = float(flat_fp32.double().sum())
+    assert benchmark(lambda: flat_fp32.sum().item()) == pytest.approx(expected, rel=1e-3, abs=1.0)
 
 
 def test_methods_agree_on_planted_values(gpt2_fp32):
@@ -98,7 +99,8 @@ def test_table_kept_while_addresses_are_unchanged(small_grads):
 
 def test_host_cost_command(tmp_path):
     out = tmp_path / "host.json"
-    proc = subprocess.run([sys.executable, "-m", "benchsuite", "scan-bench", "--host-cost", "--reps", "1", "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "benchsuite", "scan-bench", "--host-cost", "--reps", "1",
+                           "--json", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["host_cost"]

@@ -120,7 +120,8 @@ def test_trl_trainers_healthy_under_raise(tmp_path, trainer):
     assert summary["verdict"] == "healthy" and findings(summary) == {}
     p = summary["processes"][0]
     assert p["trainers"] == 1 and p["scans"] == 4 and p["params"]["trainable"] == 8
-    assert p["zero_gradient_steps"]  # binary reward, groups of 2: some steps have zero advantage everywhere
+    # GRPO is recognised as RL: a step with zero advantage everywhere would be counted, not judged (issue 31)
+    assert p["models"][0]["rl"] is True and p["models"][0]["label"] == "GRPOTrainer #1"
 
 
 def test_ddp_two_ranks_healthy_then_nan_on_one_rank(tmp_path):
@@ -185,18 +186,21 @@ def test_broken_runs_stopped_with_cause(broken_runs, variant, args, kind, step, 
 
 
 def test_lora_alpha_0_alone_nothing_trains(tmp_path):
-    # Every trainable gradient is zero at every step: no single step is a finding (an RL batch with zero
-    # advantage looks the same), the whole run is.
-    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0")
+    # Every trainable gradient is zero at every step. Outside RL (where zero advantage could explain a step) that
+    # is confirmed like any all-zero gradient, within 3 steps (issue 31); the loss stays exactly constant too.
+    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0", "--steps", "6")
     f = findings(summary)
-    assert proc.returncode == 0 and set(f) == {"zero-everywhere"} and f["zero-everywhere"]["confirmed_at"] == "end"
+    assert proc.returncode == 0 and set(f) == {"zero-everywhere", "loss-flat"}, f
+    assert f["zero-everywhere"]["confirmed_at"] == 3 and f["loss-flat"]["confirmed_at"] == 5
     assert summary["verdict"] == "findings" and "lora_alpha=0" in proc.stderr
+    assert "grad-norm-zero" in f["zero-everywhere"]["signs"] and f["zero-everywhere"]["cases"]
 
 
 def test_a_finding_confirmed_at_the_end_fails_the_run_under_raise(tmp_path):
     # issue 31: under --policy raise a run whose finding is confirmed only at its end must not exit 0 (a CI
-    # gate built on raise would pass it); the script's own exit code is kept in the JSON
-    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0", options=["--policy", "raise"])
+    # gate built on raise would pass it); the script's own exit code is kept in the JSON. Two steps of
+    # lora_alpha=0 are too few to confirm anything before the end.
+    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0", "--steps", "2", options=["--policy", "raise"])
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert summary["exit_code"] == 3 and summary["script_exit_code"] == 0
     assert "exit code 3: the script exited 0, but findings were confirmed at its end" in proc.stderr
@@ -327,7 +331,7 @@ def test_tracker_isolated_gaps_are_not_findings():
     pattern = ["ok", None, "ok", "zero", "ok", None, None, "ok"]  # e.g. an MoE expert that some batches skip
     for step, g in enumerate(pattern, 1):
         t.observe(step, [_rec("expert", g), _rec("other", "ok")], {"expert": 0.1, "other": 0.1}, set(),
-                  lambda names: {n: (step,) for n in names})
+                  lambda names, s=step: {n: (s,) for n in names})
         assert t.evaluate(step) == []
     t.finish(lambda names: {n: (99,) for n in names})
     assert t.evaluate("end", final=True) == [] and t.report() == []
@@ -337,7 +341,7 @@ def test_tracker_never_once_a_gradient_is_a_finding_at_the_end():
     t = V.Tracker(confirm=3)
     for step in (1, 2):  # too short to confirm during the run
         t.observe(step, [_rec("a", None), _rec("b", "ok")], {"a": 0.1, "b": 0.1}, set(),
-                  lambda names: {n: (step,) for n in names})
+                  lambda names, s=step: {n: (s,) for n in names})
         assert t.evaluate(step) == []
     assert t.evaluate("end", final=True) == [(V.NO_GRADIENT, ["a"])]
 
@@ -371,7 +375,8 @@ def test_zero_factor_decided_from_state_not_names():
     assert any("q_proj.lora_A" in n for n in excused) and any("lora_embedding_B" in n for n in excused)
     assert not any("lora_B" in n or "lora_embedding_A" in n for n in excused)
     # Conv layers: lora_A is a Conv2d, lora_B a 1x1 Conv2d starting at zero.
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 2))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 4 * 4, 2))
     conv = get_peft_model(net, LoraConfig(r=2, target_modules=["0"]))
     conv(torch.randn(2, 3, 6, 6)).sum().backward()
     rep = scan(conv)

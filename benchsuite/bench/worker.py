@@ -5,8 +5,13 @@ import os
 import resource
 import statistics
 import time
+from typing import Any
 
+from ..case import Context
 from ..checkpointing import RecomputeCounter, decoder_layers
+from ..gradscan import GradScanHook, named_trainable
+from ..gradscan.signature import signatures
+from .estimate import estimate, shape_of
 
 MODELS = ("tiny-llama", "tiny-qwen2", "tiny-chatglm")
 # Elements the gradient signature reads at a time: its transient memory (~40 bytes an element, 2.6 MB)
@@ -14,7 +19,7 @@ MODELS = ("tiny-llama", "tiny-qwen2", "tiny-chatglm")
 SIGNATURE_CHUNK = 1 << 16
 # Sized so that activations dominate weights at the default batch and sequence length: the effect of
 # checkpointing is then plainly visible in a CPU measurement.
-TINY = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+TINY: dict[str, Any] = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=4, vocab_size=2048, max_position_embeddings=4096)
 
 
@@ -54,7 +59,8 @@ def _warm_libraries(cfg: dict, device) -> None:
     small = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                                          num_attention_heads=4, num_key_value_heads=4, vocab_size=256)).to(device)
     if cfg["checkpointing"] != "off":
-        small.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": cfg["checkpointing"] == "reentrant"})
+        small.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": cfg["checkpointing"] == "reentrant"})
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["precision"])
     opt = torch.optim.AdamW(small.parameters(), lr=1e-4)
     ids = torch.randint(1, 256, (2, 32), device=device)
@@ -66,13 +72,7 @@ def _warm_libraries(cfg: dict, device) -> None:
     gc.collect()
 
 
-def run(cfg: dict) -> dict:
-    import torch
-
-    from ..case import Context
-    device = torch.device(cfg.get("device", "cpu"))
-    cuda = device.type == "cuda"
-    res: dict = {}
+def _check(cfg: dict) -> None:
     if cfg["precision"] not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"unknown precision {cfg['precision']!r} (fp32, fp16 or bf16)")
     if cfg["checkpointing"] not in ("off", "reentrant", "non-reentrant"):
@@ -81,10 +81,14 @@ def run(cfg: dict) -> dict:
         raise ValueError(f"unknown adapter {cfg['adapter']!r} (full or lora)")
     if cfg["batch"] % cfg["accumulation"]:
         raise ValueError(f"batch {cfg['batch']} is not divisible by accumulation {cfg['accumulation']}")
-    # Libraries map their kernels' code lazily: one step of a miniature of the same model with the same
-    # options first, so that the baseline below already holds them and the peak is the model's own.
+
+
+def _memory_baseline(cfg: dict, device) -> tuple[int, int]:
+    """The memory level before the model exists (CPU: resident set, high-water mark reset; CUDA: allocated,
+    peak reset), after one step of a miniature of the same model with the same options: libraries map their
+    kernels' code lazily, so that the baseline already holds them and the peak is the model's own."""
+    import torch
     _warm_libraries(cfg, device)
-    # CPU peak memory: resident-set high-water mark above the level before the model exists.
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current RSS
@@ -94,10 +98,15 @@ def run(cfg: dict) -> dict:
     if cfg.get("max_memory_mb"):
         limit = _status_kb("VmSize") * 1024 + int(cfg["max_memory_mb"]) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    if cuda:
+    base_gpu = 0
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base_gpu = torch.cuda.memory_allocated(device)
+    return base_rss, base_gpu
 
+
+def _model(cfg: dict, device):
+    """The model as the configuration trains it: train mode, the adapter, checkpointing."""
     model = build_model(cfg["model"], cfg["workdir"]).to(device)
     # from_pretrained returns a model in eval mode, where transformers skips checkpointing altogether
     # (the catalogue's eval-mode-disables-checkpointing): a training benchmark trains.
@@ -111,95 +120,96 @@ def run(cfg: dict) -> dict:
             gradient_checkpointing_kwargs={"use_reentrant": cfg["checkpointing"] == "reentrant"})
         if cfg["adapter"] == "lora":
             model.enable_input_require_grads()  # what a working LoRA + checkpointing setup needs
-    recompute = RecomputeCounter(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    from .estimate import estimate, shape_of
-    shape = shape_of(model, sum(p.numel() for p in trainable))
-    res.update(estimate(shape, batch=cfg["batch"], seq=cfg["seq_len"], accumulation=cfg["accumulation"],
-                        precision=cfg["precision"], checkpointing=cfg["checkpointing"]))
-    res["params"], res["trainable_params"], res["layers"] = shape.params, shape.trainable, len(decoder_layers(model))
+    return model
 
-    opt = torch.optim.AdamW(trainable, lr=1e-4)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["precision"])
-    scaler = torch.amp.GradScaler(device.type) if cfg["precision"] == "fp16" else None
-    batch = make_batch(shape.vocab, cfg["batch"], cfg["seq_len"], device)
-    res["sequence_lengths"], res["labelled_tokens"] = batch["lengths"], batch["labelled"]
-    micro = cfg["batch"] // cfg["accumulation"]
-    batch["micro_labelled"] = [sum(batch["labelled"][k * micro:(k + 1) * micro]) for k in range(cfg["accumulation"])]
-    hook = None
-    if cfg.get("scan"):
-        from ..gradscan import GradScanHook
-        hook = GradScanHook(model, policy="record", keep=False)
-    from ..gradscan import named_trainable
-    from ..gradscan.signature import signatures
-    pairs = named_trainable(model)
-    sig_seconds = [0.0]
 
-    def signature(scale: float = 1.0) -> dict:
+class _Steps:
+    """The training steps of one configuration: forward and backward over the micro-batches, the optimizer
+    step, the gradient signatures of the first step, timing (signature passes excluded)."""
+
+    def __init__(self, cfg: dict, model, device, shape, res: dict):
+        import torch
+        self.cfg, self.model, self.device, self.res = cfg, model, device, res
+        self.cuda = device.type == "cuda"
+        self.recompute = RecomputeCounter(model)
+        self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["precision"])
+        self.scaler = torch.amp.GradScaler(device.type) if cfg["precision"] == "fp16" else None
+        self.batch = make_batch(shape.vocab, cfg["batch"], cfg["seq_len"], device)
+        self.micro = cfg["batch"] // cfg["accumulation"]
+        self.batch["micro_labelled"] = [sum(self.batch["labelled"][k * self.micro:(k + 1) * self.micro])
+                                        for k in range(cfg["accumulation"])]
+        self.hook = GradScanHook(model, policy="record", keep=False) if cfg.get("scan") else None
+        self.pairs = named_trainable(model)
+        self.sig_seconds = 0.0
+        self.first = True
+
+    def signature(self, scale: float = 1.0) -> dict:
         t0 = time.perf_counter()
-        out = {n: s.to_dict() for n, s in signatures(pairs, scale=scale, chunk=SIGNATURE_CHUNK).items()}
-        sig_seconds[0] += time.perf_counter() - t0
+        out = {n: s.to_dict() for n, s in signatures(self.pairs, scale=scale, chunk=SIGNATURE_CHUNK).items()}
+        self.sig_seconds += time.perf_counter() - t0
         return out
 
-    def backward_all(normalisation: str) -> float:
+    def backward_all(self, normalisation: str) -> float:
         """Forward and backward over the micro-batches, the loss normalised over the whole effective batch
         ("token-weighted": each micro-batch's mean loss times its share of the labelled tokens) or, as
         transformers < 4.46 did, each micro-batch's mean divided by the number of micro-batches."""
-        total = 0.0
-        for k in range(cfg["accumulation"]):
-            sl = slice(k * micro, (k + 1) * micro)
-            labels = batch["labels"][sl]
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = model(input_ids=batch["input_ids"][sl], attention_mask=batch["attention_mask"][sl],
-                             labels=labels, use_cache=False).loss
+        import torch
+        b, total = self.batch, 0.0
+        for k in range(self.cfg["accumulation"]):
+            sl = slice(k * self.micro, (k + 1) * self.micro)
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                loss = self.model(input_ids=b["input_ids"][sl], attention_mask=b["attention_mask"][sl],
+                                  labels=b["labels"][sl], use_cache=False).loss
             if normalisation == "token-weighted":
-                loss = loss * (batch["micro_labelled"][k] / batch["total_labelled"])
+                loss = loss * (b["micro_labelled"][k] / b["total_labelled"])
             else:
-                loss = loss / cfg["accumulation"]
-            with recompute.backward():
-                (scaler.scale(loss) if scaler else loss).backward()
+                loss = loss / self.cfg["accumulation"]
+            with self.recompute.backward():
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += float(loss.detach())
         return total
 
-    if cfg["accumulation"] > 1:
-        # What per-micro-batch-mean normalisation would do to the same first step: its gradients are
-        # compared with the baseline too (they are not the ones this configuration trains with).
-        backward_all("micro-mean")
-        res["gradient_signature_micro_mean"] = signature(1.0 / scaler.get_scale() if scaler else 1.0)
-        opt.zero_grad(set_to_none=True)
-    first = [True]
+    def micro_mean_signature(self) -> None:
+        """What per-micro-batch-mean normalisation would do to the same first step: its gradients are
+        compared with the baseline too (they are not the ones this configuration trains with)."""
+        self.backward_all("micro-mean")
+        scale = 1.0 / self.scaler.get_scale() if self.scaler else 1.0
+        self.res["gradient_signature_micro_mean"] = self.signature(scale)
+        self.opt.zero_grad(set_to_none=True)
 
-    def step(scan: bool) -> float:
-        total = backward_all("token-weighted")
-        if scaler and (scan or first[0]):
-            scaler.unscale_(opt)
-        if first[0]:  # the gradients of the first optimizer step, compared with the baseline's
-            res["gradient_signature"] = signature()
-            first[0] = False
-        if scan:
-            hook()
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
+    def step(self, scan: bool) -> float:
+        total = self.backward_all("token-weighted")
+        if self.scaler and (scan or self.first):
+            self.scaler.unscale_(self.opt)
+        if self.first:  # the gradients of the first optimizer step, compared with the baseline's
+            self.res["gradient_signature"] = self.signature()
+            self.first = False
+        if scan and self.hook is not None:
+            self.hook()
+        if self.scaler:
+            self.scaler.step(self.opt)
+            self.scaler.update()
         else:
-            opt.step()
-        opt.zero_grad(set_to_none=True)
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         return total
 
-    def timed(n: int, scan: bool) -> tuple[list[float], list[float], int]:
-        times, losses, c0 = [], [], recompute.calls
+    def timed(self, n: int, scan: bool) -> tuple[list[float], list[float], int]:
+        import torch
+        times, losses, c0 = [], [], self.recompute.calls
         for _ in range(n):
-            if cuda:
-                torch.cuda.synchronize(device)
-            t0, s0 = time.perf_counter(), sig_seconds[0]
-            losses.append(step(scan))
-            if cuda:
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t0 - (sig_seconds[0] - s0))  # the signature is not the step's
-        return times, losses, recompute.calls - c0
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+            t0, s0 = time.perf_counter(), self.sig_seconds
+            losses.append(self.step(scan))
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+            times.append(time.perf_counter() - t0 - (self.sig_seconds - s0))  # the signature is not the step's
+        return times, losses, self.recompute.calls - c0
 
-    timed(cfg["warmup"], False)
-    times, losses, ncalls = timed(cfg["steps"], False)
+
+def _record_steps(res: dict, cfg: dict, times: list[float], losses: list[float], ncalls: int) -> None:
     res["step_time_s"] = statistics.median(times)
     res["step_times_s"] = times
     res["step_time_min_s"], res["step_time_max_s"] = min(times), max(times)
@@ -209,7 +219,11 @@ def run(cfg: dict) -> dict:
     res["loss_finite"] = all(x == x and abs(x) != float("inf") for x in losses)
     res["recomputed_module_calls_per_step"] = ncalls / max(1, cfg["steps"])
     res["recompute_observed"] = ncalls > 0
-    if cuda:
+
+
+def _record_memory(res: dict, device, base_rss: int, base_gpu: int) -> None:
+    import torch
+    if device.type == "cuda":
         res["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) - base_gpu
         res["peak_memory_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
         res["peak_memory_source"] = "torch.cuda.max_memory_allocated"
@@ -217,11 +231,33 @@ def run(cfg: dict) -> dict:
     else:
         res["peak_memory_bytes"] = _status_kb("VmHWM") * 1024 - base_rss
         res["peak_memory_source"] = "process peak RSS (VmHWM) above the level before the model was built"
-    res["gradient_signature_s"] = sig_seconds[0]
-    if hook is not None:
-        scan_times, _, _ = timed(cfg["steps"], True)
+
+
+def run(cfg: dict) -> dict:
+    """One configuration: its estimate, peak memory, step times and first-step gradient signatures."""
+    import torch
+    _check(cfg)
+    device = torch.device(cfg.get("device", "cpu"))
+    base_rss, base_gpu = _memory_baseline(cfg, device)
+    model = _model(cfg, device)
+    res: dict = {}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    shape = shape_of(model, trainable)
+    res.update(estimate(shape, batch=cfg["batch"], seq=cfg["seq_len"], accumulation=cfg["accumulation"],
+                        precision=cfg["precision"], checkpointing=cfg["checkpointing"]))
+    res["params"], res["trainable_params"], res["layers"] = shape.params, shape.trainable, len(decoder_layers(model))
+    steps = _Steps(cfg, model, device, shape, res)
+    res["sequence_lengths"], res["labelled_tokens"] = steps.batch["lengths"], steps.batch["labelled"]
+    if cfg["accumulation"] > 1:
+        steps.micro_mean_signature()
+    steps.timed(cfg["warmup"], False)
+    _record_steps(res, cfg, *steps.timed(cfg["steps"], False))
+    _record_memory(res, device, base_rss, base_gpu)
+    res["gradient_signature_s"] = steps.sig_seconds
+    if steps.hook is not None:
+        scan_times, _, _ = steps.timed(cfg["steps"], True)
         res["scan_step_time_s"] = statistics.median(scan_times)
-        res["scan_seconds_per_step"] = hook.seconds / max(1, hook.scans)
+        res["scan_seconds_per_step"] = steps.hook.seconds / max(1, steps.hook.scans)
         res["scan_overhead_fraction"] = res["scan_seconds_per_step"] / res["step_time_s"]
     return res
 

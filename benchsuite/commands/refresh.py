@@ -9,8 +9,12 @@ from pathlib import Path
 
 from .. import refresh as engine
 from .. import strictjson
-from ..harness.report import UsageError, check_output, version, write_atomic
+from ..common import envelope
+from ..harness import catalogue_doc, executor, rayexec
+from ..harness.discover import default_cases_dir
+from ..harness.report import UsageError, check_output, write_atomic
 from . import _options
+from . import site as site_command
 
 
 def register(sub) -> None:
@@ -84,9 +88,9 @@ def main(cases_dir: Path, matrix: Path, packages: list[str], *, since, write: bo
     for cid, error in broken:
         log(f"{cid}: BROKEN CASE FILE, left out: {error}")
     paths = [p for _, p in cases]
-    meta = {"benchsuite_version": version(), "kind": "refresh", "matrix": str(matrix),
+    meta = envelope("refresh", {"matrix": str(matrix),
             "recorded": {k: str(v) for k, v in recorded.items()}, "since": since.isoformat() if since else None,
-            "new_releases": [f"{p}=={v}" for p, v in releases], "cases": len(paths)}
+            "new_releases": [f"{p}=={v}" for p, v in releases], "cases": len(paths)})
     if dry_run or not releases:
         if json_path:
             write_atomic(json_path, strictjson.dumps({**meta, "releases": [], "changelog": []}))
@@ -102,14 +106,18 @@ def main(cases_dir: Path, matrix: Path, packages: list[str], *, since, write: bo
     doc: dict = {"releases": [], "changelog": []}
     interrupted = False
     cluster = None
+
+    def progress(d: dict) -> None:
+        doc.update(d)
+        save(d)
+
     try:
         runner = None
         if ray:
-            from ..harness import rayexec
             cluster = rayexec.Cluster(ray, log=log)
             runner = _ray_runner(cluster)
         doc = engine.refresh(paths, releases, recorded, jobs=jobs, timeout=timeout, write=write, log=log,
-                             on_progress=lambda d: (doc.update(d), save(d)), runner=runner)
+                             on_progress=progress, runner=runner)
     except KeyboardInterrupt:
         interrupted = True
         log("\ninterrupted: the releases that finished are kept")
@@ -129,9 +137,6 @@ def main(cases_dir: Path, matrix: Path, packages: list[str], *, since, write: bo
 
 
 def _record(cases_dir: Path, matrix: Path, site: Path, doc: dict, log) -> None:
-    from ..harness import catalogue_doc
-    from ..harness.discover import default_cases_dir
-    from . import site as site_command
     engine.merge_into_matrix(matrix, doc)
     log(f"--write: {matrix} has the new column(s)")
     if cases_dir.resolve() == default_cases_dir().resolve():  # the catalogue's own page
@@ -143,11 +148,9 @@ def _record(cases_dir: Path, matrix: Path, site: Path, doc: dict, log) -> None:
 
 
 def _ray_runner(cluster):
-    from ..harness import rayexec
-
     def runner(paths, pins, *, jobs, timeout, log):
         cells: list[dict] = []
-        rayexec.run_matrix(paths, [pins], cluster, timeout=timeout, repeat=1, log=log, on_cell=lambda c: None,
-                           cells=cells, executor=cluster.info())
+        executor.run_on_ray(paths, [pins], cluster, timeout=timeout, repeat=1, log=log, on_cell=lambda c: None,
+                            cells=cells, executor=cluster.info())
         return cells
     return runner

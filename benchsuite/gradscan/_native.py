@@ -9,7 +9,7 @@ import torch
 from ..notices import ScannerWarning
 
 try:  # the fallback path must work when the extension was not built
-    from benchsuite import _core
+    from benchsuite import _core  # type: ignore[attr-defined]  # the compiled extension: mypy sees no module
     IMPORT_ERROR: str | None = None
 except ImportError as exc:  # pragma: no cover - exercised by the fallback test through a subprocess
     _core = None
@@ -77,6 +77,7 @@ def scan_cpu(tensors: list[torch.Tensor], num_threads: int | None = None) -> tup
                 _cpu_tables.clear()
                 _cpu_tables[threading.get_ident()] = cache
         cache.update(tensors)
+        assert cache.table is not None  # update() built it (n > 0)
         threads = num_threads if num_threads is not None else torch.get_num_threads()
         _core.scan_cpu(cache.table.data_ptr(), n, counts.data_ptr(), stats.data_ptr(), int(threads))
     return counts, stats

@@ -1,13 +1,13 @@
 """scan(): gather trainable parameters' gradients, scan them in one fused pass, build the report."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 import torch
 
-from . import _native, _zero
+from . import _cuda, _native, _zero
 from ._oracle import tensor_stats
 from ._records import ParamRecord, ScanReport, find_problems
 
@@ -16,6 +16,7 @@ Source = Union[torch.nn.Module, Mapping[str, torch.Tensor], Named]
 
 def named_trainable(source: Source) -> list[tuple[str, torch.Tensor]]:
     """(name, parameter) pairs with requires_grad=True from a module, a mapping or pairs."""
+    pairs: list[tuple[str, torch.Tensor]]
     if isinstance(source, torch.nn.Module):
         pairs = list(source.named_parameters())
     elif isinstance(source, Mapping):
@@ -126,10 +127,11 @@ def _device_name(device: torch.device) -> str:
     return name
 
 
-def launch(pairs: list[tuple[str, torch.Tensor | None]], *, backend: str = "auto", grads: bool = True,
+def launch(pairs: Sequence[tuple[str, Any]], *, backend: str = "auto", grads: bool = True,
            expected_zero: set[str] | None = None, step: int | None = None, asynchronous: bool = False,
            num_threads: int | None = None) -> Pending:
     """Start scanning; with grads=True the tensors' ``.grad`` are scanned, else the tensors themselves.
+    ``pairs``: (name, tensor or None); with grads=True anything with a ``.grad`` will do (``_Value``).
 
     On CUDA nothing here waits for the GPU: the kernel and the copy of its results back to pinned host
     memory are enqueued on each device's current stream (with ``asynchronous``, an event per device
@@ -166,7 +168,8 @@ def launch(pairs: list[tuple[str, torch.Tensor | None]], *, backend: str = "auto
                                    0.0, 0.0, _DEVICE_BY_INDEX.get(where) or _device_name(g.device),
                                    name in expected_zero))
         # The common case first: a dense, contiguous gradient of a dtype the core reads, on the CPU or CUDA.
-        if use_native and dtype in codes and g.layout is strided and g.is_contiguous() and (g.is_cuda if where >= 0 else g.is_cpu):
+        on_device = g.is_cuda if where >= 0 else g.is_cpu
+        if use_native and dtype in codes and g.layout is strided and g.is_contiguous() and on_device:
             fast.setdefault(where, []).append((len(records) - 1, g, 0))
             continue
         dense, implicit, readable = _dense_view(name, g.detach())
@@ -203,7 +206,6 @@ def _launch_cuda(pending: Pending, device: torch.device, items: list[tuple[int, 
                  asynchronous: bool) -> bool:
     """Enqueue the kernel over ``items`` on ``device`` and the copy of its results; False when the
     kernel is not usable there (the reason was said once)."""
-    from . import _cuda
     index = device.index if device.index is not None else torch.cuda.current_device()
     if not _cuda.device_state(index).ready:
         return False
@@ -265,10 +267,10 @@ def mark_expected_zero(report: ScanReport, pairs: list[tuple[str, torch.Tensor]]
     if groups is None:
         groups = _zero.factor_groups(module) if module is not None else _zero.name_groups(pairs)
     excused = _zero.explained_zero(zero, groups, all_zero or _all_zero)
-    if bias_pairs is not None or module is not None:
+    biases = bias_pairs if bias_pairs is not None else module
+    if biases is not None:
         signal = {r.name for r in report.records if not r.none and not r.all_zero and not r.nonfinite}
-        excused |= _zero.shift_invariant_biases(zero - excused, bias_pairs if bias_pairs is not None else module,
-                                                signal)
+        excused |= _zero.shift_invariant_biases(zero - excused, biases, signal)
     for r in report.records:
         r.expected_zero = r.name in excused
     report.problems = find_problems(report.records)
@@ -280,7 +282,8 @@ def _all_zero(tensors: list[torch.Tensor]) -> list[bool]:
     return [r.numel == r.zero for r in scan_tensors([(str(i), t) for i, t in enumerate(tensors)])]
 
 
-def scan_tensors(tensors: Source, *, backend: str = "auto", num_threads: int | None = None) -> ScanReport:
+def scan_tensors(tensors: Mapping[str, torch.Tensor] | Iterable[torch.Tensor | tuple[str, torch.Tensor]], *,
+                 backend: str = "auto", num_threads: int | None = None) -> ScanReport:
     """Scan the tensors themselves (not their gradients): benchmarks and tests use this."""
     if isinstance(tensors, Mapping):
         pairs = list(tensors.items())
@@ -350,6 +353,7 @@ class AsyncScanner:
         pending, self._pending = self._pending, None
         if pending is None:
             return None
+        assert self._meta is not None  # set with _pending by launch()
         pairs, module, groups, biases, partners = self._meta
         report = pending.finish()
         n = len(pairs)

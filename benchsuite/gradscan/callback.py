@@ -5,7 +5,7 @@ import json
 import os
 import time
 import warnings
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -36,11 +36,15 @@ class GradScanHook:
     (GradientProblemError at the first confirmed finding) or "record" (only log and keep reports).
     A zero gradient at one step (an RL batch with zero advantage) is not a finding; no gradient for
     ``confirm`` steps in a row is. ``findings()`` gives the state now (call ``close()`` at the end for
-    the final verdicts). ``log_path`` gets one JSON line per scanned step.
+    the final verdicts). ``log_path`` gets one JSON line per scanned step. ``describe_known(kind, names)``
+    returns a line naming what explains a finding, added to its message (e.g.
+    ``benchsuite.catalogue.known_cases_text``: the catalogue's cases and fixes); the scanner itself knows
+    no catalogue.
     """
 
     def __init__(self, model: Source, policy: str = "warn", log_path: str | os.PathLike | None = None,
-                 every: int = 1, backend: str = "auto", keep: bool = True, confirm: int = 3):
+                 every: int = 1, backend: str = "auto", keep: bool = True, confirm: int = 3,
+                 describe_known: Callable[[str, list[str]], str] | None = None):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         if every < 1 or confirm < 1:
@@ -50,11 +54,12 @@ class GradScanHook:
         self.every = every
         self.backend = backend
         self.keep = keep
+        self.describe_known = describe_known
         self.reports: list[ScanReport] = []
         self.seconds = 0.0
         self.scans = 0
         self.tracker = verdicts.Tracker(confirm=confirm)
-        self._optimizer = None
+        self._optimizer: torch.optim.Optimizer | None = None
         self._params: dict[str, torch.Tensor] = {}
         self._log: IO[str] | None = open(log_path, "a", encoding="utf-8") if log_path else None
         self._calls = 0
@@ -71,7 +76,8 @@ class GradScanHook:
         t0 = time.perf_counter()
         report = scan(self.model, backend=self.backend, step=step)
         self._params = dict(named_trainable(self.model))
-        lrs = verdicts.group_lrs(self._optimizer, {id(p): n for n, p in self._params.items()}) \
+        lrs: dict[str, float | None] = \
+            verdicts.group_lrs(self._optimizer, {id(p): n for n, p in self._params.items()}) \
             if self._optimizer is not None else {}
         explained = {r.name for r in report.records if r.expected_zero}
         self.tracker.observe(step, report.records, lrs, explained, self._checksums)
@@ -102,11 +108,11 @@ class GradScanHook:
             text = (f"benchsuite.gradscan step {step}: {verdicts.TITLES[kind]} in {len(names)} parameter(s): "
                     f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}; likely cause: "
                     f"{verdicts.cause(kind, dtypes)}")
-            if self.policy in ("raise", "warn"):
-                from ..doctor import known_cases_text  # the catalogue's cases for this finding, if any
-                known = known_cases_text(kind, names)
+            if self.policy in ("raise", "warn") and self.describe_known is not None:
+                known = self.describe_known(kind, names)
                 text += f"; {known}" if known else ""
             if self.policy == "raise":
+                assert report is not None  # a finding rests on scans: there was one
                 raise GradientProblemError(report, text, self.tracker.report())
             if self.policy == "warn":
                 warnings.warn(text, RuntimeWarning, stacklevel=2)
@@ -147,7 +153,13 @@ def _trainer_callback_base():
     return TrainerCallback
 
 
-class GradScanCallback(_trainer_callback_base()):
+if TYPE_CHECKING:  # what the base is wherever transformers is installed
+    from transformers import TrainerCallback as _TrainerCallbackBase
+else:
+    _TrainerCallbackBase = _trainer_callback_base()
+
+
+class GradScanCallback(_TrainerCallbackBase):
     """transformers.Trainer callback: scans every trainable gradient before each optimizer step.
 
     It scans at ``on_pre_optimizer_step`` (gradients are complete, after clipping) and takes the verdicts
@@ -158,8 +170,10 @@ class GradScanCallback(_trainer_callback_base()):
     """
 
     def __init__(self, policy: str = "warn", log_path: str | os.PathLike | None = None, every: int = 1,
-                 backend: str = "auto", confirm: int = 3):
-        self._args = dict(policy=policy, log_path=log_path, every=every, backend=backend, confirm=confirm)
+                 backend: str = "auto", confirm: int = 3,
+                 describe_known: Callable[[str, list[str]], str] | None = None):
+        self._args: dict[str, Any] = dict(policy=policy, log_path=log_path, every=every, backend=backend,
+                                          confirm=confirm, describe_known=describe_known)
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         self.hook: GradScanHook | None = None

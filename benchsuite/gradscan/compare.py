@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 
 from . import signature as _sig
+from ._scan import named_trainable
 
 # Relative-error bounds per precision of the compared run, against an fp32 reference. Measured worst
 # per-parameter relative errors of healthy options (docs/results/bench-cpu-tiny-llama-*.md,
@@ -128,12 +130,12 @@ class CompareReport:
 
     @property
     def min_cosine(self) -> float | None:
-        vals = [r.cosine for r in self.compared]
+        vals = [r.cosine for r in self.compared if r.cosine is not None]
         return min(vals) if vals else None
 
     @property
     def max_rel_error(self) -> float | None:
-        vals = [r.rel_error for r in self.compared]
+        vals = [r.rel_error for r in self.compared if r.rel_error is not None]
         return max(vals) if vals else None
 
     @property
@@ -191,6 +193,7 @@ def _judge(name: str, numel: int, rtol: float, none_a: bool, none_b: bool, bad_a
         r.matches = False
         r.reason = f"non-finite values: {bad_a} in run_a, {bad_b} in run_b"
         return r
+    assert d2 is not None  # None only where a side has no gradient (returned above)
     r.rel_error, r.cosine = _sig._metrics(na2, nb2, d2)
     if not r.rel_error <= rtol:
         r.matches = False
@@ -218,7 +221,7 @@ def compare_gradients(a: dict[str, torch.Tensor | None], b: dict[str, torch.Tens
         if ga is not None and gb is not None and ga.shape != gb.shape:
             raise ValueError(f"parameter {name!r} has gradient shape {tuple(ga.shape)} in run_a and "
                              f"{tuple(gb.shape)} in run_b")
-        numel = (ga if ga is not None else gb).numel() if (ga is not None or gb is not None) else 0
+        numel = ga.numel() if ga is not None else (gb.numel() if gb is not None else 0)
         if ga is None or gb is None:
             records.append(_judge(name, numel, rtol, ga is None, gb is None, 0, 0, 0.0, 0.0, None))
             continue
@@ -255,9 +258,9 @@ class _RNG:
 
     def __init__(self):
         self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        cuda_live = torch.cuda.is_available() and torch.cuda.is_initialized()
+        self.cuda = torch.cuda.get_rng_state_all() if cuda_live else None
         self.py = random.getstate()
-        import sys
         np = sys.modules.get("numpy")
         self.np = np.random.get_state() if np is not None else None
 
@@ -300,19 +303,20 @@ def compare(run_a: Callable[[], torch.nn.Module], run_b: Callable[[], torch.nn.M
         rtol = TOLERANCES[precision]
     if not rtol > 0:
         raise ValueError(f"rtol must be positive, not {rtol!r}")
-    from ._scan import named_trainable
     state = _RNG()
     module_a = _module_of(run_a(), "run_a")
     pairs_a = named_trainable(module_a)
+    grads_a: dict[str, torch.Tensor | None] = {}
+    sigs_a: dict[str, _sig.Signature] = {}
     if method == "exact":
-        got_a = {n: (p.grad.detach().to("cpu", copy=True) if p.grad is not None else None) for n, p in pairs_a}
+        grads_a = {n: (p.grad.detach().to("cpu", copy=True) if p.grad is not None else None) for n, p in pairs_a}
     else:
-        got_a = _sig.signatures(pairs_a)
+        sigs_a = _sig.signatures(pairs_a)
     for _, p in pairs_a:
         p.grad = None
     state.restore()
     module_b = _module_of(run_b(), "run_b")
     pairs_b = named_trainable(module_b)
     if method == "exact":
-        return compare_gradients(got_a, {n: p.grad for n, p in pairs_b}, rtol=rtol)
-    return compare_signatures(got_a, _sig.signatures(pairs_b), rtol=rtol)
+        return compare_gradients(grads_a, {n: p.grad for n, p in pairs_b}, rtol=rtol)
+    return compare_signatures(sigs_a, _sig.signatures(pairs_b), rtol=rtol)

@@ -35,7 +35,7 @@ give
   gradients agree, and a gradient that differs is never estimated to agree.
 
 The error measured against exact comparison on a 134M-parameter model is in
-docs/results/signature-error-cpu.md (``python -m benchsuite.bench.signature_error``).
+docs/results/signature-error-cpu.md (``python experiments/signature_error.py``).
 """
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import torch
+
+from . import _cuda
 
 VERSION = 2               # the definition above; signatures of other versions are not compared
 K = 128                   # buckets per parameter (kSigK)
@@ -195,12 +197,11 @@ def _on_cuda_kernel(pairs, scale: float) -> dict[str, Signature]:
             by_device.setdefault(g.device.index, []).append((name, g))
     if not by_device:
         return {}
-    from . import _cuda
     out = {}
     for index, items in by_device.items():
-        if _cuda.signature_kernel_error(index) is not None:
+        if signature_kernel_error(index) is not None:
             continue
-        words, sig = _cuda.launch_signatures([g for _, g in items], torch.device("cuda", index))
+        words, sig = launch_signatures([g for _, g in items], torch.device("cuda", index))
         counts, stats = _cuda.split(words, len(items))
         for i, (name, g) in enumerate(items):
             out[name] = Signature(numel=g.numel(), nonfinite=int(counts[i, :3].sum()),
@@ -228,3 +229,78 @@ def _metrics(na2: float, nb2: float, d2: float) -> tuple[float, float]:
     rel = math.sqrt(d2 / na2)
     cos = (na2 + nb2 - d2) / (2.0 * math.sqrt(na2 * nb2))
     return rel, max(-1.0, min(1.0, cos))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The signature pass: one launch of benchsuite_gradscan_sig over a list of tensors (once per gradient
+# comparison, not per step, so no plan is kept), and its first-use check against signature.py.
+
+def launch_signatures(tensors: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scan ``tensors`` (dense, non-empty, on ``device``) with the signature pass and wait for it: (host n*6
+    result words, host float64 [n, SIG_K] signature buckets)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    handle = int(torch.cuda.current_stream(index).cuda_stream)
+    tables = _cuda._native.TableCache()
+    tables.update(tensors)
+    assert tables.table is not None  # a fresh cache: update() built it
+    n = len(tensors)
+    dev_table = tables.table.to(device)
+    acc = torch.zeros(n * 6, dtype=torch.int64, device=device)
+    sig = torch.zeros((n, _cuda._core.SIG_K), dtype=torch.float64, device=device)
+    _cuda._core.cuda_scan(index, handle, dev_table.data_ptr(), n, tables.total, acc.data_ptr(), 0, 0, sig.data_ptr())
+    return acc.cpu(), sig.cpu()
+
+
+def _sig_probe(device: torch.device) -> list[torch.Tensor]:
+    """Every path of the signature pass: the vector loop (aligned fp32/bf16/fp16 over a chunk boundary, a
+    partial last chunk, NaN and Inf in a vector), the scalar path (an offset view, fp64), tiny tensors."""
+    g = torch.Generator().manual_seed(19)
+    base = [torch.randn(70_001, generator=g), torch.randn(66_000, generator=g).bfloat16(),
+            torch.randn(3_001, generator=g).half(), torch.randn(1_500, generator=g).double(),
+            torch.randn(7, generator=g)]
+    base[0][5] = float("nan")
+    base[1][9] = float("inf")
+    out = [t.to(device) for t in base]
+    out.append(out[0][3:])  # 12 bytes off 16-byte alignment
+    return out
+
+
+def sig_probe_errors(probe: list[torch.Tensor], buckets: torch.Tensor) -> list[float]:
+    """Per probe tensor: the largest difference between the kernel's buckets (host [n, SIG_K]) and
+    benchsuite.gradscan.signature's, over the typical bucket size sqrt(sum of squares / K)."""
+    out = []
+    for i, t in enumerate(probe):
+        ref = signature(t)
+        scale = max((ref.sumsq / K) ** 0.5, 1e-30)
+        out.append(float((buckets[i] - torch.tensor(ref.proj, dtype=torch.float64)).abs().max()) / scale)
+    return out
+
+
+_sig_checked: dict[int, str | None] = {}
+
+
+def signature_kernel_error(index: int) -> str | None:
+    """None when the signature pass can be used on device ``index`` (loaded, self-checked, and its first
+    result agrees with benchsuite.gradscan.signature on a probe); else why not (warned once)."""
+    with _cuda._lock:
+        if index in _sig_checked:
+            return _sig_checked[index]
+    st = _cuda.device_state(index)
+    err = None if st.ready else st.error
+    if err is None:
+        try:
+            probe = _sig_probe(torch.device("cuda", index))
+            _, got = launch_signatures(probe, torch.device("cuda", index))
+            for i, (t, e) in enumerate(zip(probe, sig_probe_errors(probe, got))):
+                if not e <= 1e-4:
+                    err = (f"its signature self-check on cuda:{index} failed (probe tensor {i}, {t.dtype}, "
+                           f"{t.numel()} elements: off by {e:.3g} of its bucket scale)")
+                    break
+        except RuntimeError as exc:
+            err = f"the signature pass failed on cuda:{index}: {exc}"
+    if err is not None:
+        _cuda.warn_once(f"cuda-sig{index}", f"benchsuite: the CUDA signature pass is not used on cuda:{index} ({err}); "
+                                      "computing signatures with torch there (same numbers, slower)")
+    with _cuda._lock:
+        _sig_checked[index] = err
+    return err

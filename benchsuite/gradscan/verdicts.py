@@ -25,7 +25,7 @@ parameter starts to move, gets a gradient) is marked cleared at that step and st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 NO_GRADIENT = "no-gradient"
 ALL_ZERO = "all-zero"
@@ -125,7 +125,7 @@ class Tracker:
     params: dict[str, ParamState] = field(default_factory=dict)
     # kind -> name -> Entry: every finding ever confirmed, with its state now
     findings: dict[str, dict[str, Entry]] = field(default_factory=dict)
-    structural: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> name -> step seen
+    structural: dict[str, dict[str, int | None]] = field(default_factory=dict)  # kind -> name -> step seen
     scans: int = 0
     zero_steps: list[int] = field(default_factory=list)
     last_step: int | None = None
@@ -260,7 +260,11 @@ class Tracker:
                     fresh.append(n)
             for n, e in known.items():
                 if n not in names and e.cleared_at is None:
-                    e.cleared_at = self.last_step if final else step
+                    if final:
+                        e.cleared_at = self.last_step
+                    else:
+                        assert not isinstance(step, str), "a named step (\"end\") is only ever the final evaluation"
+                        e.cleared_at = step
             if fresh:
                 new.append((kind, fresh))
         return new
@@ -282,7 +286,7 @@ class Tracker:
                     "since_step": min(since) if since else None,
                     "confirmed_at": _first(confirmed),
                     "status": "cleared" if cleared else "open",
-                    "cleared_at": max(e.cleared_at for e in entries) if cleared else None,
+                    "cleared_at": max(e.cleared_at for e in entries if e.cleared_at is not None) if cleared else None,
                 })
         return out
 
@@ -300,7 +304,7 @@ def median(values: list[float]) -> float | None:
     return v[mid] if len(v) % 2 else 0.5 * (v[mid - 1] + v[mid])
 
 
-_INT_OF_SIZE = {}
+_INT_OF_SIZE: dict[int, Any] = {}
 
 
 def checksums(pairs) -> dict[str, tuple]:

@@ -7,7 +7,6 @@ stepped over, never taken as a status.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -16,16 +15,19 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .. import strictjson
-from . import report
-from .envs import EnvError, ensure
+from ..common import envelope
+from . import rayexec, report
+from .declared import rewrite_affected, write_range  # noqa: F401 (re-exported)
+from .discover import load_case, resolve
+from .envs import EnvError, ensure, index_versions, parse_pins
+from .raytasks import TaskStream
+from .report import UsageError, check_output
 from .run import run_cases
 
 USABLE = {"reproduced", "not-reproduced", "fix-failed"}
 
 
 def released_versions(package: str, lo: str | None, hi: str | None) -> list[str]:
-    from .envs import index_versions
-    from .report import UsageError
     try:
         releases = index_versions(package)
     except EnvError as exc:
@@ -34,7 +36,6 @@ def released_versions(package: str, lo: str | None, hi: str | None) -> list[str]
 
 
 def _version_arg(text: str | None, option: str) -> str | None:
-    from .report import UsageError
     if text is None:
         return None
     try:
@@ -96,7 +97,6 @@ class RayProber(Prober):
         self.source = path.read_text()
 
     def prefetch(self, versions: list[str]) -> None:
-        from .rayexec import TaskStream
         todo = [v for v in dict.fromkeys(versions) if v not in self.seen]
         if not todo:
             return
@@ -180,11 +180,13 @@ def bisect_parallel(prober: Prober, versions: list[str], width: int) -> dict:
                     return i
         return None
 
-    lo = first_usable(list(range(n)))
-    hi = first_usable(list(range(n - 1, -1, -1)))
-    no_change = _same_at_both_ends(prober, versions, lo, hi)
+    first = first_usable(list(range(n)))
+    last = first_usable(list(range(n - 1, -1, -1)))
+    no_change = _same_at_both_ends(prober, versions, first, last)
     if no_change is not None:
         return no_change
+    assert first is not None and last is not None  # _same_at_both_ends answers when either is missing
+    lo, hi = first, last
     s_lo, s_hi = prober.status(versions[lo]), prober.status(versions[hi])
     while hi - lo > 1:
         known = [i for i in range(lo + 1, hi) if versions[i] in prober.seen and prober.status(versions[i]) is not None]
@@ -250,21 +252,19 @@ def correction(affected: dict[str, str], package: str, result: dict, seen: dict[
     return f"<{first}" if result["last_status"] == "reproduced" else f">={first}"
 
 
-def main(args) -> int:
-    from .discover import load_case, resolve
-    from .envs import parse_pins
-    from .report import UsageError, check_output, version
-    cases_dir = args.cases_dir_path
-    paths, unknown = resolve([args.id], cases_dir)
+def main(*, cases_dir: Path, case_id: str, package: str, from_: str | None = None, to: str | None = None,
+         with_: list[str] | None = None, json_path: str | None = None, timeout: float = 300.0,
+         ray: str | None = None, ray_workers: int | None = None, write: bool = False) -> int:
+    paths, unknown = resolve([case_id], cases_dir)
     if unknown:
         raise UsageError(unknown[0][1])
-    lo, hi = _version_arg(args.from_, "--from"), _version_arg(args.to, "--to")
+    lo, hi = _version_arg(from_, "--from"), _version_arg(to, "--to")
     if lo and hi and Version(lo) > Version(hi):
         raise UsageError(f"--from {lo} is newer than --to {hi}")
-    check_output(args.json, "--json")
-    package = args.package.lower().replace("_", "-")
+    check_output(json_path, "--json")
+    package = package.lower().replace("_", "-")
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    extra = parse_pins(args.with_, one_per_package=True, log=log)
+    extra = parse_pins(with_ or [], one_per_package=True, log=log)
     if package in extra:
         raise UsageError(f"--with {extra[package]}: {package} is the package being bisected")
     try:
@@ -277,26 +277,27 @@ def main(args) -> int:
     log(f"bisecting {case.id} over {len(versions)} {package} releases {versions[0]} .. {versions[-1]}")
     declared_here = package in case.affected
     if not declared_here:
+        declared = ("it declares " + ", ".join(f"{k}{v}" for k, v in case.affected.items()) if case.affected
+                    else "every version is affected")
         log(f"note: {case.id} declares no range for {package} "
-            f"({'it declares ' + ', '.join(f'{k}{v}' for k, v in case.affected.items()) if case.affected else 'every version is affected'}); "
+            f"({declared}); "
             "each probe is compared with what the declaration predicts for the versions installed in it")
     cluster = None
     executor = {"kind": "local"}
-    if getattr(args, "ray", None):
-        from .rayexec import Cluster
-        cluster = Cluster(args.ray, workers=getattr(args, "ray_workers", None), log=log)
+    if ray:
+        cluster = rayexec.Cluster(ray, workers=ray_workers, log=log)
         executor = cluster.info()
-    elif getattr(args, "ray_workers", None):
+    elif ray_workers:
         raise UsageError("--ray-workers goes with --ray")
     t0 = time.perf_counter()
     interrupted = False
     try:
         if cluster is not None:
-            prober = RayProber(cluster, paths[0], package, list(extra.values()), args.timeout, log)
+            prober: Prober = RayProber(cluster, paths[0], package, list(extra.values()), timeout, log)
             log(f"probing {cluster.workers} release(s) at a time on Ray")
             result = bisect_parallel(prober, versions, cluster.workers)
         else:
-            prober = Prober(paths[0], package, list(extra.values()), args.timeout, log)
+            prober = Prober(paths[0], package, list(extra.values()), timeout, log)
             result = bisect(prober, versions)
     except KeyboardInterrupt:
         interrupted = True
@@ -307,79 +308,21 @@ def main(args) -> int:
             cluster.close()
     fix = correction(case.affected, package, result, prober.seen, versions[0], versions[-1])
     differs = disagreements(case.affected, package, prober.seen)
-    out = {"benchsuite_version": version(), "kind": "bisect", "case": case.id, "package": package,
+    out = envelope("bisect", {"case": case.id, "package": package,
            "range": [versions[0], versions[-1]], "releases": len(versions), "probes": len(prober.seen),
            "declared_affected": case.affected, "package_declared": declared_here, "result": result,
            "seen": prober.seen, "suggested_affected": fix, "disagreements": differs,
            "agrees_with_declaration": not differs, "executor": executor,
-           "duration_s": round(time.perf_counter() - t0, 1)}
+           "duration_s": round(time.perf_counter() - t0, 1)})
     code, lines = verdict(case.id, case.affected, package, result, prober.seen, versions)
-    say = (lambda m: print(m, file=sys.stderr)) if args.json == "-" else print
+    say = (lambda m: print(m, file=sys.stderr)) if json_path == "-" else print
     for line in lines:
         say(line)
-    if getattr(args, "write", False) and not interrupted:
+    if write and not interrupted:
         out["written"] = write_range(paths[0], case.affected, package, fix, result, say)
-    if args.json:
-        report.write_atomic(args.json, strictjson.dumps(out, indent=2, default=str))
+    if json_path:
+        report.write_atomic(json_path, strictjson.dumps(out, indent=2, default=str))
     return 130 if interrupted else code
-
-
-def rewrite_affected(source: str, affected: dict[str, str], package: str, spec: str, comment: str) -> str:
-    """The case file's source with ``affected=`` giving ``package`` the specifier ``spec`` (other packages
-    kept). The dict literal of the Case(...) call is replaced in place, a comment after it on the same line
-    replaced by ``comment``; without an ``affected=`` argument one is added after ``references=``."""
-    import ast
-
-    tree = ast.parse(source)
-    call = next((n for n in ast.walk(tree) if isinstance(n, ast.Call)
-                 and getattr(n.func, "id", getattr(n.func, "attr", None)) == "Case"), None)
-    if call is None:
-        raise ValueError("no Case(...) call in the file")
-    new = {**affected, package: spec}
-    literal = "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in new.items()) + "}"
-    lines = source.splitlines(keepends=True)
-    kw = next((k for k in call.keywords if k.arg == "affected"), None)
-    if kw is not None:
-        v = kw.value
-        start = sum(len(x) for x in lines[:v.lineno - 1]) + v.col_offset
-        end = sum(len(x) for x in lines[:v.end_lineno - 1]) + v.end_col_offset
-        rest_end = source.find("\n", end)
-        rest_end = len(source) if rest_end < 0 else rest_end
-        rest = source[end:rest_end]
-        tail = rest.split("#", 1)[0].rstrip() + f"  # {comment}" if "#" in rest else rest
-        return source[:start] + literal + tail + source[rest_end:]
-    ref = next((k for k in call.keywords if k.arg == "references"), None)
-    if ref is None:
-        raise ValueError("the Case(...) call has neither affected= nor references=")
-    indent = " " * ref.col_offset
-    at = sum(len(x) for x in lines[:ref.value.end_lineno])  # after the line where references= ends
-    return source[:at] + f"{indent}affected={literal},  # {comment}\n" + source[at:]
-
-
-def write_range(path: Path, affected: dict[str, str], package: str, fix: str | None, result: dict, say) -> bool:
-    """``bisect --write``: put the suggested range into the case file and print the diff (never silent).
-    Nothing is written when the probes agree with the declaration or no range can be suggested."""
-    import difflib
-
-    if fix is None:
-        say(f"--write: {path.name} left as it is (no corrected range: see the lines above)")
-        return False
-    if result.get("found"):
-        comment = (f"bisected: {result['last_status']} at {package} {result['last']}, {result['first_status']} "
-                   f"from {result['first']} (benchsuite bisect --write)")
-    else:
-        comment = f"bisected: {result.get('why')} (benchsuite bisect --write)"
-    before = path.read_text()
-    after = rewrite_affected(before, affected, package, fix, comment)
-    if after == before:
-        say(f"--write: {path.name} already says {package}{fix}")
-        return False
-    compile(after, str(path), "exec")  # never leave a case file that does not parse
-    path.write_text(after)
-    say(f"--write: updated {path} ({package}: {affected.get(package, 'every version')!r} -> {fix!r}); review it:")
-    say("".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                     f"a/{path.name}", f"b/{path.name}")).rstrip("\n"))
-    return True
 
 
 def companions_moved(a: dict, b: dict, package: str) -> str:
@@ -396,7 +339,8 @@ def verdict(case_id: str, affected: dict[str, str], package: str, result: dict, 
     lines = []
     if result.get("found"):
         lines.append(f"{case_id}: {result['last_status']} at {package} {result['last']}, "
-                     f"{result['first_status']} from {result['first']} ({len(seen)} of {len(versions)} releases probed)")
+                     f"{result['first_status']} from {result['first']} "
+                     f"({len(seen)} of {len(versions)} releases probed)")
         moved = companions_moved(seen.get(result["last"]) or {}, seen.get(result["first"]) or {}, package)
         if moved:  # the change may come from a companion that moved with the bisected package
             lines.append(f"  between these two probes also: {moved}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from .matrix import SHORT
 
@@ -54,7 +55,8 @@ def render(cases: list[dict], matrix: dict | None = None, matrix_path: str | Non
                     works = (cell or {}).get("fixes", {}).get(f["name"], "n/a") if cell else "-"
                     if cell and cell.get("status") != "reproduced" and works in (True, False):
                         works = "not judged"  # nothing to fix where the trigger did not reproduce
-                    row.append({True: "works", False: "does not work", None: "n/a"}.get(works, str(works)))
+                    words: dict[Any, str] = {True: "works", False: "does not work", None: "n/a"}
+                    row.append(words.get(works, str(works)))
                 lines.append(f"| {f['title']} | {'works' if f['declared_works'] else 'does not work'} | "
                              + " | ".join(row) + " |")
         lines.append("")

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from .. import strictjson
-from .report import UsageError, agrees, check_output, version, write_atomic
+from ..bench.grid import label
+from ..common import envelope
+from .report import UsageError, agrees, check_output, write_atomic
 
 
 def kind_of(doc) -> str:
@@ -37,7 +39,7 @@ def load(path: str) -> tuple[str, dict]:
 
 def compare_run(a: dict, b: dict) -> list[dict]:
     ra, rb = ({r["id"]: r for r in d["results"]} for d in (a, b))
-    out = []
+    out: list[dict] = []
     for cid in list(ra) + [c for c in rb if c not in ra]:
         x, y = ra.get(cid), rb.get(cid)
         if x is None or y is None:
@@ -58,7 +60,7 @@ def compare_run(a: dict, b: dict) -> list[dict]:
 
 def compare_matrix(a: dict, b: dict) -> list[dict]:
     ca, cb = ({(c["case"], c["env"]): c for c in d["cells"]} for d in (a, b))
-    out = []
+    out: list[dict] = []
     for key in list(ca) + [k for k in cb if k not in ca]:
         x, y = ca.get(key), cb.get(key)
         item = f"{key[0]} @ {key[1]}"
@@ -77,9 +79,8 @@ BENCH_FIGURES = (("peak_memory_bytes", "peak memory", 2**20, "MiB", False),
 
 
 def compare_bench(a: dict, b: dict, threshold: float) -> list[dict]:
-    from ..bench.grid import label
     ra, rb = ({label(r): r for r in d["results"]} for d in (a, b))
-    out = []
+    out: list[dict] = []
     for key in list(ra) + [k for k in rb if k not in ra]:
         x, y = ra.get(key), rb.get(key)
         if x is None or y is None:
@@ -114,17 +115,17 @@ def compare_bench(a: dict, b: dict, threshold: float) -> list[dict]:
     return out
 
 
-def main(args) -> int:
-    ka, a = load(args.a)
-    kb, b = load(args.b)
+def main(*, a_path: str, b_path: str, threshold: float = 0.10, json_path: str | None = None) -> int:
+    ka, a = load(a_path)
+    kb, b = load(b_path)
     if ka != kb:
-        raise UsageError(f"{args.a} is a {ka} result and {args.b} a {kb} result; compare two of the same kind")
-    if not 0 <= args.threshold < 10:
-        raise UsageError(f"--threshold {args.threshold}: a fraction such as 0.1 (10%)")
-    check_output(args.json, "--json")
+        raise UsageError(f"{a_path} is a {ka} result and {b_path} a {kb} result; compare two of the same kind")
+    if not 0 <= threshold < 10:
+        raise UsageError(f"--threshold {threshold}: a fraction such as 0.1 (10%)")
+    check_output(json_path, "--json")
     changes = {"run": lambda: compare_run(a, b), "matrix": lambda: compare_matrix(a, b),
-               "bench": lambda: compare_bench(a, b, args.threshold)}[ka]()
-    quiet = args.json == "-"
+               "bench": lambda: compare_bench(a, b, threshold)}[ka]()
+    quiet = json_path == "-"
     say = (lambda m: print(m, file=sys.stderr)) if quiet else print
     for c in changes:
         if "change" in c:
@@ -138,9 +139,9 @@ def main(args) -> int:
             say(f"{c['item']}: {c['what']}")
     worse = sum(1 for c in changes if c.get("regression"))
     say(f"{ka} results: {len(changes)} change(s), {worse} for the worse"
-        + (f" (bench figures: threshold {100 * args.threshold:.0f}%)" if ka == "bench" else ""))
-    if args.json:
-        write_atomic(args.json, strictjson.dumps({"benchsuite_version": version(), "kind": "compare", "of": ka,
-                                            "a": args.a, "b": args.b, "threshold": args.threshold,
-                                            "changes": changes}, indent=2, default=str))
+        + (f" (bench figures: threshold {100 * threshold:.0f}%)" if ka == "bench" else ""))
+    if json_path:
+        write_atomic(json_path, strictjson.dumps(envelope("compare", {"of": ka,
+                                            "a": a_path, "b": b_path, "threshold": threshold,
+                                            "changes": changes}), indent=2, default=str))
     return 1 if changes else 0

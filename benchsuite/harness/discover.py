@@ -1,10 +1,15 @@
 """Finding case files and loading one (file name = case id)."""
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib.util
+import json
 import sys
 from pathlib import Path
+
+from ..case import Case
+from .report import UsageError
 
 
 def default_cases_dir() -> Path:
@@ -39,9 +44,10 @@ def resolve(ids: list[str], cases_dir: Path) -> tuple[list[Path], list[tuple[str
 
 def load_case(path: Path):
     """Import a case file and return its ``case`` object (a benchsuite.case.Case)."""
-    from ..case import Case
     name = f"benchsuite_case_{path.stem.replace('-', '_')}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path}: not a Python file that can be imported")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -57,7 +63,6 @@ def load_case(path: Path):
 
 def model_family(path: str | Path) -> str | None:
     """The ``model_type`` in a checkpoint folder's config.json (llama, qwen2, chatglm, ...), or None."""
-    import json
     try:
         return json.loads((Path(path) / "config.json").read_text()).get("model_type")
     except (OSError, ValueError, AttributeError):
@@ -66,7 +71,6 @@ def model_family(path: str | Path) -> str | None:
 
 def check_model_path(path: str, option: str = "--model") -> str:
     """A local checkpoint folder (with config.json), resolved; UsageError otherwise. Nothing is downloaded."""
-    from .report import UsageError
     p = Path(path).expanduser()
     if not p.exists():
         raise UsageError(f"{option} {path}: no such folder (a local checkpoint folder with config.json; "
@@ -99,7 +103,6 @@ def select(paths: list[Path], keyword: str | None = None, tags: list[str] | None
 def case_tags(path: Path) -> list[str] | None:
     """The ``tags=[...]`` a case file declares, and its ``family=`` (selectable like a tag), read without
     importing it; None when unreadable."""
-    import ast
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):

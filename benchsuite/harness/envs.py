@@ -8,9 +8,13 @@ environment sees through a .pth file (the core links no libtorch, so it serves e
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
+import importlib.util
+import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +22,12 @@ import sysconfig
 import urllib.request
 from importlib.metadata import version
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from ..common import UsageError, cache_root
 
 DEFAULT_PACKAGES = ("transformers", "peft", "accelerate")
 # Unpinned companions are resolved as of the pinned releases' upload time (the newest of them): uv's
@@ -33,10 +43,6 @@ RESOLUTION_FILE = "benchsuite-resolution.json"
 
 class EnvError(RuntimeError):
     """An environment that cannot be built; the message says why."""
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("BENCHSUITE_CACHE", Path.home() / ".cache" / "benchsuite"))
 
 
 def uv_binary() -> str:
@@ -70,9 +76,7 @@ def torch_requirement() -> str:
 def parse_requirement(text: str) -> tuple[str, str]:
     """(name, specifier) of one --with value: any PEP 508 requirement without extras, markers or URLs
     (``transformers==4.57.6``, ``transformers>=4.57,<5``, ``peft~=0.13.0``); UsageError otherwise."""
-    from packaging.requirements import InvalidRequirement, Requirement
 
-    from .report import UsageError
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
@@ -93,9 +97,7 @@ def parse_requirement(text: str) -> tuple[str, str]:
 def index_versions(package: str) -> list[str]:
     """Released versions of a package on the index (pip's own configuration), oldest first, final
     releases only; EnvError when the index cannot be asked."""
-    import re
 
-    from packaging.version import InvalidVersion, Version
     proc = subprocess.run([sys.executable, "-m", "pip", "index", "versions", package],
                           capture_output=True, text=True)
     m = re.search(r"Available versions:\s*(.+)", proc.stdout)
@@ -115,7 +117,6 @@ def index_versions(package: str) -> list[str]:
 
 def exact_version(spec: str) -> str | None:
     """The version of a specifier that names exactly one (``==4.57.6``), else None."""
-    from packaging.specifiers import SpecifierSet
     items = list(SpecifierSet(spec))
     if len(items) == 1 and items[0].operator in ("==", "===") and "*" not in items[0].version:
         return items[0].version
@@ -125,9 +126,7 @@ def exact_version(spec: str) -> str | None:
 def resolve_requirement(name: str, spec: str) -> str:
     """A concrete version for NAME+specifier: the version itself for ``==X``, else the newest final
     release on the index that the specifier admits (what uv would pick with nothing else pinned)."""
-    from packaging.specifiers import SpecifierSet
 
-    from .report import UsageError
     exact = exact_version(spec)
     if exact:
         return exact
@@ -137,7 +136,8 @@ def resolve_requirement(name: str, spec: str) -> str:
         raise UsageError(f"--with {name}{spec}: {exc}") from None
     matching = [v for v in releases if SpecifierSet(spec).contains(v)]
     if not matching:
-        raise UsageError(f"--with {name}{spec}: no {name} release matches (newest: {releases[-1] if releases else '-'})")
+        newest = releases[-1] if releases else '-'
+        raise UsageError(f"--with {name}{spec}: no {name} release matches (newest: {newest})")
     return matching[-1]
 
 
@@ -146,7 +146,6 @@ def parse_pins(pins: list[str], one_per_package: bool = False, log=None) -> dict
 
     With ``one_per_package`` two values for one package are a usage error (one environment has one
     version of each package); otherwise the last one wins."""
-    from .report import UsageError
     out: dict[str, str] = {}
     given: dict[str, str] = {}
     for pin in pins:
@@ -160,6 +159,33 @@ def parse_pins(pins: list[str], one_per_package: bool = False, log=None) -> dict
             log(f"{pin} -> {name}=={ver}")
         out[name] = f"{name}=={ver}"
     return out
+
+
+def expand(with_args: list[str], log=None) -> list[list[str]]:
+    """["transformers==4.40.2,4.57.6", "peft==0.10.0"] -> every combination, as lists of exact pins.
+
+    A value is NAME==V1,V2,... (a list of releases) or one requirement such as 'NAME>=A,<B', resolved to
+    the newest release it admits. Several values for one package are one axis (one environment per
+    version), never merged into one environment."""
+    axes: dict[str, list[str]] = {}
+    for arg in with_args:
+        m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^,<>=!~;\s]+(?:\s*,\s*[^,<>=!~;\s]+)+)\s*,?\s*",
+                         arg)
+        if m:  # a list of versions
+            name = parse_requirement(f"{m.group(1)}=={m.group(2).split(',')[0].strip()}")[0]
+            pins = []
+            for v in (x.strip() for x in m.group(2).split(",")):
+                try:
+                    Version(v)
+                except InvalidVersion:
+                    raise UsageError(f"--with {arg!r}: {v!r} is not a version") from None
+                pins.append(f"{name}=={v}")
+        else:
+            name, pin = next(iter(parse_pins([arg], log=log).items()))
+            pins = [pin]
+        axis = axes.setdefault(name, [])
+        axis += [p for p in pins if p not in axis]
+    return [list(c) for c in itertools.product(*axes.values())] if axes else [[]]
 
 
 def _exact_pins(pins: list[str]) -> dict[str, str]:
@@ -226,8 +252,9 @@ def env_key(pins: dict[str, str]) -> str:
 
 def overlay() -> Path:
     """A copy of this benchsuite package and its compiled core, keyed by their contents."""
-    import importlib.util
-    pkg = Path(importlib.util.find_spec("benchsuite").origin).parent
+    spec = importlib.util.find_spec("benchsuite")
+    assert spec is not None and spec.origin is not None  # this very package
+    pkg = Path(spec.origin).parent
     files = sorted(p for p in pkg.rglob("*.py") if "__pycache__" not in p.parts)
     core = importlib.util.find_spec("benchsuite._core")
     extra = [Path(core.origin)] if core and core.origin else []
@@ -295,14 +322,12 @@ class _build_lock:
         self.path = build_lock_path(venv)
 
     def __enter__(self):
-        import fcntl
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
-        import fcntl
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
 
@@ -332,8 +357,16 @@ def _build(venv: Path, python: Path, pins: dict[str, str], log) -> None:
     (venv / ".ready").write_text("\n".join(reqs) + "\n")
 
 
+def uv_cache_dir() -> Path:
+    """uv's cache: $UV_CACHE_DIR where the user set it, else $BENCHSUITE_CACHE/uv (beside the environments it
+    hard-links its files into, so that `benchsuite cache` lists it and the whole cache is one folder)."""
+    return Path(os.environ.get("UV_CACHE_DIR") or cache_root() / "uv")
+
+
 def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    """A uv command, with uv's cache where uv_cache_dir() says."""
+    env = {**os.environ, "UV_CACHE_DIR": str(uv_cache_dir())}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip()[-1500:]
         raise EnvError(f"could not {what}: {tail}")

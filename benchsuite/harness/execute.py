@@ -7,6 +7,7 @@ too. Forking keeps scenarios apart: a fix that patches a class cannot leak into 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -18,9 +19,9 @@ import traceback
 import warnings
 from pathlib import Path
 
-from ..case import Case, TrainResult, _current_result, healthy_problems
+from ..case import Case, Context, TrainResult, _current_result, healthy_problems
 from ..notices import ScannerWarning
-from .discover import load_case
+from .discover import load_case, model_family
 from .proc import die_with_parent
 from .versions import environment, is_affected
 
@@ -122,7 +123,6 @@ def run_scenario(fn, ctx, label: str = "scenario") -> dict:
 
 
 def skip_reason(case: Case, model_path: str | None, env: dict) -> str | None:
-    import importlib.util
     missing = [p for p in case.requires if importlib.util.find_spec(p.replace("-", "_")) is None]
     if missing:
         return f"needs {', '.join(missing)} (not installed)"
@@ -140,7 +140,6 @@ def skip_reason(case: Case, model_path: str | None, env: dict) -> str | None:
     if model_path and not case.supports_model:
         return "builds its own model; --model is not supported by this case"
     if model_path and case.model_families:
-        from .discover import model_family
         family = model_family(model_path)
         if family not in case.model_families:
             return f"applies to {'/'.join(case.model_families)} models; --model is {family or 'of unknown type'}"
@@ -175,7 +174,6 @@ def execute(path: Path, model_path: str | None = None, repeat: int = 1) -> dict:
 
 def _execute_once(path: Path, model_path: str | None = None) -> dict:
     """One run of a case: the trigger, every fix, then the no-op fix (the trigger's own code judged as a fix)."""
-    from ..case import Context
     t0 = time.perf_counter()
     env = environment()
     res: dict = {"id": path.stem, "file": str(path), "environment": env}
@@ -207,31 +205,7 @@ def _execute_once(path: Path, model_path: str | None = None) -> dict:
         res["evidence"] = {**evidence, "trigger": _brief(trigger)}
         res["symptom_seen"] = seen
         trigger_error = _outcome_error(f"trigger {case.trigger_fn.__name__!r}", trigger, case, seen)
-        fixes = []
-        for fx in case.fixes:
-            if fx.applies and not is_affected(fx.applies, env):
-                fixes.append({"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": None,
-                              "agrees": None, "not_applicable": f"needs {fx.applies}"})
-                continue
-            out = run_scenario(fx.fn, ctx, "fix")
-            fix_seen, fix_evidence = case.symptom.match(out)
-            error = _outcome_error(f"fix {fx.name!r}", out, case, fix_seen)
-            if error:  # no verdict without an outcome that can carry one
-                fixes.append({"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": None,
-                              "agrees": None, "error": error, "outcome": _brief(out)})
-                continue
-            problems = healthy_problems(out, case.expected_zero)
-            works = not fix_seen and not problems
-            if seen:
-                agrees = works == fx.works
-            else:  # nothing to fix here: a fix must at least leave training healthy
-                agrees = False if (fx.works and not works) else None
-            entry = {"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": works,
-                     "agrees": agrees, "symptom_seen": fix_seen, "problems": problems,
-                     "evidence": fix_evidence, "outcome": _brief(out)}
-            if not seen:  # `works` then only says whether training stayed healthy, not whether it fixes
-                entry["not_judged"] = "trigger did not reproduce"
-            fixes.append(entry)
+        fixes = [_judge_fix(case, fx, ctx, env, seen) for fx in case.fixes]
         res["fixes"] = fixes
         noop = _noop_fix(case, ctx) if seen and not trigger_error else None
     if noop is not None:
@@ -261,6 +235,31 @@ def _execute_once(path: Path, model_path: str | None = None) -> dict:
         res["basis"] = _basis(case, trigger, seen, evidence)
     res["duration_s"] = round(time.perf_counter() - t0, 3)
     return res
+
+
+def _judge_fix(case: Case, fx, ctx: Context, env: dict, seen: bool) -> dict:
+    """One fix run and judged: works (no symptom, healthy training) and whether that is what it declares."""
+    if fx.applies and not is_affected(fx.applies, env):
+        return {"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": None,
+                "agrees": None, "not_applicable": f"needs {fx.applies}"}
+    out = run_scenario(fx.fn, ctx, "fix")
+    fix_seen, fix_evidence = case.symptom.match(out)
+    error = _outcome_error(f"fix {fx.name!r}", out, case, fix_seen)
+    if error:  # no verdict without an outcome that can carry one
+        return {"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": None,
+                "agrees": None, "error": error, "outcome": _brief(out)}
+    problems = healthy_problems(out, case.expected_zero)
+    works = not fix_seen and not problems
+    if seen:
+        agrees = works == fx.works
+    else:  # nothing to fix here: a fix must at least leave training healthy
+        agrees = False if (fx.works and not works) else None
+    entry = {"name": fx.name, "title": fx.title, "declared_works": fx.works, "works": works,
+             "agrees": agrees, "symptom_seen": fix_seen, "problems": problems,
+             "evidence": fix_evidence, "outcome": _brief(out)}
+    if not seen:  # `works` then only says whether training stayed healthy, not whether it fixes
+        entry["not_judged"] = "trigger did not reproduce"
+    return entry
 
 
 def _declared(case: Case) -> str:

@@ -1,100 +1,19 @@
 """`benchsuite matrix`: the cases in several pinned environments, as a case x environment table."""
 from __future__ import annotations
 
-import itertools
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
 
 from .. import strictjson
-from . import report
-from .envs import EnvError, ensure
-from .run import run_cases
-
-
-def expand(with_args: list[str], log=None) -> list[list[str]]:
-    """["transformers==4.40.2,4.57.6", "peft==0.10.0"] -> every combination, as lists of exact pins.
-
-    A value is NAME==V1,V2,... (a list of releases) or one requirement such as 'NAME>=A,<B', resolved to
-    the newest release it admits. Several values for one package are one axis (one environment per
-    version), never merged into one environment."""
-    import re
-
-    from packaging.version import InvalidVersion, Version
-
-    from .envs import parse_pins, parse_requirement
-    from .report import UsageError
-    axes: dict[str, list[str]] = {}
-    for arg in with_args:
-        m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^,<>=!~;\s]+(?:\s*,\s*[^,<>=!~;\s]+)+)\s*,?\s*",
-                         arg)
-        if m:  # a list of versions
-            name = parse_requirement(f"{m.group(1)}=={m.group(2).split(',')[0].strip()}")[0]
-            pins = []
-            for v in (x.strip() for x in m.group(2).split(",")):
-                try:
-                    Version(v)
-                except InvalidVersion:
-                    raise UsageError(f"--with {arg!r}: {v!r} is not a version") from None
-                pins.append(f"{name}=={v}")
-        else:
-            name, pin = next(iter(parse_pins([arg], log=log).items()))
-            pins = [pin]
-        axis = axes.setdefault(name, [])
-        axis += [p for p in pins if p not in axis]
-    return [list(c) for c in itertools.product(*axes.values())] if axes else [[]]
-
-
-def env_label(pins: list[str]) -> str:
-    return " ".join(pins) if pins else "current"
-
-
-def _cell(r: dict, label: str, pins: list[str]) -> dict:
-    return {"case": r["id"], "env": label, "pins": pins, "status": r.get("status"),
-            "expected": r.get("expected"), "agrees": report.agrees(r), "reason": r.get("reason"),
-            "fixes": {f["name"]: f["works"] for f in r.get("fixes", [])},
-            "repeat": r.get("repeat", 1), **({"runs": r["runs"]} if r.get("runs") and r.get("repeat", 1) > 1 else {}),
-            "environment": {k: (r.get("environment") or {}).get(k)
-                            for k in ("python", "torch", "transformers", "peft", "trl", "resolved_as_of")},
-            "duration_s": r.get("duration_s")}
-
-
-def run_matrix(paths: list[Path], envs: list[list[str]], *, jobs: int, timeout: float, log=print,
-               on_env_done=None, cells: list[dict] | None = None, repeat: int = 1) -> list[dict]:
-    """Cells {case, env, pins, status, expected, agrees, reason, environment}, env by env.
-
-    ``cells`` (when given) is filled in place as each case finishes, so that an interrupted matrix keeps
-    the finished cases of the environment in progress; ``on_env_done(cells)`` is called after each case."""
-    cells = [] if cells is None else cells
-    for n_env, pins in enumerate(envs, 1):
-        label = env_label(pins)
-        t0 = time.perf_counter()
-        try:
-            python = str(ensure(pins, log=log)) if pins else sys.executable
-        except EnvError as exc:
-            log(f"[{label}] environment could not be built: {exc}")
-            cells += [{"case": p.stem, "env": label, "pins": pins, "status": "error", "expected": None,
-                       "agrees": False, "reason": f"environment could not be built: {exc}"} for p in paths]
-            if on_env_done:
-                on_env_done(cells)
-            continue
-        build_s = time.perf_counter() - t0
-        done = [0]
-
-        def on_result(r: dict, label=label, pins=pins) -> None:
-            cell = _cell(r, label, pins)
-            cells.append(cell)
-            done[0] += 1
-            log(f"[env {n_env}/{len(envs)} {label}] [{done[0]}/{len(paths)}] {'ok ' if cell['agrees'] else '!! '}"
-                f"{r['id']}: {r.get('status')} (expected {r.get('expected') or '-'}) {r.get('duration_s', 0):.1f}s")
-            if on_env_done:
-                on_env_done(cells)
-
-        results = run_cases(paths, python=python, jobs=jobs, timeout=timeout, on_result=on_result, repeat=repeat)
-        log(f"[{label}] {len(results)} case(s) in {time.perf_counter() - t0:.0f} s (environment ready in {build_s:.0f} s)")
-    return cells
-
+from ..common import UsageError, check_outputs, envelope, write_atomic
+from . import executor, rayexec
+from .discover import resolve, select
+from .envs import expand  # noqa: F401 (the --with parser for matrices; re-exported)
+from .executor import env_label
 
 SHORT = {"reproduced": "REPRO", "not-reproduced": "no", "fix-failed": "FIX-FAILED", "error": "ERROR", "flaky": "FLAKY",
          "timeout": "TIMEOUT", "crashed": "CRASHED", "skipped": "skip"}
@@ -134,7 +53,8 @@ def markdown(cells: list[dict], title: str = "benchsuite matrix", executor: dict
         row = []
         for e in envs:
             c = index.get((case, e))
-            row.append("-" if c is None else (c["status"] + (" **(differs from declared)**" if not c["agrees"] else "")))
+            differs = " **(differs from declared)**" if c is not None and not c["agrees"] else ""
+            row.append("-" if c is None else c["status"] + differs)
         lines.append(f"| `{case}` | " + " | ".join(row) + " |")
     notes = [c for c in cells if c.get("reason") and c["status"] != "skipped"]
     if notes:
@@ -144,14 +64,15 @@ def markdown(cells: list[dict], title: str = "benchsuite matrix", executor: dict
         lines += ["", "Environments:", ""] + [
             f"- `{e}`: " + ", ".join(f"{k} {v}" for k, v in (env or {}).items() if v) for e, env in versions.items()]
     if executor and executor.get("kind") == "ray":
-        lines += ["", f"Run on Ray {executor.get('ray_version')} ({'a local cluster' if executor.get('local_cluster') else executor.get('address')}: "
-                      f"{executor.get('nodes')} node(s), {executor.get('cpus')} CPU(s), {executor.get('gpus')} GPU(s))."]
+        where = "a local cluster" if executor.get("local_cluster") else executor.get("address")
+        lines += ["", f"Run on Ray {executor.get('ray_version')} ({where}: "
+                      f"{executor.get('nodes')} node(s), {executor.get('cpus')} CPU(s), "
+                      f"{executor.get('gpus')} GPU(s))."]
     return "\n".join(lines) + "\n"
 
 
 def junit(cells: list[dict], meta: dict) -> str:
     """JUnit XML: one testsuite per environment, one testcase per cell (as `run --junit` for one)."""
-    from xml.sax.saxutils import escape, quoteattr
     cases, envs, index = _grid(cells)
     out = ['<?xml version="1.0" encoding="utf-8"?>', "<testsuites>"]
     for e in envs:
@@ -182,37 +103,35 @@ def junit(cells: list[dict], meta: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(args) -> int:
-    from .discover import resolve, select
-    from .report import UsageError, check_output, version
-    cases_dir = args.cases_dir_path
-    paths, unknown = resolve(args.ids, cases_dir)
+def main(*, cases_dir: Path, ids: list[str], with_: list[str], keyword: str | None = None,
+         tags: list[str] | None = None, json_path: str | None = None, markdown_path: str | None = None,
+         junit_path: str | None = None, timeout: float = 300.0, jobs: int | None = None, repeat: int = 1,
+         ray: str | None = None, ray_workers: int | None = None) -> int:
+    paths, unknown = resolve(ids, cases_dir)
     for _, msg in unknown:
         print(f"benchsuite matrix: {msg}", file=sys.stderr)
     if unknown:
         return 2
-    paths = select(paths, args.keyword, args.tag)
+    paths = select(paths, keyword, tags)
     if not paths:
         raise UsageError("no case matches the selection (-k/--tag); `benchsuite list` shows ids and tags")
-    check_output(args.json, "--json")
-    check_output(args.markdown, "--markdown")
-    check_output(getattr(args, "junit", None), "--junit")
-    if sum(str(p) == "-" for p in (args.json, args.markdown, getattr(args, "junit", None)) if p) > 1:
-        raise UsageError("only one report can go to stdout (-)")
-    ray_address = getattr(args, "ray", None)
-    jobs = getattr(args, "jobs", None)
+    quiet = check_outputs({"--json": json_path, "--markdown": markdown_path, "--junit": junit_path})
+    ray_address = ray
     if ray_address and jobs:
         raise UsageError("--jobs is for a local run; with --ray the cells at a time are the cluster's CPUs "
                          "(--ray-workers N sets them)")
-    if getattr(args, "ray_workers", None) and not ray_address:
+    if ray_workers and not ray_address:
         raise UsageError("--ray-workers goes with --ray")
     jobs = jobs or 2
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    envs = expand(args.with_, log=log)
-    meta = {"benchsuite_version": version(), "kind": "matrix",
-            "command": " ".join(["benchsuite"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environments": [env_label(p) for p in envs], "cases_dir": str(cases_dir),
-            "repeat": getattr(args, "repeat", 1), "executor": {"kind": "local", "jobs": jobs}}
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    envs = expand(with_, log=log)
+    meta: dict[str, Any] = envelope("matrix", {
+        "command": " ".join(["benchsuite"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environments": [env_label(p) for p in envs], "cases_dir": str(cases_dir),
+        "repeat": repeat, "executor": {"kind": "local", "jobs": jobs}})
     order = {p.stem: i for i, p in enumerate(paths)}
 
     def ordered(cells):
@@ -220,28 +139,27 @@ def main(args) -> int:
         return sorted(cells, key=lambda c: (envs_order.get(c["env"], 0), order.get(c["case"], -1)))
 
     def save(cells, final=False):
-        for path, text in ((args.json, lambda: strictjson.dumps({**meta, "cells": ordered(cells)}, indent=2, default=str)),
-                           (args.markdown, lambda: markdown(ordered(cells), executor=meta["executor"])),
-                           (getattr(args, "junit", None), lambda: junit(ordered(cells), meta))):
+        renders = {json_path: lambda: strictjson.dumps({**meta, "cells": ordered(cells)}, indent=2, default=str),
+                   markdown_path: lambda: markdown(ordered(cells), executor=meta["executor"]),
+                   junit_path: lambda: junit(ordered(cells), meta)}
+        for path, render in renders.items():
             if path and (final or path != "-"):
-                report.write_atomic(path, text())
+                write_atomic(path, render())
 
     cluster = None
     if ray_address:
-        from .rayexec import Cluster
-        cluster = Cluster(ray_address, workers=getattr(args, "ray_workers", None), log=log)
+        cluster = rayexec.Cluster(ray_address, workers=ray_workers, log=log)
         meta["executor"] = cluster.info()
     t0 = time.perf_counter()
     cells: list[dict] = []
     interrupted = False
     try:
         if cluster is not None:
-            from . import rayexec
-            rayexec.run_matrix(paths, envs, cluster, timeout=args.timeout, repeat=getattr(args, "repeat", 1), log=log,
-                               on_cell=save, cells=cells, executor=meta["executor"])
+            executor.run_on_ray(paths, envs, cluster, timeout=timeout, repeat=repeat, log=log,
+                                on_cell=save, cells=cells, executor=meta["executor"])
         else:
-            run_matrix(paths, envs, jobs=jobs, timeout=args.timeout, log=log, on_env_done=save, cells=cells,
-                       repeat=getattr(args, "repeat", 1))
+            executor.run_local(paths, envs, jobs=jobs, timeout=timeout, log=log, on_env_done=save, cells=cells,
+                               repeat=repeat)
     except KeyboardInterrupt:
         interrupted = True
         meta["interrupted"] = True
@@ -253,9 +171,9 @@ def main(args) -> int:
             except KeyboardInterrupt:  # a second Ctrl-C while the local cluster stops: it is stopped anyway
                 cluster.close()
     meta["duration_s"] = round(time.perf_counter() - t0, 1)
-    meta["executor"]["cells_per_minute"] = round(len(cells) / meta["duration_s"] * 60, 2) if meta["duration_s"] else None
+    minutes = meta["duration_s"] / 60
+    meta["executor"]["cells_per_minute"] = round(len(cells) / minutes, 2) if minutes else None
     save(cells, final=True)
-    quiet = "-" in (args.json, args.markdown, getattr(args, "junit", None))
     print(table(ordered(cells)), file=sys.stderr if quiet else sys.stdout)
     agree = sum(c["agrees"] for c in cells)
     on = (f" on Ray ({meta['executor']['nodes']} node(s), {meta['executor']['workers']} at a time)"

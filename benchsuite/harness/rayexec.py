@@ -15,17 +15,20 @@ its nodes (the same version: each task reports the one it found).
 """
 from __future__ import annotations
 
-import math
+import logging
 import os
+import re
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .envs import EnvError, cache_root, ensure
-from .report import UsageError
+from .report import UsageError, version
+from .run import iter_results
 
 INSTALL = ("--ray needs Ray, an optional extra of benchsuite: pip install 'benchsuite[ray]' "
            "(or pip install 'ray>=2.9' next to benchsuite)")
@@ -77,7 +80,7 @@ def _reload_auth_config() -> None:
     """Make an already imported Ray see the RAY_AUTH_* variables just set (Ray reads them once, at import;
     ray.init's own default does the same)."""
     try:
-        from ray._raylet import AuthenticationTokenLoader, Config
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # Ray >= 2.50
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
     except Exception:  # an older Ray without token authentication: nothing to reload
@@ -144,7 +147,6 @@ class Cluster:
             self._setenv("RAY_AUTH_MODE", "token")
             self._setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
             _reload_auth_config()
-        import logging
         self._before = set(_children(os.getpid()))
         try:
             # address="local": a new cluster even where RAY_ADDRESS names another one.
@@ -156,8 +158,6 @@ class Cluster:
                              f"{str(exc).strip()[:400]}") from None
 
     def _connect(self) -> None:
-        import logging
-        import socket
         hostport = self.address.split("://", 1)[-1]
         if self.address != "auto" and ":" in hostport:
             # Ray retries an address where nothing answers for minutes; say so at once instead.
@@ -165,20 +165,22 @@ class Cluster:
             try:
                 socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
             except (OSError, ValueError) as exc:
-                raise UsageError(f"--ray {self.address}: nothing answers there ({exc.strerror or exc}); give the "
+                why = getattr(exc, "strerror", None) or exc
+                raise UsageError(f"--ray {self.address}: nothing answers there ({why}); give the "
                                  "address of a running cluster's head (HOST:PORT, ray://HOST:10001), `auto` on one "
                                  "of its nodes, or `local`") from None
         try:
             self._init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
         except Exception as exc:
             raise UsageError(f"--ray {self.address}: could not connect to a Ray cluster there: "
-                             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                             f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
                              " (give `local`, `auto` on a cluster node, HOST:PORT of its head or ray://HOST:10001)"
                              ) from None
 
     def info(self) -> dict:
         """What the reports say about the executor."""
-        return {"kind": "ray", "address": self.address, "local_cluster": self.local, "ray_version": self.ray.__version__,
+        return {"kind": "ray", "address": self.address, "local_cluster": self.local,
+                "ray_version": self.ray.__version__,
                 "nodes": self.nodes, "cpus": self.cpus, "gpus": self.gpus, "workers": self.workers,
                 "startup_s": self.startup_s}
 
@@ -228,10 +230,7 @@ def cell_task(pins: list[str], sources: dict[str, str], timeout: float, repeat: 
     then one {"event": "result", "result": {...}} per case. ``sources``: {case id: file text}; the
     files are written into a temporary folder on the worker (under ``tmp_root`` for a local cluster,
     whose session folder is removed at the end even when this worker is killed)."""
-    import socket
 
-    from .report import version
-    from .run import iter_results
     try:
         import ray
         node = ray.util.get_node_ip_address()
@@ -281,11 +280,10 @@ def sweep(folder: str, pids: list[int], wait_s: float = 0.0) -> list[str]:
     ``pids`` (waiting up to ``wait_s`` for them to die: a task cancelled with force=True is killed a moment
     later), and any other whose worker no longer exists. A task killed with its worker cannot clean up
     after itself; the next task on that node, or the sweep the driver runs after cancelling, does."""
-    import re
     deadline = time.monotonic() + wait_s
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
@@ -296,250 +294,3 @@ def sweep(folder: str, pids: list[int], wait_s: float = 0.0) -> list[str]:
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
             removed.append(name)
     return removed
-
-
-def _remote(ray):
-    return ray.remote(cell_task)
-
-
-def describe_failure(exc: BaseException) -> str:
-    """One line for a task that Ray could not finish: the worker crashed or was killed, its node died,
-    or the task itself raised (then the last line of its traceback)."""
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    name = type(exc).__name__
-    if name.startswith("RayTaskError") and lines:
-        line = lines[-1]
-    else:
-        line = lines[0] if lines else ""
-    return f"{name}: {line[:300]}" if line else name
-
-
-# ---------------------------------------------------------------- the driver
-
-class TaskStream:
-    """Submits tasks (at most ``cluster.workers`` at a time) and yields their events as they arrive.
-
-    Each task is (key, pins, {id: source}, gpu); events come as (key, event). A task Ray could not finish
-    yields (key, {"event": "lost", "reason": ..., "missing": [ids it never reported]})."""
-
-    def __init__(self, cluster: Cluster, timeout: float, repeat: int):
-        self.cluster, self.timeout, self.repeat = cluster, timeout, repeat
-        self.ray = cluster.ray
-        self.fn = _remote(self.ray)
-        self.queue: list = []
-        self.active: dict = {}
-        self.killed: dict = {}  # (node id, folder) -> pids of workers killed with a task running
-
-    def add(self, key, pins: list[str], sources: dict[str, str], gpu: bool = False) -> None:
-        self.queue.append((key, pins, sources, gpu))
-
-    def _submit(self) -> None:
-        tmp_root = str(self.cluster.temp_dir) if self.cluster.temp_dir else None
-        while self.queue and len(self.active) < self.cluster.workers:
-            key, pins, sources, gpu = self.queue.pop(0)
-            opts = {"num_cpus": 1, "max_retries": 0, **({"num_gpus": 1} if gpu else {})}
-            gen = self.fn.options(**opts).remote(pins, sources, self.timeout, self.repeat, tmp_root)
-            self.active[gen] = {"key": key, "pending": list(sources), "node": None, "node_id": None, "pid": None,
-                                "folder": None}
-
-    def __iter__(self):
-        ray = self.ray
-        try:
-            while self.active or self.queue:
-                try:
-                    self._submit()
-                    ready, _ = ray.wait(list(self.active), num_returns=1, timeout=1.0)
-                except Exception as exc:  # the cluster itself went away (its head, the connection)
-                    reason = f"the Ray cluster could not be reached: {describe_failure(exc)}"
-                    for st in list(self.active.values()) + [{"key": q[0], "pending": list(q[2]), "node": None}
-                                                            for q in self.queue]:
-                        if st["pending"]:
-                            yield st["key"], {"event": "lost", "missing": st["pending"], "node": st["node"],
-                                              "reason": reason}
-                    self.active.clear()
-                    self.queue.clear()
-                    return
-                for gen in ready:
-                    st = self.active[gen]
-                    try:
-                        ref = next(gen)
-                    except StopIteration:
-                        del self.active[gen]
-                        if st["pending"]:
-                            yield st["key"], {"event": "lost", "missing": st["pending"], "node": st["node"],
-                                              "reason": "the Ray task ended without reporting it"}
-                        continue
-                    try:
-                        ev = ray.get(ref)
-                    except Exception as exc:
-                        del self.active[gen]
-                        self._killed(st)
-                        yield st["key"], {"event": "lost", "missing": st["pending"], "node": st["node"],
-                                          "reason": describe_failure(exc)}
-                        continue
-                    if ev.get("event") == "start":
-                        st.update(node=ev.get("node"), node_id=ev.get("node_id"), pid=ev.get("pid"),
-                                  folder=ev.get("folder"))
-                    elif ev.get("event") == "result":
-                        cid = ev["result"].get("id")
-                        if cid in st["pending"]:
-                            st["pending"].remove(cid)
-                    elif ev.get("event") == "env-error":
-                        ev["missing"], st["pending"] = st["pending"], []
-                    yield st["key"], {**ev, "node": ev.get("node", st["node"])}
-        finally:
-            self.cancel()
-
-    def cancel(self) -> None:
-        """Stop the tasks still running (Ctrl-C, an error in the driver): their workers are killed, and
-        with them the runners and cases they started; a task that has reported all its cases is only
-        cleaning up and is given a few seconds to finish. Then each node's task folders of the killed
-        workers are removed (a sweep task on that node)."""
-        ray = self.ray
-        finishing = [g for g, st in self.active.items() if not st["pending"]]
-        for gen, st in list(self.active.items()):
-            if gen in finishing:
-                continue
-            try:
-                ray.cancel(gen, force=True)
-            except Exception:
-                pass
-            self._killed(st)
-        deadline = time.monotonic() + 10
-        while finishing and time.monotonic() < deadline:
-            ready, _ = ray.wait(finishing, num_returns=1, timeout=0.5)
-            for gen in ready:
-                try:
-                    ray.get(next(gen))
-                except StopIteration:
-                    finishing.remove(gen)
-                except Exception:
-                    finishing.remove(gen)
-                    self._killed(self.active[gen])
-        for gen in finishing:
-            try:
-                ray.cancel(gen, force=True)
-            except Exception:
-                pass
-            self._killed(self.active[gen])
-        self.active.clear()
-        self.queue.clear()
-        self.sweep()
-
-    def _killed(self, st: dict) -> None:
-        if st.get("node_id") and st.get("pid"):
-            self.killed.setdefault((st["node_id"], st["folder"]), []).append(st["pid"])
-
-    def sweep(self) -> None:
-        """Remove the folders of the tasks whose workers were killed, with a task on each of their nodes
-        (skipped for a local cluster: its session folder, where they are, is removed at the end)."""
-        if not self.killed or self.cluster.temp_dir is not None:
-            self.killed.clear()
-            return
-        killed, self.killed = self.killed, {}
-        try:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-            fn = self.ray.remote(sweep)
-            refs = [fn.options(num_cpus=0, max_retries=0,
-                               scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
-                               ).remote(folder, pids, 15.0)
-                    for (node_id, folder), pids in killed.items()]
-            self.ray.wait(refs, num_returns=len(refs), timeout=30)
-        except Exception:  # a node that is gone has nothing left to sweep; the next task there sweeps the rest
-            pass
-
-
-def _needs_gpu(path: Path) -> bool:
-    from .discover import load_case
-    try:
-        case = load_case(path)
-    except Exception:  # the worker reports the load error as the case's result
-        return False
-    return bool(case.requires_cuda or case.requires_gpu_below)
-
-
-def run_matrix(paths: list[Path], envs: list[list[str]], cluster: Cluster, *, timeout: float, repeat: int = 1,
-               log=print, on_cell=None, cells: list[dict] | None = None, executor: dict | None = None,
-               chunk: int | None = None) -> list[dict]:
-    """The matrix's cells, as benchsuite.harness.matrix.run_matrix makes them, from Ray tasks.
-
-    Each environment's cases are split into tasks of ``chunk`` cases (default: enough tasks to keep every
-    worker busy: the runner's start-up, ~5 s of imports, is paid once per task). Cases that need a GPU
-    go in tasks of their own that ask Ray for one (num_gpus=1); where the cluster has no GPU they are
-    ``skipped`` with the reason. ``on_cell(cells)`` is called after every cell; ``executor`` (a dict) is
-    updated in place with the tasks and the cells each node ran."""
-    from .matrix import _cell, env_label
-    cells = [] if cells is None else cells
-    executor = {} if executor is None else executor
-    sources = {p.stem: p.read_text() for p in paths}
-    gpu_ids = [p.stem for p in paths if _needs_gpu(p)]
-    cpu_ids = [p.stem for p in paths if p.stem not in gpu_ids]
-    per_env = max(1, math.ceil(cluster.workers / max(1, len(envs))))
-    size = chunk or max(1, math.ceil(len(cpu_ids) / per_env))
-    stream = TaskStream(cluster, timeout, repeat)
-    done = [0] * len(envs)
-    for i, pins in enumerate(envs):
-        for k in range(0, len(cpu_ids), size):
-            stream.add(i, pins, {c: sources[c] for c in cpu_ids[k:k + size]})
-        if gpu_ids and cluster.gpus:
-            stream.add(i, pins, {c: sources[c] for c in gpu_ids}, gpu=True)
-    executor.update(tasks=len(stream.queue), cases_per_task=size, cells_by_node=executor.get("cells_by_node", {}))
-    if gpu_ids:
-        executor["gpu_cases"] = gpu_ids
-    versions = executor.setdefault("worker_benchsuite_versions", [])
-
-    def add(cell: dict, node: str | None = None) -> None:
-        cells.append(cell)
-        if node:
-            executor["cells_by_node"][node] = executor["cells_by_node"].get(node, 0) + 1
-        if on_cell:
-            on_cell(cells)
-
-    if gpu_ids and not cluster.gpus:
-        for i, pins in enumerate(envs):
-            for cid in gpu_ids:
-                add({"case": cid, "env": env_label(pins), "pins": pins, "status": "skipped", "expected": None,
-                     "agrees": True, "reason": "needs a CUDA GPU: the Ray cluster has none (the task asks for num_gpus=1)",
-                     "fixes": {}, "repeat": repeat, "environment": {}, "duration_s": 0.0})
-                done[i] += 1
-    n_cases = len(paths)
-    for i, ev in stream:
-        pins = envs[i]
-        label = env_label(pins)
-        kind = ev["event"]
-        if kind == "start":
-            if ev.get("benchsuite_version") not in versions:
-                versions.append(ev.get("benchsuite_version"))
-                from .report import version
-                if ev.get("benchsuite_version") != version():
-                    log(f"warning: node {ev.get('node')} runs benchsuite {ev.get('benchsuite_version')}, this "
-                        f"command {version()}: its verdicts may differ; install the same version on every node")
-        elif kind == "env":
-            for m in ev.get("log", []):
-                log(f"[{label}] [{ev.get('node')}] {m}")
-            if ev.get("seconds", 0) >= 1:
-                log(f"[{label}] environment ready on {ev.get('node')} in {ev['seconds']:.0f} s")
-        elif kind == "env-error":
-            log(f"[{label}] environment could not be built on {ev.get('node')}: {ev['reason']}")
-        elif kind == "result":
-            r = ev["result"]
-            cell = _cell(r, label, pins)
-            done[i] += 1
-            log(f"[env {i + 1}/{len(envs)} {label}] [{done[i]}/{n_cases}] {'ok ' if cell['agrees'] else '!! '}"
-                f"{r['id']}: {r.get('status')} (expected {r.get('expected') or '-'}) {r.get('duration_s', 0):.1f}s"
-                f" on {ev.get('node')}")
-            add(cell, ev.get("node"))
-        if kind in ("env-error", "lost"):
-            missing = ev.get("missing") or []
-            if kind == "env-error":
-                reason = ev["reason"]
-            else:
-                reason = (f"the Ray task running this cell was lost on node {ev.get('node') or '(not started)'}: "
-                          f"{ev['reason']}")
-                log(f"[{label}] {reason}; {len(missing)} case(s) marked error")
-            for cid in missing:
-                done[i] += 1
-                add({"case": cid, "env": label, "pins": pins, "status": "error", "expected": None,
-                     "agrees": False, "reason": reason}, ev.get("node"))
-    return cells

@@ -2,17 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from .. import strictjson
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+from ..common import UsageError, check_output, envelope, version, write_atomic  # noqa: F401 (re-exported)
 
 PASSING = {"reproduced", "not-reproduced"}
 
@@ -85,7 +79,7 @@ def why_not_here(r: dict) -> str:
 
 
 def document(results: list[dict], meta: dict) -> dict:
-    return {"benchsuite_version": version(), "kind": "run", **meta, "summary": summary(results), "results": results}
+    return envelope("run", {**meta, "summary": summary(results), "results": results})
 
 
 def summary(results: list[dict]) -> dict:
@@ -155,70 +149,6 @@ def junit(results: list[dict], meta: dict) -> str:
         out.append("  </testcase>")
     out.append("</testsuite></testsuites>")
     return "\n".join(out) + "\n"
-
-
-class UsageError(Exception):
-    """Bad input from the command line: one line on stderr, exit code 2, nothing run."""
-
-
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as _v
-    try:
-        return _v("benchsuite")
-    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
-        return "unknown"
-
-
-def check_output(path: str | os.PathLike | None, option: str) -> None:
-    """Fail fast (UsageError) when a report could not be written there; creates a missing parent folder.
-
-    Called before any long work so that a typo in a path is found in a second, not after the run.
-    "-" (stdout) is always fine.
-    """
-    if path is None or str(path) == "-":
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise UsageError(f"{option} {path}: is a folder; give a file name")
-    parent = p.parent
-    existing = parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"{option} {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: folder {existing} is not writable")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot create folder {parent}: {exc.strerror or exc}") from None
-    if p.exists() and not os.access(p, os.W_OK):
-        raise UsageError(f"{option} {path}: file is not writable")
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write through a uniquely named temporary file in the same folder, then rename it into place:
-    readers never see half a file, and two processes writing the same report never collide (the last
-    rename wins). "-" writes to stdout."""
-    if str(path) == "-":
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
-        return
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would have made it
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_all(results: list[dict], meta: dict, json_path=None, junit_path=None, markdown_path=None,

@@ -10,7 +10,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..common import UsageError, check_outputs
 from . import report
+from .discover import check_model_path, resolve, select
+from .envs import EnvError, ensure, parse_pins
 from .server import MARK
 
 
@@ -67,6 +70,7 @@ def iter_results(paths: list[Path], *, python: str = sys.executable, jobs: int =
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=work,
                                     start_new_session=True)
             try:
+                assert proc.stdout is not None  # stdout=PIPE
                 for line in proc.stdout:
                     if line.startswith(MARK):
                         result = json.loads(line[len(MARK):])
@@ -81,7 +85,8 @@ def iter_results(paths: list[Path], *, python: str = sys.executable, jobs: int =
                     except ProcessLookupError:
                         pass
                     proc.wait()
-                proc.stdout.close()
+                if proc.stdout is not None:
+                    proc.stdout.close()
             err.seek(0)
             stderr = err.read()[-3000:]
     finally:
@@ -103,9 +108,8 @@ def counts_line(results: list[dict], seconds: float | None = None) -> str:
     return ", ".join(parts) + (f" in {seconds:.0f} s" if seconds is not None else "")
 
 
-def last_failed(path: str) -> list[str]:
+def failed_ids(path: str) -> list[str]:
     """Ids of the cases that did not agree with their declaration in a previous run's --json file."""
-    from .report import UsageError
     try:
         doc = json.loads(Path(path).read_text())
         return [r["id"] for r in doc["results"] if not report.agrees(r)]
@@ -115,62 +119,82 @@ def last_failed(path: str) -> list[str]:
         raise UsageError(f"--last-failed {path}: not a `benchsuite run --json` result ({exc})") from None
 
 
-def main(args) -> int:
-    from .discover import check_model_path, resolve, select
-    from .envs import parse_pins
-    from .report import UsageError, check_output
-    cases_dir = args.cases_dir_path
-    ids = list(args.ids)
-    if args.last_failed:
-        previous = last_failed(args.last_failed)
+def main(*, cases_dir: Path, ids: list[str], last_failed: str | None = None, keyword: str | None = None,
+         tags: list[str] | None = None, model: str | None = None, with_: list[str] | None = None,
+         json_path: str | None = None, junit_path: str | None = None, markdown_path: str | None = None,
+         jobs: int = 2, timeout: float = 300.0, exitfirst: bool = False, maxfail: int | None = None,
+         repeat: int = 1) -> int:
+    """`benchsuite run`: exit 0 when every case agrees with its declaration, 1 otherwise, 2 for an unknown
+    id, 130 when interrupted (the finished cases' reports are written)."""
+    ids = list(ids)
+    if last_failed:
+        previous = failed_ids(last_failed)
         if not previous:
-            print(f"benchsuite run: every case in {args.last_failed} agreed with its declaration; nothing to rerun",
+            print(f"benchsuite run: every case in {last_failed} agreed with its declaration; nothing to rerun",
                   file=sys.stderr)
             return 0
         ids += [i for i in previous if i not in ids]
     paths, unknown = resolve(ids, cases_dir)
-    paths = select(paths, args.keyword, args.tag)
-    model = check_model_path(args.model) if args.model else None
-    pins = parse_pins(args.with_, one_per_package=True, log=lambda m: print(m, file=sys.stderr)) if args.with_ else {}
-    for opt, path in (("--json", args.json), ("--junit", args.junit), ("--markdown", args.markdown)):
-        check_output(path, opt)
-    if sum(str(p) == "-" for p in (args.json, args.junit, args.markdown) if p) > 1:
-        raise UsageError("only one report can go to stdout (-)")
-    if (args.keyword or args.tag) and not paths:
+    paths = select(paths, keyword, tags)
+    model = check_model_path(model) if model else None
+    pins = parse_pins(with_, one_per_package=True, log=_say) if with_ else {}
+    outputs = dict(json_path=json_path, junit_path=junit_path, markdown_path=markdown_path)
+    quiet = check_outputs({"--json": json_path, "--junit": junit_path, "--markdown": markdown_path})
+    if (keyword or tags) and not paths:
         raise UsageError("no case matches the selection (-k/--tag); `benchsuite list` shows ids and tags")
-    label = "current environment"
-    python = sys.executable
-    results: list[dict] = []
-    meta = {"label": label, "cases_dir": str(cases_dir), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": " ".join(["benchsuite"] + sys.argv[1:]), "repeat": getattr(args, "repeat", 1)}
+    meta = {"label": "current environment", "cases_dir": str(cases_dir),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(["benchsuite"] + sys.argv[1:]),
+            "repeat": repeat}
     order = {p.stem: i for i, p in enumerate(paths)}
+    results: list[dict] = []
     for uid, msg in unknown:
-        print(f"benchsuite run: {msg}", file=sys.stderr)
+        _say(f"benchsuite run: {msg}")
         results.append({"id": uid, "status": "error", "expected": None, "reason": msg})
     t0 = time.perf_counter()
-    if pins:
-        from .envs import EnvError, ensure
-        label = "with " + " ".join(pins.values())
-        meta["label"] = label
-        meta["pins"] = pins
-        try:
-            python = str(ensure(list(pins.values()), log=lambda m: print(m, file=sys.stderr)))
-        except EnvError as exc:
-            print(f"benchsuite run: environment [{' '.join(pins.values())}] could not be built: {exc}",
-                  file=sys.stderr)
-            for p in paths:
-                results.append({"id": p.stem, "status": "error", "expected": None,
-                                "reason": f"environment could not be built: {exc}"})
-            paths = []
-    total = len(paths)
-    outputs = dict(json_path=args.json, junit_path=args.junit, markdown_path=args.markdown)
-    quiet = str(args.json) == "-" or str(args.junit) == "-" or str(args.markdown) == "-"
+    python, paths = _environment(pins, paths, results, meta)
     report.write_all(results, meta, **outputs, final=False)
-    reps = getattr(args, "repeat", 1)
-    print(f"running {total} case(s) from {cases_dir} ({label}, {args.jobs} at a time, timeout {args.timeout:.0f} s"
-          + (f", {reps} runs each" if reps > 1 else "") + ")",
-          file=sys.stderr)
-    maxfail = 1 if args.exitfirst else args.maxfail
+    _say(f"running {len(paths)} case(s) from {cases_dir} ({meta['label']}, {jobs} at a time, timeout {timeout:.0f} s"
+         + (f", {repeat} runs each" if repeat > 1 else "") + ")")
+    maxfail = 1 if exitfirst else maxfail
+    failed, interrupted = _run_all(paths, results, meta, outputs, len(unknown), maxfail,
+                                   python=python, jobs=jobs, timeout=timeout, model=model, repeat=repeat)
+    # Rows in the order the cases were asked for (the catalogue's order by default), not finishing order.
+    results.sort(key=lambda r: order.get(r["id"], -1))
+    not_run = len(paths) - (len(results) - len(unknown)) if paths else 0
+    if not_run and not interrupted:
+        _say(f"stopped after {failed} disagreement(s) (--maxfail {maxfail}); {not_run} case(s) not run")
+    meta["duration_s"] = round(time.perf_counter() - t0, 1)
+    _finish(results, meta, outputs, quiet, interrupted)
+    if interrupted:
+        return 130
+    if unknown:
+        return 2
+    return 0 if all(report.agrees(r) for r in results) else 1
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _environment(pins: dict[str, str], paths: list[Path], results: list[dict], meta: dict) -> tuple[str, list[Path]]:
+    """(python, paths to run): the pinned environment built (or this one); when it cannot be built every
+    case is an error result and nothing is left to run."""
+    if not pins:
+        return sys.executable, paths
+    meta["label"] = "with " + " ".join(pins.values())
+    meta["pins"] = pins
+    try:
+        return str(ensure(list(pins.values()), log=_say)), paths
+    except EnvError as exc:
+        _say(f"benchsuite run: environment [{' '.join(pins.values())}] could not be built: {exc}")
+        results += [{"id": p.stem, "status": "error", "expected": None,
+                     "reason": f"environment could not be built: {exc}"} for p in paths]
+        return sys.executable, []
+
+
+def _run_all(paths: list[Path], results: list[dict], meta: dict, outputs: dict, n_unknown: int,
+             maxfail: int | None, **options) -> tuple[int, bool]:
+    """Run the cases, each result kept and the reports rewritten as it comes: (disagreements, interrupted)."""
     state = {"failed": 0}
 
     def on_result(r: dict) -> bool:
@@ -178,24 +202,21 @@ def main(args) -> int:
         report.write_all(results, meta, **outputs, final=False)
         ok = report.agrees(r)
         state["failed"] += not ok
-        print(f"[{len(results) - len(unknown)}/{total}] {'ok ' if ok else '!! '}{r['id']}: {r.get('status')} "
-              f"(expected {r.get('expected') or '-'}) {r.get('duration_s', 0):.1f}s", file=sys.stderr, flush=True)
+        _say(f"[{len(results) - n_unknown}/{len(paths)}] {'ok ' if ok else '!! '}{r['id']}: {r.get('status')} "
+             f"(expected {r.get('expected') or '-'}) {r.get('duration_s', 0):.1f}s")
         return bool(maxfail and state["failed"] >= maxfail)
 
-    interrupted = False
     try:
-        run_cases(paths, python=python, jobs=args.jobs, timeout=args.timeout, model=model, on_result=on_result,
-                  repeat=getattr(args, "repeat", 1))
+        run_cases(paths, on_result=on_result, **options)
     except KeyboardInterrupt:
-        interrupted = True
-        print("\ninterrupted: the results of finished cases are kept", file=sys.stderr)
-    # Rows in the order the cases were asked for (the catalogue's order by default), not finishing order.
-    results.sort(key=lambda r: order.get(r["id"], -1))
-    not_run = total - (len(results) - len(unknown)) if paths else 0
-    if not_run and not interrupted:
-        print(f"stopped after {state['failed']} disagreement(s) (--maxfail {maxfail}); {not_run} case(s) not run",
-              file=sys.stderr)
-    meta["duration_s"] = round(time.perf_counter() - t0, 1)
+        _say("\ninterrupted: the results of finished cases are kept")
+        return state["failed"], True
+    return state["failed"], False
+
+
+def _finish(results: list[dict], meta: dict, outputs: dict, quiet: bool, interrupted: bool) -> None:
+    """The environment line, the reports, the table and the counts line."""
+    out = sys.stderr if quiet else sys.stdout
     env = next((r.get("environment") for r in results if r.get("environment")), None)
     if env:
         meta["environment"] = env
@@ -204,14 +225,8 @@ def main(args) -> int:
                                                 ("python", "torch", "transformers", "peft", "trl") if env.get(k))
                   + (f" (unpinned companions as of {env['resolved_as_of']})" if env.get("resolved_as_of") else ""))
     report.write_all(results, meta, **outputs)
-    print(report.table(results), file=sys.stderr if quiet else sys.stdout)
-    for k, v in outputs.items():
-        if v and str(v) != "-":
-            print(f"wrote {v}", file=sys.stderr)
-    print(counts_line(results, meta["duration_s"]) + (" (interrupted)" if interrupted else ""),
-          file=sys.stderr if quiet else sys.stdout)
-    if interrupted:
-        return 130
-    if unknown:
-        return 2
-    return 0 if all(report.agrees(r) for r in results) else 1
+    print(report.table(results), file=out)
+    for path in outputs.values():
+        if path and str(path) != "-":
+            _say(f"wrote {path}")
+    print(counts_line(results, meta["duration_s"]) + (" (interrupted)" if interrupted else ""), file=out)

@@ -19,7 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .execute import execute
 from .proc import die_with_parent
+from .versions import environment
 
 MARK = "@@benchsuite-result@@ "
 
@@ -57,7 +59,6 @@ def _child(path: Path, result_file: Path, log_file: Path, model: str | None, thr
     try:
         import torch
         torch.set_num_threads(threads)
-        from .execute import execute
         result = execute(path, model, repeat=repeat)
     except BaseException as exc:  # pragma: no cover - harness failure, still a result
         import traceback
@@ -98,16 +99,15 @@ def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workd
             shutil.rmtree(work, ignore_errors=True)
         return
     _warm_imports()
-    from .versions import environment
     env = environment()
-    work = Path(workdir)
+    work_dir = Path(workdir)
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     pending = list(paths)
     running: dict[int, tuple[Path, float, Path, Path]] = {}
     while pending or running:
         while pending and len(running) < jobs:
             path = pending.pop(0)
-            result_file, log_file = work / f"{path.stem}.json", work / f"{path.stem}.log"
+            result_file, log_file = work_dir / f"{path.stem}.json", work_dir / f"{path.stem}.log"
             pid = os.fork()
             if pid == 0:
                 _child(path, result_file, log_file, model, threads, repeat)
@@ -124,7 +124,7 @@ def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workd
                 except ProcessLookupError:
                     pass
                 os.waitpid(pid, 0)
-                result = {"id": path.stem, "status": "timeout",
+                result: dict = {"id": path.stem, "status": "timeout",
                           "reason": f"no result after {timeout * repeat:.0f} s; killed", "log_tail": _tail(log_file)}
             elif result_file.exists():
                 result = json.loads(result_file.read_text())

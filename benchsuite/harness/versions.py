@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -11,7 +12,6 @@ PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate")
 
 
 def installed(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
     try:
         return version(name)
     except PackageNotFoundError:

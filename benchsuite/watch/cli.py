@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .. import strictjson
+from .cases import annotate
 from .env import (
     ENV_COMMAND,
     ENV_CONFIRM,
@@ -26,10 +27,12 @@ from .env import (
     ENV_LOG,
     ENV_POLICY,
     ENV_REPLICA_EVERY,
+    ENV_RL,
     ENV_SIGNATURE,
     ENV_SIGNATURE_STEP,
     PREFIX,
 )
+from .kinds import RUN_LEVEL
 from .names import compact
 
 SITE_DIR = Path(__file__).parent / "_site"
@@ -45,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replica-every", type=int, default=10, metavar="K",
                    help="under torch.distributed, compare the ranks' weights at the 2nd and every K-th scan "
                         "(default 10)")
+    p.add_argument("--rl", action="store_true",
+                   help="the script is an RL loop where a batch may carry no signal (zero advantage): a step whose "
+                        "gradient is zero everywhere is counted, not judged (GRPO/RLOO/PPO-style Trainers are "
+                        "recognised without it)")
     p.add_argument("--log", default=None, metavar="PATH", help="per-step JSONL (one file per rank)")
     p.add_argument("--json", default=None, metavar="PATH", help="the final summary as JSON ('-' for stdout)")
     p.add_argument("--signature", default=None, metavar="PATH",
@@ -134,7 +141,8 @@ def _render_process(s: dict) -> list[str]:
         else f"step {s.get('first_step')}"
     head = (f"  rank {s['rank']} (pid {s['pid']}): {_plural(s['optimizer_steps'], 'optimizer step')} ({steps}), "
             f"{s['scans']} scanned")
-    if params:
+    models = [m for m in s.get("models") or [] if m.get("scans")]
+    if params and len(models) <= 1:
         missing = params["trainable"] - params["in_optimizers"]
         head += (f"; {_plural(params['trainable'], 'trainable parameter')}, "
                  + ("all in an optimizer" if not missing else f"{missing} in no optimizer"))
@@ -147,23 +155,14 @@ def _render_process(s: dict) -> list[str]:
         out.append(cost)
     elif ov.get("first_scan_ms") is not None:
         out.append(f"    scanner: one scan, {ov['first_scan_ms']:.1f} ms (includes one-time set-up)")
-    zero_steps = s.get("zero_gradient_steps") or []
-    open_findings = [f for f in s["findings"] if f["status"] == "open"]
-    if not open_findings:
-        out.append(f"    healthy: no finding in {_plural(s['scans'], 'scan')} of "
-                   f"{_plural(params.get('scanned', 0), 'parameter')}")
-    for f in s["findings"]:
-        when = f"confirmed at step {f['confirmed_at']}" if f["confirmed_at"] != "end" else "at the end of the run"
-        if f.get("since_step") is not None:
-            when += f", evidence from step {f['since_step']}"
-        if f["status"] == "cleared":
-            when = f"cleared at step {f['cleared_at']} ({when})"
-        out.append(f"    {f['title']} ({when}): {_plural(f['count'], 'parameter')}: {compact(f['names'], 2)}")
-        if f["status"] == "open":
-            out.append(f"      likely cause: {f['cause']}")
-    if zero_steps:
-        out.append(f"    {_plural(len(zero_steps), 'step')} with a gradient of exactly zero everywhere (e.g. zero "
-                   f"advantage): not a finding on its own")
+    if len(models) > 1:
+        out.append(f"    {len(models)} models trained in this process, each judged alone:")
+        for m in models:
+            out.extend(_render_model(m, [f for f in s["findings"] if f.get("model") == m["label"]], "      ", True))
+    else:
+        out.extend(_render_model(models[0] if models else {"scans": s["scans"], "params": params,
+                                                           "zero_gradient_steps": s.get("zero_gradient_steps")},
+                                 s["findings"], "    ", False))
     sig = s.get("signature") or {}
     if sig.get("error"):
         out.append(f"    no gradient signatures: {sig['error']}")
@@ -174,6 +173,41 @@ def _render_process(s: dict) -> list[str]:
     for note in s.get("notes") or []:
         if not (sig.get("error") and note.startswith("gradient signatures not written")):
             out.append(f"    note: {note}")
+    return out
+
+
+def _render_model(m: dict, findings: list[dict], pad: str, several: bool) -> list[str]:
+    params = m.get("params") or {}
+    out = []
+    if several:
+        steps = f"steps {m.get('first_step')}-{m.get('last_step')}"
+        lr = (m.get("learning_rate") or {}).get("peak")
+        scanned = _plural(params.get("scanned", 0), "parameter")
+        out.append(f"{pad[:-2]}model {m['order']}: {m['label']} ({steps}, {scanned}"
+                   + (f", peak learning rate {lr:.3g}" if lr else "") + ")")
+    open_findings = [f for f in findings if f["status"] == "open"]
+    if not open_findings:
+        out.append(f"{pad}healthy: no finding in {_plural(m['scans'], 'scan')} of "
+                   f"{_plural(params.get('scanned', 0), 'parameter')}")
+    for f in findings:
+        when = f"confirmed at step {f['confirmed_at']}" if f["confirmed_at"] != "end" else \
+            ("at the end of its training" if several else "at the end of the run")
+        if f.get("since_step") is not None:
+            when += f", evidence from step {f['since_step']}"
+        if f["status"] == "cleared":
+            when = f"cleared at step {f['cleared_at']} ({when})"
+        what = f.get("evidence") if f["kind"] in RUN_LEVEL and f.get("evidence") else \
+            f"{_plural(f['count'], 'parameter')}: {compact(f['names'], 2)}"
+        out.append(f"{pad}{f['title']} ({when}): {what}")
+        if f["status"] == "open":
+            out.append(f"{pad}  likely cause: {f['cause']}")
+            if f.get("cases"):
+                out.append(f"{pad}  catalogue cases that explain it, best first: {', '.join(f['cases'])}")
+    zero_steps = m.get("zero_gradient_steps") or []
+    if zero_steps and not any(f["kind"] in ("zero-everywhere", "rl-few-signal") and f["status"] == "open"
+                              for f in findings):
+        out.append(f"{pad}{_plural(len(zero_steps), 'step')} with a gradient of exactly zero everywhere (e.g. zero "
+                   f"advantage): not a finding on its own")
     return out
 
 
@@ -212,6 +246,7 @@ def main(args) -> int:
         env[ENV_EVERY] = str(args.every)
         env[ENV_CONFIRM] = str(args.confirm)
         env[ENV_REPLICA_EVERY] = str(args.replica_every)
+        env[ENV_RL] = "1" if args.rl else "0"
         if args.json:
             env[ENV_JSON] = "1"
         if args.log:
@@ -245,6 +280,10 @@ def main(args) -> int:
         code = _exit_status(returncode)
         wall = time.perf_counter() - t0
         procs = _summaries(Path(tmp))
+    try:
+        annotate(procs)
+    except Exception:  # the catalogue must never change the exit status
+        pass
     script_code = code
     if args.policy == "raise" and code == 0 and verdict(procs) == "findings":
         code = FINDINGS_AT_END_EXIT
@@ -256,24 +295,28 @@ def main(args) -> int:
         print(f"{PREFIX} exit code {FINDINGS_AT_END_EXIT}: the script exited 0, but findings were confirmed at its "
               f"end (--policy raise could not stop it earlier)", file=sys.stderr)
     if args.json:
-        from benchsuite import __version__
-        doc = {"benchsuite_version": __version__, "command": command, "exit_code": code,
-               "script_exit_code": script_code,
-               "wall_seconds": wall, "policy": args.policy, "every": args.every, "confirm": args.confirm,
-               "verdict": verdict(procs), "attached": len(procs),
-               "processes": [s for s in procs if s.get("optimizer_steps")],
-               "other_processes": [{"pid": s["pid"], "argv": s.get("argv"), "error": s.get("error")}
-                                   for s in procs if not s.get("optimizer_steps")]}
-        from benchsuite.doctor import watch_known_cases  # issue 15: the same data as the "known cases" lines
-        doc["known_cases"] = watch_known_cases(procs)
-        try:
-            if args.json == "-":
-                print(strictjson.dumps(doc, indent=2))
-            else:
-                Path(args.json).expanduser().write_text(strictjson.dumps(doc, indent=2))
-        except OSError as exc:
-            print(f"{PREFIX} could not write {args.json}: {exc}", file=sys.stderr)
+        _write_json(args, command, code, script_code, wall, procs)
     return code
+
+
+def _write_json(args, command: list, code: int, script_code: int, wall: float, procs: list[dict]) -> None:
+    from benchsuite import __version__
+    doc = {"benchsuite_version": __version__, "command": command, "exit_code": code,
+           "script_exit_code": script_code,
+           "wall_seconds": wall, "policy": args.policy, "every": args.every, "confirm": args.confirm, "rl": args.rl,
+           "verdict": verdict(procs), "attached": len(procs),
+           "processes": [s for s in procs if s.get("optimizer_steps")],
+           "other_processes": [{"pid": s["pid"], "argv": s.get("argv"), "error": s.get("error")}
+                               for s in procs if not s.get("optimizer_steps")]}
+    from benchsuite.doctor import watch_known_cases  # issue 15: the same data as the "known cases" lines
+    doc["known_cases"] = watch_known_cases(procs)
+    try:
+        if args.json == "-":
+            print(strictjson.dumps(doc, indent=2))
+        else:
+            Path(args.json).expanduser().write_text(strictjson.dumps(doc, indent=2))
+    except OSError as exc:
+        print(f"{PREFIX} could not write {args.json}: {exc}", file=sys.stderr)
 
 
 def _terminal_foreground() -> bool:

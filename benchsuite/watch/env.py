@@ -11,3 +11,4 @@ PREFIX = "[benchsuite watch]"
 ENV_SIGNATURE = "BENCHSUITE_WATCH_SIGNATURE"            # --signature PATH (absolute)
 ENV_SIGNATURE_STEP = "BENCHSUITE_WATCH_SIGNATURE_STEP"  # --signature-step N
 ENV_COMMAND = "BENCHSUITE_WATCH_COMMAND"                # the watched command line, as JSON
+ENV_RL = "BENCHSUITE_WATCH_RL"                          # --rl: a step may carry no signal (zero advantage)

@@ -6,7 +6,7 @@ import json
 import torch
 
 from benchsuite import _core
-from benchsuite.gradscan import _cuda, _native, planted
+from benchsuite.gradscan import _cuda, _native, planted, signature
 
 facts = _core.cuda_driver()
 state = _cuda.load_kernel(0)
@@ -29,14 +29,14 @@ if state.ready:
         out[f"idle_zeroed_{parity}"] = bool((nxt == 0).all())
     # The signature pass through the same host code: the probe that its first-use check runs (over host
     # memory here), against benchsuite.gradscan.signature.
-    sviews = _cuda._sig_probe(torch.device("cpu"))
+    sviews = signature._sig_probe(torch.device("cpu"))
     stables = _native.TableCache()
     stables.update(sviews)
     sacc = torch.zeros(len(sviews) * 6, dtype=torch.int64)
     sbuckets = torch.zeros((len(sviews), _core.SIG_K), dtype=torch.float64)
     _core.cuda_scan(0, 0, stables.table.data_ptr(), len(sviews), stables.total, sacc.data_ptr(), 0, 0,
                     sbuckets.data_ptr())
-    out["sig_worst"] = _cuda.sig_probe_errors(sviews, sbuckets)
+    out["sig_worst"] = signature.sig_probe_errors(sviews, sbuckets)
     try:  # a table whose chunk total is off is refused before any launch
         _core.check_table(tables.table.data_ptr(), n, tables.total + 1)
         out["bad_total_refused"] = False

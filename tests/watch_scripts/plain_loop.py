@@ -5,7 +5,11 @@ Healthy setups: LoRA (default), --lora-embed (LoRA on the embeddings too), --ful
 (with the input-grad hook), --use-dora, --resume (an adapter trained, saved and loaded back with is_trainable=True).
 Broken ones: --nan-at K (a NaN in one gradient at step K), --frozen (adapter loaded without
 is_trainable, head trained), --train-head (the LM head trains too), --optimizer-before-peft, --lr 0, --dtype bfloat16 with --full (updates
-round away), --lora-alpha 0, --no-input-grads with --ckpt reentrant, --crash-before-step.
+round away), --lora-alpha 0, --no-input-grads with --ckpt reentrant, --crash-before-step, --mask-labels (every
+label -100: the loss is NaN), --full --dtype float16 (fp16 weights with AdamW and no GradScaler: the loss diverges),
+--warmup N larger than --steps (the learning rate never rises), --sched-every K (the scheduler stepped once per K
+optimizer steps, as per epoch, with --schedule torch-warmup). Healthy again: --amp float16 (fp32 weights, fp16 autocast and a GradScaler) or
+--amp bfloat16.
 """
 import argparse
 import math
@@ -37,13 +41,16 @@ ap.add_argument("--lr", type=float, default=1e-2)
 ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
 ap.add_argument("--weight-decay", type=float, default=0.0)
 ap.add_argument("--warmup", type=int, default=0)
-ap.add_argument("--schedule", default="constant", choices=["constant", "linear", "cosine"])
+ap.add_argument("--schedule", default="constant", choices=["constant", "linear", "cosine", "torch-warmup"])
 ap.add_argument("--accum", type=int, default=1)
 ap.add_argument("--ckpt", default="off", choices=["off", "reentrant", "non-reentrant"])
 ap.add_argument("--no-input-grads", action="store_true")
 ap.add_argument("--resume", action="store_true")
 ap.add_argument("--optimizer-before-peft", action="store_true")
 ap.add_argument("--crash-before-step", action="store_true")
+ap.add_argument("--mask-labels", action="store_true")
+ap.add_argument("--amp", default="", choices=["", "float16", "bfloat16"])
+ap.add_argument("--sched-every", type=int, default=1)
 a = ap.parse_args()
 
 torch.manual_seed(0)
@@ -89,9 +96,13 @@ if a.schedule == "linear":
     sched = get_linear_schedule_with_warmup(opt, a.warmup, a.steps)
 elif a.schedule == "cosine":
     sched = get_cosine_schedule_with_warmup(opt, a.warmup, a.steps)
+elif a.schedule == "torch-warmup":  # torch's own warmup, from 1e-4 of the learning rate over --warmup steps
+    sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-4, total_iters=a.warmup)
 else:
     sched = None
 ids = torch.randint(1, 128, (a.batch * a.accum, a.seq))
+labels = torch.full_like(ids, -100) if a.mask_labels else ids
+scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10) if a.amp == "float16" else None
 if a.crash_before_step:
     raise ValueError("the dataset has no 'text' column")
 
@@ -99,13 +110,18 @@ t0 = time.perf_counter()
 for step in range(a.steps):
     for micro in range(a.accum):
         chunk = ids[micro * a.batch:(micro + 1) * a.batch]
-        loss = model(input_ids=chunk, labels=chunk).loss / a.accum
-        loss.backward()
+        with torch.autocast("cpu", dtype=getattr(torch, a.amp or "float32"), enabled=bool(a.amp)):
+            loss = model(input_ids=chunk, labels=labels[micro * a.batch:(micro + 1) * a.batch]).loss / a.accum
+        (scaler.scale(loss) if scaler is not None else loss).backward()
     if step == a.nan_at:
         target = model.base_model.model.model.layers[1].self_attn.v_proj.lora_B["default"].weight
         target.grad[0, 0] = float("nan")
-    opt.step()
-    if sched is not None:
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    if sched is not None and (step + 1) % a.sched_every == 0:
         sched.step()
     opt.zero_grad()
     print(f"step {step} loss {loss.item() * a.accum:.4f}" + ("" if math.isfinite(loss.item()) else " (non-finite)"))

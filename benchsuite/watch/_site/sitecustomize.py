@@ -4,7 +4,7 @@ import os
 import sys
 
 try:
-    from benchsuite.watch.agent import install as _bs_install
+    from benchsuite.watch.hooks import install as _bs_install
     _bs_install()
 except Exception as _bs_exc:  # never break the user's script
     sys.stderr.write(f"[benchsuite watch] not attached in pid {os.getpid()}: {_bs_exc!r}\n")

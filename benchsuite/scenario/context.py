@@ -1,59 +1,17 @@
-"""The scenario toolkit: what a case's trigger and fixes get as ``ctx`` and what they return.
-
-``Context`` (tiny models built from configs, batches and datasets, LoRA configs, the training loops
-``ctx.train`` and ``ctx.trainer_train``, ``ctx.observed``), ``TrainResult`` (a scenario's outcome) and
-``healthy_problems`` (how the harness judges a fix's training). The declarations a case file makes
-(``Case``, ``Symptom``, ``Fix``, ``Explains``) are in benchsuite/case.py, which re-exports these names, so
-``from benchsuite.case import Context, TrainResult`` keeps working. See docs/adding-a-case.md.
-"""
+"""Context: what a case's trigger and fixes get as ``ctx`` (see the package's docstring)."""
 from __future__ import annotations
 
+import json
 import math
-import re
-from dataclasses import dataclass, field
-from typing import Callable
+import os
+import tempfile
+import warnings
+from typing import Any, Callable
 
-
-@dataclass
-class TrainResult:
-    """A scenario's outcome: what its training loop saw (``ctx.train``, ``ctx.trainer_train``), or, from
-    ``ctx.observed(**flags)``, the facts of a scenario with nothing to train (``trains=False``)."""
-
-    losses: list[float] = field(default_factory=list)
-    reports: list = field(default_factory=list)  # benchsuite.gradscan.ScanReport per step
-    trainable: list[str] = field(default_factory=list)
-    changed: dict[str, bool] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-    precomputed: dict | None = None  # a summary made elsewhere (another process's training loop)
-    trains: bool = True  # False: ctx.observed(), an explicit outcome without training
-
-    def summary(self) -> dict:
-        if self.precomputed is not None:
-            return {**self.precomputed, "extra": {**self.precomputed.get("extra", {}), **self.extra}}
-        if not self.trains:
-            return {"trains": False, "extra": self.extra}
-        got_grad = {r.name for rep in self.reports for r in rep if not r.none}
-        nonfinite = sorted({r.name for rep in self.reports for r in rep if r.nonfinite})
-        # Exactly zero (never None) at every step. The scanner marks a zero that is zero by construction
-        # at that step (gradscan's mark_expected_zero: a factor whose partner is still all zero, a cancelling bias);
-        # a parameter so marked at every step is explained, the others are for the harness to judge.
-        zero_sets = [{r.name for r in rep if r.all_zero} for rep in self.reports]
-        always_zero = [n for n in self.trainable if zero_sets and all(n in z for z in zero_sets)]
-        excused_sets = [{r.name for r in rep if r.all_zero and r.expected_zero} for rep in self.reports]
-        by_construction = [n for n in always_zero if all(n in z for z in excused_sets)]
-        return {
-            "trains": True,
-            "steps": len(self.losses),
-            "losses": self.losses,
-            "trainable_params": len(self.trainable),
-            "no_grad": [n for n in self.trainable if n not in got_grad] if self.reports else [],
-            "nonfinite_grads": nonfinite,
-            "unchanged": [n for n, c in self.changed.items() if not c],
-            "always_zero_grad": always_zero,
-            "zero_by_construction": by_construction,
-            "grad_problems": [p.__dict__ for p in self.reports[-1].problems] if self.reports else [],
-            "extra": self.extra,
-        }
+from ..gradscan import scan
+from ..models import tiny_llama, write_chatglm
+from .launch import backend_for, launch, raise_rank_error
+from .result import TrainResult, _current_result
 
 
 class Context:
@@ -79,12 +37,6 @@ class Context:
         after 60 s. A rank that raises makes this raise the same exception class (by name) with the same
         message; warnings rank 0 saw are warned again here, so a symptom's ``warning=`` sees them. The
         harness's timeout covers the ranks: killing the scenario kills torchrun and every rank."""
-        import json
-        import os
-        import tempfile
-        import warnings
-
-        from .harness.torchrun import backend_for, launch, raise_rank_error
         run_dir = tempfile.mkdtemp(prefix="torchrun-", dir=self.workdir)
         spec = {"file": fn.__code__.co_filename, "function": fn.__name__, "workdir": self.workdir,
                 "model_path": self.model_path, "seed": self.seed, "options": options, "nproc": nproc,
@@ -95,7 +47,7 @@ class Context:
         failed = None
         saved_port = os.environ.pop("MASTER_PORT", None)  # --standalone picks a free port
         try:
-            launch(spec_path, nproc)
+            launch(spec_path, nproc, type(self))
         except Exception as exc:  # torchrun's ChildFailedError: the ranks' error files say what failed
             failed = exc
         finally:
@@ -115,7 +67,7 @@ class Context:
         with open(result_path) as f:
             done = json.load(f)
         for category, message in done.get("warnings", []):
-            warnings.warn(message, type(category, (UserWarning,), {"__module__": "benchsuite.rank"}))
+            warnings.warn(message, type(category, (UserWarning,), {"__module__": "benchsuite.rank"}), stacklevel=1)
         return TrainResult(precomputed=done["summary"])
 
     # -- data
@@ -155,7 +107,6 @@ class Context:
             from transformers import AutoModelForCausalLM
             return AutoModelForCausalLM.from_pretrained(self.model_path, trust_remote_code=True,
                                                         torch_dtype=torch.float32)
-        from .models import tiny_llama
         return tiny_llama("causal", seed=self.seed)
 
     def seq_cls_model(self, num_labels: int = 1):
@@ -167,14 +118,11 @@ class Context:
             if getattr(model.config, "pad_token_id", None) is None:
                 model.config.pad_token_id = getattr(model.config, "eos_token_id", None) or 0
             return model
-        from .models import tiny_llama
         return tiny_llama("seq_cls", seed=self.seed, num_labels=num_labels)
 
     def chatglm_path(self) -> str:
         """A ChatGLM-style remote-code checkpoint: the user's --model, else benchsuite's own, written once."""
-        import os
 
-        from .models import write_chatglm
         if self.model_path:
             return self.model_path
         path = os.path.join(self.workdir, "chatglm")
@@ -201,7 +149,7 @@ class Context:
 
     def lora_config(self, model, task_type: str | None, **overrides):
         from peft import LoraConfig
-        kw = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=self.lora_targets(model))
+        kw: dict[str, Any] = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=self.lora_targets(model))
         if task_type:
             kw["task_type"] = task_type
         kw.update(overrides)
@@ -238,7 +186,6 @@ class Context:
         """A tiny Llama (``task`` "causal" or "seq_cls") whose vocabulary is ``ctx.tokenizer()``'s:
         pad 0, eos (and bos) 1. ``config_overrides`` go to ``LlamaConfig`` (e.g. ``num_labels=1``,
         ``tie_word_embeddings=True``)."""
-        from .models import tiny_llama
         if task not in ("causal", "seq_cls"):
             raise ValueError(f"ctx.text_model(task=...) is 'causal' or 'seq_cls', not {task!r}")
         cfg = dict(vocab_size=len(self.WORDS), pad_token_id=0, eos_token_id=1, bos_token_id=1)
@@ -258,7 +205,6 @@ class Context:
         zeros of a fresh adapter) under ``ctx.workdir/name`` and return its folder. ``base`` is the model
         to wrap (default ``ctx.text_model()``); ``task_type`` and ``lora_overrides`` go to
         ``ctx.lora_config``. The base model itself is not saved."""
-        import os
 
         import torch
         from peft import get_peft_model
@@ -287,7 +233,6 @@ class Context:
         default; a case that is about them sets them). ``tokenizer`` is passed as ``processing_class``
         (default ``ctx.tokenizer()``); ``trainer_kwargs``: the trainer's other arguments
         (``reward_funcs=``, ``ref_model=``, ``peft_config=``, ...)."""
-        import os
         kw = dict(output_dir=os.path.join(self.workdir, trainer_cls.__name__.lower()), max_steps=2,
                   per_device_train_batch_size=4, learning_rate=1e-2, report_to="none", use_cpu=True,
                   save_strategy="no", logging_steps=1, disable_tqdm=True, seed=self.seed,
@@ -332,12 +277,10 @@ class Context:
         4 decimals and in which a NaN loss is replaced (logging_nan_inf_filter).
         """
         dataset = dataset if dataset is not None else self.dataset(model)
-        import tempfile
 
         import torch
         from transformers import Trainer, TrainerCallback, TrainingArguments
 
-        from .gradscan import scan
         trainer_class = trainer_class or Trainer
         if not (isinstance(trainer_class, type) and issubclass(trainer_class, Trainer)):
             raise TypeError(f"trainer_class must be transformers.Trainer or a subclass, not {trainer_class!r}")
@@ -361,9 +304,9 @@ class Context:
 
         from torch.optim.optimizer import register_optimizer_step_pre_hook
         handle = register_optimizer_step_pre_hook(pre_step)
-        kw = dict(output_dir=tempfile.mkdtemp(dir=self.workdir), max_steps=3, per_device_train_batch_size=2,
-                  learning_rate=1e-2, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
-                  disable_tqdm=True, seed=self.seed)
+        kw: dict[str, Any] = dict(output_dir=tempfile.mkdtemp(dir=self.workdir), max_steps=3,
+                                  per_device_train_batch_size=2, learning_rate=1e-2, report_to="none", use_cpu=True,
+                                  save_strategy="no", logging_steps=1, disable_tqdm=True, seed=self.seed)
         kw.update(training_args)
         try:
             trainer = trainer_class(model=model, args=TrainingArguments(**kw), train_dataset=dataset,
@@ -376,7 +319,9 @@ class Context:
                 micro.append(float(loss.detach().float().mean()))
                 return loss
 
-            trainer.training_step = recording_training_step  # the instance's: subclasses' overrides still run
+            # The instance's own attribute, on purpose: subclasses' overrides still run (mypy forbids assigning
+            # to a method of transformers' Trainer).
+            trainer.training_step = recording_training_step  # type: ignore[method-assign]
             trainer.train()
         finally:
             handle.remove()
@@ -395,7 +340,6 @@ class Context:
         """
         import torch
 
-        from .gradscan import scan
         torch.manual_seed(self.seed)
         if train_mode:
             model.train()
@@ -426,58 +370,3 @@ class Context:
             opt.zero_grad(set_to_none=True)
         result.changed = {n: not torch.equal(before[n], p.detach()) for n, p in named}
         return result
-
-
-# The result being filled, so an exception mid-training still reports the steps that ran.
-_current_result: list[TrainResult | None] = [None]
-
-
-def _names(names: list[str], limit: int = 5) -> str:
-    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
-
-
-def healthy_problems(outcome: dict, expected_zero: str | None = None) -> list[str]:
-    """Why a run is not healthy training (empty list = healthy): used to judge fixes.
-
-    ``expected_zero``: the case's regex of parameters whose gradient is zero by construction. A trainable
-    parameter whose gradient is exactly zero at every step is a problem unless the scanner marked it zero
-    by construction at every step (a LoRA factor whose partner is still all zero) or it matches that regex:
-    otherwise the "fix" may train nothing (LoRA with lora_alpha=0, say) and could never be told apart from
-    one that works. A trainable parameter that never gets a gradient (one the model never uses) is a
-    problem too: freeze it (``requires_grad_(False)``) in the scenario.
-    An outcome from ``ctx.observed(...)`` has no training to judge: only an exception counts against it.
-    """
-    problems = []
-    if outcome.get("exception"):
-        e = outcome["exception"]
-        problems.append(f"raised {e['type']}: {e['message'][:200]}")
-        return problems
-    if outcome.get("crashed"):
-        return [f"crashed: {outcome['crashed']}"]
-    if outcome.get("trains") is False:
-        return []
-    if outcome.get("steps", 0) == 0:
-        return ["no training step ran"]
-    if outcome.get("trainable_params", 0) == 0:
-        problems.append("no trainable parameter")
-    if any(not math.isfinite(x) for x in outcome.get("losses", [])):
-        problems.append("non-finite loss")
-    if outcome.get("no_grad"):
-        problems.append(f"{len(outcome['no_grad'])} trainable parameter(s) never got a gradient: "
-                        f"{_names(outcome['no_grad'])} (freeze parameters the model does not use)")
-    if outcome.get("nonfinite_grads"):
-        problems.append(f"{len(outcome['nonfinite_grads'])} parameter(s) with non-finite gradients: "
-                        f"{_names(outcome['nonfinite_grads'])}")
-    always_zero = outcome.get("always_zero_grad", [])
-    explained = set(outcome.get("zero_by_construction", []))
-    if expected_zero:
-        explained |= {n for n in always_zero if re.search(expected_zero, n)}
-    unexplained = [n for n in always_zero if n not in explained]
-    if unexplained:
-        steps = outcome.get("steps", 0)
-        problems.append(f"{len(unexplained)} trainable parameter(s) had an exactly zero gradient at every step "
-                        f"({steps} step(s)) with no explanation: {_names(unexplained)}")
-    stuck = [n for n in outcome.get("unchanged", []) if n not in set(always_zero)]
-    if stuck:
-        problems.append(f"{len(stuck)} trainable parameter(s) never changed: {_names(stuck)}")
-    return problems

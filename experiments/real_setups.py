@@ -1,6 +1,6 @@
 """Do memory options keep the gradients in real training scripts that are not in this repository?
 
-    python -m benchsuite.bench.real_setups --medicalgpt PATH [--json out.json] [--only ID ...] [--keep DIR]
+    python experiments/real_setups.py --medicalgpt PATH [--json out.json] [--only ID ...] [--keep DIR]
 
 PATH is a checkout (or extracted snapshot) of github.com/shibing624/MedicalGPT. Its own scripts,
 ``training/supervised_finetuning.py`` (SFT) and ``training/reward_modeling.py`` (reward model), run as a
@@ -36,7 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import strictjson
+from benchsuite import __version__, strictjson
+from benchsuite.models import tiny_llama_config
 
 SFT = "training/supervised_finetuning.py"
 RM = "training/reward_modeling.py"
@@ -132,7 +133,7 @@ def write_data(folder: Path, seed: int = 0) -> dict:
     sft.mkdir(parents=True)
     rm.mkdir(parents=True)
     sft_rows, rm_rows = [], []
-    for i in range(24):
+    for _ in range(24):
         q, a = _text(rng, rng.randint(3, 30)), _text(rng, rng.randint(2, 60))
         sft_rows.append({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]})
         rm_rows.append({"conversations": [{"from": "human", "value": q}],
@@ -154,7 +155,6 @@ def write_model(folder: Path, corpus: list[str], seed: int = 0) -> dict:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from benchsuite.models import tiny_llama_config
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -239,8 +239,10 @@ def run_pairs(checkout: Path, work: Path, pair_ids: list[str], log=print) -> dic
         with open(work / "logs" / f"{rid}.step{step}.log", "w") as out:
             code = subprocess.run(watch, cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
         text = (work / "logs" / f"{rid}.step{step}.log").read_text(errors="replace")
-        runs[f"{rid}.step{step}"] = {"run": rid, "step": step, "exit_code": code, "seconds": round(time.perf_counter() - t0, 1),
-                                     "command": _shown(cmd, work, checkout), "patches": [PATCH_TEXT[p] for p in RUNS[rid][2]],
+        runs[f"{rid}.step{step}"] = {"run": rid, "step": step, "exit_code": code,
+                                     "seconds": round(time.perf_counter() - t0, 1),
+                                     "command": _shown(cmd, work, checkout),
+                                     "patches": [PATCH_TEXT[p] for p in RUNS[rid][2]],
                                      "warnings": _warnings(text), "signature_written": sig.exists()}
         if code != 0 or not sig.exists():
             log(f"  FAILED (exit {code}); last lines of its log:\n" + "\n".join(text.splitlines()[-25:]))
@@ -302,7 +304,7 @@ def _warnings(text: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchsuite.bench.real_setups", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python experiments/real_setups.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--medicalgpt", required=True, metavar="PATH", help="a MedicalGPT checkout (or extracted snapshot)")
     ap.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
     ap.add_argument("--only", nargs="+", default=None, choices=list(PAIRS), metavar="ID",
@@ -337,7 +339,6 @@ def main(argv=None) -> int:
             result = run_pairs(checkout, Path(tmp), pair_ids)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    from benchsuite import __version__
     result = {"benchsuite_version": __version__, **result}
     if args.commit:
         result["checkout"]["commit"] = args.commit

@@ -18,12 +18,19 @@ leaves through multiprocessing's os._exit: a gloo process group's teardown can w
 """
 from __future__ import annotations
 
+import builtins
+import functools
+import importlib.util
 import json
 import os
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
+
+from ..harness.proc import die_with_parent
+from .result import TrainResult
 
 COLLECTIVE_TIMEOUT_S = 60
 
@@ -42,24 +49,24 @@ def backend_for(nproc: int) -> str:
 def _function(file: str, name: str):
     """The case file's function: from the module the harness loaded (the ranks are forked from the
     scenario process), else loaded from the file."""
-    import importlib.util
     mod_name = f"benchsuite_case_{Path(file).stem.replace('-', '_')}"
     loaded = sys.modules.get(mod_name)
     if loaded is not None and getattr(loaded, "__file__", None) == file and hasattr(loaded, name):
         return getattr(loaded, name)
     spec = importlib.util.spec_from_file_location(mod_name, file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{file}: not a Python file that can be imported")
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     spec.loader.exec_module(module)
     return getattr(module, name)
 
 
-def _rank(spec_path: str) -> None:
+def _rank(context_cls: type, spec_path: str) -> None:
     """One rank (forked by torchrun's agent, which has set RANK, WORLD_SIZE, ...). Returns None when done,
     for the agent to collect; the process then leaves through multiprocessing's os._exit, so no process
     group is torn down (a gloo group's teardown can wait for ever). A failure is written to
     rank<N>.error and raised, for the agent to stop the other ranks."""
-    from .proc import die_with_parent
     die_with_parent()
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec_path).parent
@@ -71,11 +78,10 @@ def _rank(spec_path: str) -> None:
         import torch
         import torch.distributed as dist
 
-        from ..scenario import Context, TrainResult
         torch.set_num_threads(1)
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         backend = spec["backend"]
-        ctx = Context(spec["workdir"], model_path=spec.get("model_path"), seed=spec.get("seed", 0))
+        ctx = context_cls(spec["workdir"], model_path=spec.get("model_path"), seed=spec.get("seed", 0))
         ctx.rank, ctx.local_rank, ctx.world_size = rank, local_rank, int(os.environ.get("WORLD_SIZE", "1"))
         ctx.backend = backend
         if backend == "nccl":
@@ -108,11 +114,10 @@ def _rank(spec_path: str) -> None:
         sys.stderr.flush()
 
 
-def launch(spec_path: str, nproc: int) -> None:
+def launch(spec_path: str, nproc: int, context_cls: type) -> None:
     """Run the ranks with torchrun's launcher; returns when they have all finished (a failed rank's error
     file says why; torchrun's ChildFailedError is then raised, which ctx.torchrun replaces by the rank's
     own exception)."""
-    import uuid
 
     from torch.distributed.launcher.api import elastic_launch
     from torch.distributed.run import config_from_args, get_args_parser
@@ -126,14 +131,14 @@ def launch(spec_path: str, nproc: int) -> None:
     args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id = "c10d", "localhost:0", str(uuid.uuid4())
     config, _, _ = config_from_args(args)
     config.start_method = "fork"
-    elastic_launch(config=config, entrypoint=_rank)(spec_path)
+    entry = functools.update_wrapper(functools.partial(_rank, context_cls), _rank)  # the agent logs its __name__
+    elastic_launch(config=config, entrypoint=entry)(spec_path)
 
 
 def raise_rank_error(err: dict, log_tail: str = "") -> None:
     """Raise a rank's exception again in the scenario process, as a class with the rank's class names
     (its mro, down to the nearest built-in exception), so that a symptom's ``exception=`` and ``message=``
     match it as they would in one process. The rank's traceback is the cause."""
-    import builtins
     mro = [n for n in (err.get("mro") or [err.get("type") or "RuntimeError"]) if n != "object"]
 
     def builtin(name):

@@ -1,6 +1,6 @@
 """The gradient signature's error, measured against exact comparison on a model of >= 100M parameters.
 
-    python -m benchsuite.bench.signature_error --json docs/results/signature-error-cpu.json \\
+    python experiments/signature_error.py --json docs/results/signature-error-cpu.json \\
         --markdown docs/results/signature-error-cpu.md
 
 A Llama of 134M parameters (hidden 768, 12 layers, vocabulary 32000; built from its config, random
@@ -20,7 +20,13 @@ import statistics
 import sys
 import time
 
-from .. import strictjson
+from benchsuite import strictjson
+from benchsuite.bench.worker import make_batch
+from benchsuite.gradscan import named_trainable, scan
+from benchsuite.gradscan.compare import TOLERANCES, compare_gradients, compare_signatures
+from benchsuite.gradscan.signature import K, signatures
+from benchsuite.harness.report import version, write_atomic
+from benchsuite.harness.versions import environment
 
 
 def build(layers: int):
@@ -33,8 +39,38 @@ def build(layers: int):
     return LlamaForCausalLM(cfg).train()
 
 
+def compare_variant(name: str, prec: str, exact_ref: dict, sig_ref: dict, pairs) -> tuple[dict, list[float]]:
+    """The variant's gradients (now in the model) against the reference, exactly and from signatures; the
+    ratios estimated / exact relative error of the parameters with a non-zero difference."""
+    rtol = TOLERANCES[prec]
+    exact = compare_gradients(exact_ref, {n: p.grad for n, p in pairs}, rtol=rtol)
+    est = compare_signatures(sig_ref, signatures(pairs), rtol=rtol)
+    ratios, zero_both, cos_err = [], 0, []
+    for e in exact.records:
+        s = est[e.name]
+        if e.rel_error == 0.0:
+            zero_both += s.rel_error == 0.0
+            continue
+        ratios.append(s.rel_error / e.rel_error)
+        cos_err.append(abs(s.cosine - e.cosine))
+    verdicts = sum(e.matches == est[e.name].matches for e in exact.records)
+    row = {"variant": name, "precision": prec, "rtol": rtol, "parameters": len(exact.records),
+           "exact": {"matches": exact.ok, "max_rel_error": exact.max_rel_error, "min_cosine": exact.min_cosine,
+                     "worst": exact.worst, "differing": len(exact.differing)},
+           "signature": {"matches": est.ok, "max_rel_error": est.max_rel_error, "min_cosine": est.min_cosine,
+                         "worst": est.worst, "differing": len(est.differing)},
+           "verdicts_agree": verdicts, "identical_both_ways": zero_both}
+    if ratios:
+        q = statistics.quantiles(ratios, n=20)
+        row["ratio_estimated_to_exact"] = {"n": len(ratios), "min": min(ratios), "p5": q[0],
+                                           "median": statistics.median(ratios), "p95": q[-1], "max": max(ratios),
+                                           "sd": statistics.pstdev(ratios)}
+        row["max_abs_cosine_error"] = max(cos_err)
+    return row, ratios
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchsuite.bench.signature_error")
+    ap = argparse.ArgumentParser(prog="python experiments/signature_error.py")
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=128)
@@ -43,13 +79,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-
-    from ..gradscan import named_trainable, scan
-    from ..gradscan.compare import TOLERANCES, compare_gradients, compare_signatures
-    from ..gradscan.signature import K, signatures
-    from ..harness.report import version, write_atomic
-    from ..harness.versions import environment
-    from .worker import make_batch
 
     model = build(args.layers)
     params = sum(p.numel() for p in model.parameters())
@@ -61,7 +90,8 @@ def main(argv=None) -> int:
         if checkpointing == "off":
             model.gradient_checkpointing_disable()
         else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": checkpointing == "reentrant"})
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": checkpointing == "reentrant"})
         micro = args.batch // accumulation
         for k in range(accumulation):
             sl = slice(k * micro, (k + 1) * micro)
@@ -96,39 +126,18 @@ def main(argv=None) -> int:
     for name, kw, prec in variants:
         print(f"{name} ...", file=sys.stderr, flush=True)
         run(**kw)
-        rtol = TOLERANCES[prec]
-        exact = compare_gradients(exact_ref, {n: p.grad for n, p in pairs}, rtol=rtol)
-        est = compare_signatures(sig_ref, signatures(pairs), rtol=rtol)
-        ratios, zero_both, cos_err = [], 0, []
-        for e in exact.records:
-            s = est[e.name]
-            if e.rel_error == 0.0:
-                zero_both += s.rel_error == 0.0
-                continue
-            ratios.append(s.rel_error / e.rel_error)
-            cos_err.append(abs(s.cosine - e.cosine))
+        row, ratios = compare_variant(name, prec, exact_ref, sig_ref, pairs)
         all_ratios += ratios
-        verdicts = sum(e.matches == est[e.name].matches for e in exact.records)
-        row = {"variant": name, "precision": prec, "rtol": rtol, "parameters": len(exact.records),
-               "exact": {"matches": exact.ok, "max_rel_error": exact.max_rel_error, "min_cosine": exact.min_cosine,
-                         "worst": exact.worst, "differing": len(exact.differing)},
-               "signature": {"matches": est.ok, "max_rel_error": est.max_rel_error, "min_cosine": est.min_cosine,
-                             "worst": est.worst, "differing": len(est.differing)},
-               "verdicts_agree": verdicts, "identical_both_ways": zero_both}
-        if ratios:
-            q = statistics.quantiles(ratios, n=20)
-            row["ratio_estimated_to_exact"] = {"n": len(ratios), "min": min(ratios), "p5": q[0],
-                                               "median": statistics.median(ratios), "p95": q[-1], "max": max(ratios),
-                                               "sd": statistics.pstdev(ratios)}
-            row["max_abs_cosine_error"] = max(cos_err)
         out.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     q = statistics.quantiles(all_ratios, n=100)
-    summary = {"n": len(all_ratios), "min": min(all_ratios), "p1": q[0], "p5": q[4], "median": statistics.median(all_ratios),
+    summary = {"n": len(all_ratios), "min": min(all_ratios), "p1": q[0], "p5": q[4],
+               "median": statistics.median(all_ratios),
                "p95": q[94], "p99": q[98], "max": max(all_ratios), "sd": statistics.pstdev(all_ratios)}
     doc = {"benchsuite_version": version(), "kind": "signature-error", "params": params, "layers": args.layers,
            "batch": args.batch, "seq_len": args.seq_len, "sequence_lengths": batch["lengths"], "K": K,
-           "environment": environment(), "command": "python -m benchsuite.bench.signature_error " + " ".join(argv or sys.argv[1:]),
+           "environment": environment(),
+           "command": "python experiments/signature_error.py " + " ".join(argv or sys.argv[1:]),
            "reference_forward_backward_s": ref_s, "signature_s": sig_s, "scan_s": scan_s,
            "variants": out, "ratio_all": summary}
     md = render(doc)
@@ -147,8 +156,8 @@ def render(doc: dict) -> str:
              f"{doc['environment'].get('transformers')}. Batch {doc['batch']} x {doc['seq_len']} "
              f"(sequence lengths {doc['sequence_lengths']}), K = {doc['K']} buckets per parameter.", "",
              "| variant (vs fp32, no checkpointing, accumulation 1) | rtol | exact: max rel. error / min cos / verdict "
-             "| signature: max rel. error / min cos / verdict | per-parameter verdicts agree | estimated/exact rel. error "
-             "(median, min-max) |", "|---|---|---|---|---|---|"]
+             "| signature: max rel. error / min cos / verdict | per-parameter verdicts agree "
+             "| estimated/exact rel. error (median, min-max) |", "|---|---|---|---|---|---|"]
     for v in doc["variants"]:
         e, s = v["exact"], v["signature"]
         ra = v.get("ratio_estimated_to_exact")
@@ -157,7 +166,8 @@ def render(doc: dict) -> str:
                      f"{'match' if e['matches'] else 'CHANGED'} | {s['max_rel_error']:.3g} / {s['min_cosine']:.6f} / "
                      f"{'match' if s['matches'] else 'CHANGED'} | {v['verdicts_agree']} of {v['parameters']} | {rr} |")
     lines += ["", f"Over all {r['n']} parameter comparisons with a non-zero difference, estimated / exact relative "
-                  f"error: median {r['median']:.3f}, 1st-99th percentile {r['p1']:.3f}-{r['p99']:.3f}, min {r['min']:.3f}, "
+                  f"error: median {r['median']:.3f}, 1st-99th percentile {r['p1']:.3f}-{r['p99']:.3f}, "
+                  f"min {r['min']:.3f}, "
                   f"max {r['max']:.3f}, standard deviation {r['sd']:.3f} (theory for K = {doc['K']}: about "
                   f"{(1 / (2 * doc['K'])) ** 0.5:.3f}).", "",
               f"Time on this CPU: the signature of all {doc['params'] / 1e6:.0f}M gradients {doc['signature_s']:.2f} s "

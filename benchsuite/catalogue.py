@@ -233,7 +233,9 @@ def watch_lines(procs: list[dict]) -> list[str]:
              "your versions; `benchsuite run ID` reproduces one):"]
     for entry in known:
         for c in entry["cases"]:
-            if c["in_range"]:
+            if c["in_range"] and not c["affected"]:
+                where = "affected every version"
+            elif c["in_range"]:
                 where = f"affected {_specs(c['affected'])}: includes your {_have(c['affected'], entry['versions'])}"
             else:
                 where = (f"declared affected {_specs(c['affected'])}, not your "

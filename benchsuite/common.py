@@ -4,6 +4,7 @@ This module imports nothing else from benchsuite, so anything can import it with
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError
@@ -95,3 +96,18 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; no-op elsewhere).
+
+    A case runs in its own process group (so a timeout can kill it with its scenario processes); that
+    also puts it out of reach of a kill aimed at the runner's group. Without this, interrupting a run
+    would leave a hung case sleeping for ever.
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -236,6 +236,10 @@ def test_budget_names_the_fastest_configuration_that_fits():
     fig = figure(results, "t", 0.5)
     assert any(t.get_text().startswith("fits in 0.5 GiB, full fine-tuning: ckpt-off/acc4/fp32/full") for t in fig.texts)
     assert "budget 0.5 GiB, its pick" in _legend(fig)
+    # A budget far above every point is an arrow at the edge: the points keep the panel's width.
+    fig = figure(results, "t", 80)
+    for ax in fig.axes:
+        assert ax.get_xlim()[1] < 2000 and "budget 80 GiB →" in [t.get_text() for t in ax.texts]
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])

@@ -185,3 +185,13 @@ def test_doctor_in_a_pinned_4x_environment_lists_the_seed_case(tmp_path):
     assert cat["transformers-v5-nonreentrant-default"]["category"] == "not-affected"
     # trl is not in the pinned environment: the case is listed as one that cannot be judged there
     assert cat["trl-sft-adapter-loaded-frozen"]["category"] == "cannot-judge"
+
+
+def test_watch_lines_have_no_empty_field_for_a_case_of_every_version():
+    # fp16-overflow-nan declares no affected range (every version) and explains non-finite gradients
+    procs = [{"optimizer_steps": 2, "versions": {"torch": "2.13.0", "transformers": "5.25.0"}, "trainers": 0,
+              "findings": [{"kind": "non-finite", "title": "non-finite gradient values", "status": "open",
+                            "names": ["model.layers.1.self_attn.v_proj.lora_B.default.weight"]}]}]
+    text = "\n".join(watch_lines(procs))
+    assert "fp16-overflow-nan" in text and "(affected every version)" in text
+    assert "your )" not in text and "()" not in text and ": )" not in text

@@ -6,12 +6,12 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from fixture_cases import write_cases
 from packaging.version import Version
 from procs import processes_with
 from strict import strict_loads
@@ -51,17 +51,18 @@ CATALOGUE = {
     "autocast-loop-stale-weight-cache", "bf16-merge-loses-lora-delta", "bf16-weights-updates-vanish",
     "causal-labels-shifted-twice", "chat-eos-not-in-generation-config", "chat-template-double-bos",
     "collator-with-padding-unpadded-labels", "completion-only-response-key-not-found",
-    "compute-loss-num-items-typeerror", "custom-compute-loss-accumulation-not-divided",
+    "compute-loss-num-items-typeerror", "custom-4d-mask-not-inverted", "custom-compute-loss-accumulation-not-divided",
     "ddp-forward-through-module-no-allreduce", "ddp-lora-unused-pooler-reduction", "dpo-trainer-beta-kwarg-removed",
     "eval-loss-nan-truncated-completion", "fp16-weights-adam-eps-nan", "from-config-uses-config-dtype",
     "fsdp-lora-save-pretrained-sharded", "fsdp-lora-uniform-dtype", "fsdp-save-main-process-only-hang",
-    "gradscaler-clip-before-unscale", "gradscaler-unscale-twice-accumulation",
+    "gradscaler-clip-before-unscale", "gradscaler-unscale-twice-accumulation", "kbit-prepare-upcasts-unquantized",
     "label-smoothing-accumulation-inflated", "merge-unassigned-saves-empty-adapter", "merged-saved-next-to-adapter",
     "multilabel-int-labels-bce", "nan-loss-hidden-by-logging-filter", "new-tokens-adapter-base-not-resized",
-    "packing-cross-contamination", "peft-named-adapter-best-model-not-loaded",
+    "packed-position-ids-mask-ignored", "packing-cross-contamination", "peft-named-adapter-best-model-not-loaded",
     "peft-named-adapter-resume-invalid-checkpoint", "resume-finished-checkpoint-trains-nothing",
     "resume-new-batch-size-ignored", "resume-new-learning-rate-ignored", "resume-rng-state-weights-only",
     "reward-adapter-merged-as-causal-lm", "save-only-model-resume-fresh-optimizer", "sdpa-output-attentions-empty",
+    "sdpa-sliding-window-ignored",
     "seqcls-accumulation-loss-not-divided", "seqcls-num-labels-1-regression", "seqcls-reward-read-at-first-pad",
     "sft-chat-template-dict-prompt-trained", "sft-truncation-drops-completion", "state-dict-patch-empty-adapter",
     "tied-lm-head-lora-merge", "tied-modules-to-save-merged-reload", "tokenizer-no-pad-token-collator",
@@ -144,53 +145,10 @@ def test_pinned_environment_that_cannot_be_built(tmp_path):
     assert not out.exists()
 
 
-BAD_CASES = {
-    "quick-ok": """
-        from benchsuite.case import Case, Symptom
-        case = Case(id="quick-ok", title="raises as reported", references=["example/project#1"],
-                    symptom=Symptom("KeyError at the trigger", exception="KeyError", message="boom"))
-
-        @case.trigger
-        def trigger(ctx):
-            raise KeyError("boom")
-
-        @case.fix("do not raise")
-        def no_raise(ctx):
-            import torch
-            torch.manual_seed(0)
-            lin = torch.nn.Linear(3, 1)
-            return ctx.train(lin, batch=torch.randn(4, 3), loss_fn=lambda m, b: m(b).pow(2).mean())
-    """,
-    "broken-syntax": "def oops(:\n",
-    "hangs": """
-        import time
-        from benchsuite.case import Case, Symptom
-        case = Case(id="hangs", title="never returns", references=["example/project#2"],
-                    symptom=Symptom("hang", exception="RuntimeError"))
-
-        @case.trigger
-        def trigger(ctx):
-            time.sleep(3600)
-    """,
-    "kills-itself": """
-        import os, signal
-        from benchsuite.case import Case, Symptom
-        case = Case(id="kills-itself", title="SIGKILL in the trigger", references=["example/project#3"],
-                    symptom=Symptom("crash", exception="RuntimeError"))
-
-        @case.trigger
-        def trigger(ctx):
-            os.kill(os.getpid(), signal.SIGKILL)
-    """,
-    "dies-at-import": "import os\nos._exit(3)\n",
-}
 
 
-def write_cases(folder: Path, names) -> Path:
-    folder.mkdir(exist_ok=True)
-    for name in names:
-        (folder / f"{name}.py").write_text(textwrap.dedent(BAD_CASES[name]))
-    return folder
+
+BAD_CASES = ('quick-ok', 'broken-syntax', 'hangs', 'kills-itself', 'dies-at-import')
 
 
 def test_bad_input_is_reported_and_the_run_goes_on(tmp_path):

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import strictjson
+from ..common import die_with_parent
 from ..harness.discover import check_model_path
-from ..harness.proc import die_with_parent
 from ..harness.report import UsageError, check_output, version, write_atomic
 from ..harness.versions import environment
 from .configs import (  # noqa: F401  (re-exported: the grid's names as they were)

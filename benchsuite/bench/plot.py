@@ -94,17 +94,27 @@ def _panel(ax, rs: list[dict], adapter: str, budget_gib: float | None) -> tuple[
     ys = [r["tokens_per_s"] for r in ok]
     if max(ys) > 10 * min(ys):  # e.g. fp16 without fast kernels on a CPU: keep every point readable
         ax.set_yscale("log")
-    if budget_gib:
-        ax.axvline(budget_gib * 1024, ls=":", c="#ff7f0e", lw=1.5, zorder=1)
     ax.margins(x=0.18, y=0.14)
     ax.set_title(f"{ADAPTERS.get(adapter, adapter)} ({len(ok)} configurations)", fontsize=10)
     ax.set_xlabel("peak memory (MiB)")
     ax.set_ylabel("throughput (tokens/s)" + (", log scale" if ax.get_yscale() == "log" else ""))
     ax.grid(alpha=0.3)
-    if budget_gib and budget_gib * 1024 > ax.get_xlim()[1]:
-        ax.annotate(f"budget {budget_gib:g} GiB →", (1, 0.02), xycoords="axes fraction", ha="right", fontsize=8,
-                    color="#ff7f0e")
+    if budget_gib:
+        _budget_line(ax, budget_gib * 1024, [r["peak_memory_bytes"] / 2**20 for r in ok])
     return ok, ["pick" if r is pick else "front" if r in front else "" for r in ok]
+
+
+def _budget_line(ax, budget_mib: float, xs: list[float]) -> None:
+    """The budget as a dotted line where it is near the points; far from them (a 80 GiB budget for a tiny
+    model), an arrow at the panel's edge, so that the points keep the panel's width."""
+    lo, hi = min(xs), max(xs)
+    style = {"fontsize": 8, "color": "#ff7f0e", "xycoords": "axes fraction", "va": "bottom"}
+    if budget_mib > hi + max(hi - lo, 0.6 * hi):
+        ax.annotate(f"budget {budget_mib / 1024:g} GiB →", (0.99, 0.02), ha="right", **style)
+    elif budget_mib < lo - max(hi - lo, 0.4 * lo):
+        ax.annotate(f"← budget {budget_mib / 1024:g} GiB", (0.01, 0.02), ha="left", **style)
+    else:
+        ax.axvline(budget_mib, ls=":", c="#ff7f0e", lw=1.5, zorder=1)
 
 
 def _labels(ax, ok: list[dict], bold: list[str]) -> None:

@@ -1,7 +1,7 @@
 """`benchsuite compare A.json B.json`: what changed between two run, matrix or bench results."""
 from __future__ import annotations
 
-from ..harness import compare as engine
+from .. import compare as engine
 from . import _options
 
 

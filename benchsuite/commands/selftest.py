@@ -5,7 +5,7 @@ import sys
 
 from .. import strictjson
 from ..common import check_output, envelope, write_atomic
-from ..gradscan.planted import render_selftest, run_selftest
+from ..selftest import render_selftest, run_selftest
 from . import _options
 
 

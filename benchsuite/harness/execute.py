@@ -20,9 +20,9 @@ import warnings
 from pathlib import Path
 
 from ..case import Case, Context, TrainResult, _current_result, healthy_problems
+from ..common import die_with_parent
 from ..notices import ScannerWarning
 from .discover import load_case, model_family
-from .proc import die_with_parent
 from .versions import environment, is_affected
 
 

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..common import die_with_parent
 from .execute import execute
-from .proc import die_with_parent
 from .versions import environment
 
 MARK = "@@benchsuite-result@@ "

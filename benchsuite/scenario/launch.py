@@ -29,7 +29,7 @@ import traceback
 import uuid
 from pathlib import Path
 
-from ..harness.proc import die_with_parent
+from ..common import die_with_parent
 from .result import TrainResult
 
 COLLECTIVE_TIMEOUT_S = 60

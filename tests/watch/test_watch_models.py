@@ -64,14 +64,16 @@ BROKEN = {
     "warmup-longer-than-the-run": ([LOOP, "--warmup", "100000", "--schedule", "linear", "--steps", "8"], RAISE, 1,
                                    "lr-tiny", 4, "a warmup of 100000 steps, longer than the run"),
     "scheduler-stepped-per-epoch": ([LOOP, "--schedule", "torch-warmup", "--warmup", "10", "--sched-every", "100",
-                                     "--steps", "8"], RAISE, 1, "lr-tiny", 4, "stepped per epoch"),
+                                     "--steps", "8"], RAISE, 1, "lr-tiny", 3, "stepped per epoch"),
     "lr-too-high-diverges": ([REGRESS, "--lr", "0.5"], RAISE, 1, "loss-diverging", 8, "learning rate is too high"),
     "zero-everywhere-outside-rl": ([RL, "--equal-at", "2,3,4"], RAISE, 1, "zero-everywhere", 5,
                                    "not an RL trainer"),
     "rl-most-steps-without-signal": ([RL, "--equal-at", "0,1,3,4,6,7,9"], ["--rl", *RAISE], 3, "rl-few-signal",
                                      "end", "zero advantage"),
-    "optimizer-before-get_peft_model-short": ([LOOP, "--optimizer-before-peft", "--steps", "6"], RAISE, 3,
-                                              "not-in-optimizer", "end", "get_peft_model"),
+    # the adapters are in no optimizer and nothing else trains: the loss stays exactly constant, which stops the
+    # run at step 5; the parameters in no optimizer are named at its end (6 steps are too few before)
+    "optimizer-before-get_peft_model-short": ([LOOP, "--optimizer-before-peft", "--steps", "6"], RAISE, 1,
+                                              "loss-flat", 5, "nothing trains"),
 }
 
 
@@ -114,6 +116,8 @@ def test_broken_variants_stopped_with_cause(runs, variant):
         assert summary["processes"][0]["losses"][0] == "nan"  # strict JSON; `doctor --log` reads it as NaN
     if kind == "lr-tiny":
         assert "lr-zero" in f[kind]["signs"] and "learning rate at most" in f[kind]["evidence"]
+    if variant == "optimizer-before-get_peft_model-short":
+        assert f["not-in-optimizer"]["confirmed_at"] == "end" and "get_peft_model" in f["not-in-optimizer"]["cause"]
     if kind == "rl-few-signal":
         assert "7 of 10 steps (70%)" in f[kind]["evidence"]
 

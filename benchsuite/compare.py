@@ -8,10 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-from .. import strictjson
-from ..bench.grid import label
-from ..common import envelope
-from .report import UsageError, agrees, check_output, write_atomic
+from . import strictjson
+from .bench.grid import label
+from .common import envelope
+from .harness.report import UsageError, agrees, check_output, write_atomic
 
 
 def kind_of(doc) -> str:

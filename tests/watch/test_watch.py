@@ -237,7 +237,8 @@ def test_a_stop_ends_with_watchs_message_and_exit_code(stop_runs):
     assert f"exit code {STOPPED_EXIT}: watch stopped the run (--policy raise) at step 2 of rank 0" in err
     # Nothing the stop caused: lora_A had no update to make yet (its lora_B was zero) and the run did not go on.
     assert set(findings(summary)) == {"non-finite"}, findings(summary)
-    assert "never changed" not in err and "not judged at the end" in err and "the run was stopped at step 2" in err
+    assert "trainable weights that never changed" not in err
+    assert "not judged at the end" in err and "the run was stopped at step 2" in err
     model = summary["processes"][0]["models"][0]
     assert model["stopped_at"] == 2 and model["not_judged"]["step"] == 2
     assert summary["processes"][0]["stopped"]["uncaught"] is True
@@ -262,7 +263,7 @@ def test_a_stop_the_script_catches_is_its_own(stop_runs):
     assert proc.returncode == 3 and summary["script_exit_code"] == 0 and summary["stopped"] is False
     assert "the script caught watch's stop at step 2 (--policy raise) and exited 0" in proc.stderr
     assert "the run was stopped by watch" not in proc.stderr
-    assert set(findings(summary)) == {"non-finite"} and "never changed" not in proc.stderr
+    assert set(findings(summary)) == {"non-finite"} and "weights that never changed" not in proc.stderr
 
 
 def test_ddp_stop_on_one_rank_stops_the_job(tmp_path):

@@ -24,7 +24,11 @@ import os
 import sys
 from pathlib import Path
 
-from .. import strictjson
+from .. import __version__, strictjson
+from ..common import UsageError, check_output, envelope, write_atomic
+from ..gradscan.compare import TOLERANCES, compare_signatures, normalise_name
+from ..gradscan.signature import Signature, signature
+from .names import compact
 
 KIND = "gradient-signatures"
 FORMAT = 1
@@ -58,9 +62,6 @@ def trainer_args(args) -> dict | None:
 def document(pairs, *, step, rank, world_size, source, optimizer, command, argv, versions,
              trainer=None) -> dict:
     """The file's content for the (name, parameter) pairs: one signature per parameter's ``.grad``."""
-    from benchsuite import __version__
-    from benchsuite.gradscan.compare import normalise_name
-    from benchsuite.gradscan.signature import signature
 
     parameters, signatures = {}, {}
     dtypes: dict[str, dict[str, int]] = {"parameters": {}, "gradients": {}}
@@ -85,13 +86,11 @@ def document(pairs, *, step, rank, world_size, source, optimizer, command, argv,
 def write(path: str, doc: dict) -> None:
     """Write ``doc`` to ``path`` through a temporary file in the same folder (readers never see half a file).
     A path, never stdout: "-" is a file of that name here."""
-    from benchsuite.harness.report import write_atomic
     write_atomic(Path(path).absolute(), json.dumps(doc))
 
 
 def load(path: str):
     """(metadata, {name: Signature}) of a signature file; SignatureFileError with a one-line reason otherwise."""
-    from benchsuite.gradscan.signature import Signature
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -126,17 +125,6 @@ def load(path: str):
 
 # ---------------------------------------------------------------- benchsuite compare-grads
 
-def add_arguments(p) -> None:
-    p.add_argument("a", metavar="A.json", help="the reference run's signature file (benchsuite watch --signature)")
-    p.add_argument("b", metavar="B.json", help="the run compared with it")
-    tol = p.add_mutually_exclusive_group()
-    tol.add_argument("--rtol", type=float, default=None, metavar="X",
-                     help="a parameter differs when its relative error ||g_b - g_a|| / ||g_a|| is above X")
-    tol.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None,
-                     help="B's precision, for the bound: fp32 1e-3 (the default), fp16 0.02, bf16 0.1")
-    p.add_argument("--json", default=None, metavar="PATH", help="the comparison as JSON (- for stdout)")
-
-
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.3g}"
 
@@ -157,7 +145,6 @@ def _describe(meta: dict) -> str:
 
 def compare_files(a_path: str, b_path: str, *, rtol: float):
     """(report, shape_mismatch, meta_a, meta_b): the comparison of two signature files."""
-    from benchsuite.gradscan.compare import compare_signatures, normalise_name
     meta_a, a = load(a_path)
     meta_b, b = load(b_path)
     a = {normalise_name(k): v for k, v in a.items()}
@@ -174,7 +161,6 @@ def compare_files(a_path: str, b_path: str, *, rtol: float):
 
 
 def render(report, shape_mismatch, meta_a, meta_b, limit: int = 12) -> str:
-    from .names import compact
     lines = [f"A: {meta_a['path']} ({_describe(meta_a)})", f"B: {meta_b['path']} ({_describe(meta_b)})"]
     if meta_a.get("step") != meta_b.get("step"):
         lines.append(f"note: the files are of different steps ({meta_a.get('step')} and {meta_b.get('step')}): "
@@ -219,31 +205,32 @@ def render(report, shape_mismatch, meta_a, meta_b, limit: int = 12) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
-    from benchsuite.gradscan.compare import TOLERANCES
-    from benchsuite.harness.report import UsageError, check_output, version, write_atomic
-    if args.rtol is not None and not args.rtol > 0:
-        raise UsageError(f"--rtol must be positive, not {args.rtol:g}")
-    rtol = args.rtol if args.rtol is not None else TOLERANCES[args.precision or "fp32"]
-    check_output(args.json, "--json")
+def main(*, a: str, b: str, rtol: float | None = None, precision: str | None = None,
+         json_path: str | None = None) -> int:
+    """`benchsuite compare-grads`: exit 0 when every parameter's gradient matches, 1 when some differ."""
+    rtol_arg = rtol
+    if rtol_arg is not None and not rtol_arg > 0:
+        raise UsageError(f"--rtol must be positive, not {rtol_arg:g}")
+    rtol = rtol_arg if rtol_arg is not None else TOLERANCES[precision or "fp32"]
+    check_output(json_path, "--json")
     try:
-        report, shape_mismatch, meta_a, meta_b = compare_files(args.a, args.b, rtol=rtol)
+        report, shape_mismatch, meta_a, meta_b = compare_files(a, b, rtol=rtol)
     except SignatureFileError as exc:
         raise UsageError(str(exc)) from None
     matches = report.ok and not shape_mismatch
-    if args.json != "-":
+    if json_path != "-":
         print(render(report, shape_mismatch, meta_a, meta_b))
-    if args.json:
-        doc = {"benchsuite_version": version(), "kind": "compare-grads", "a": args.a, "b": args.b,
+    if json_path:
+        doc = envelope("compare-grads", {"a": a, "b": b,
                "verdict": "match" if matches else "differ",
                "meta_a": {k: meta_a.get(k) for k in ("step", "rank", "world_size", "command", "versions",
                                                     "trainer_args", "dtypes")},
                "meta_b": {k: meta_b.get(k) for k in ("step", "rank", "world_size", "command", "versions",
                                                     "trainer_args", "dtypes")},
-               **report.to_dict(records=True), "shape_mismatch": shape_mismatch}
+               **report.to_dict(records=True), "shape_mismatch": shape_mismatch})
         doc["matches"] = matches
         doc["differing"] = report.differing + [m["name"] for m in shape_mismatch]
-        write_atomic(args.json, strictjson.dumps(doc, indent=2))
-        if args.json != "-":
-            print(f"wrote {args.json}", file=sys.stderr)
+        write_atomic(json_path, strictjson.dumps(doc, indent=2))
+        if json_path != "-":
+            print(f"wrote {json_path}", file=sys.stderr)
     return 0 if matches else 1

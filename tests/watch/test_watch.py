@@ -263,7 +263,7 @@ def test_a_stop_the_script_catches_is_its_own(stop_runs):
     assert proc.returncode == 3 and summary["script_exit_code"] == 0 and summary["stopped"] is False
     assert "the script caught watch's stop at step 2 (--policy raise) and exited 0" in proc.stderr
     assert "the run was stopped by watch" not in proc.stderr
-    assert set(findings(summary)) == {"non-finite"} and "weights that never changed" not in proc.stderr
+    assert set(findings(summary)) == {"non-finite"} and "trainable weights that never changed" not in proc.stderr
 
 
 def test_ddp_stop_on_one_rank_stops_the_job(tmp_path):

@@ -273,7 +273,10 @@ def test_ddp_stop_on_one_rank_stops_the_job(tmp_path):
     assert proc.returncode == STOPPED_EXIT and summary["stopped"] is True, proc.stderr[-3000:]
     stopped = [p for p in summary["processes"] if (p.get("stopped") or {}).get("uncaught")]
     assert 1 in [p["rank"] for p in stopped] and summary["script_exit_code"] != 0
-    assert "stopping at step 3 (--policy raise)" in proc.stderr and "benchsuite/watch/" not in proc.stderr
+    assert "stopping at step 3 (--policy raise)" in proc.stderr
+    # the stopped rank prints no traceback through the agent (rank 0, ended by torchrun's SIGTERM in its next
+    # backward, still shows torch's traceback of that signal)
+    assert "optimizer_pre_step" not in proc.stderr and "raise WatchProblemError" not in proc.stderr
 
 
 def test_adapters_loaded_frozen(tmp_path):

@@ -21,7 +21,9 @@ case = Case(
     references=["huggingface/transformers#47688", "huggingface/transformers#47690"],
     family="loss",
     tags=["accumulation", "trainer", "seq-cls", "logging", "silent"],
-    affected={"transformers": ">=4.54.0"},
+    # bisected (docs/results/bisect-seqcls-accumulation-loss-not-divided.json): reproduced at 4.46.3 and 4.47.1,
+    # not at 4.48.0, 4.48.2, 4.50.2 or 4.53.0, again from 4.54.0; the Trainer's compute_loss_func exists from 4.46
+    affected={"transformers": ">=4.46,!=4.48.*,!=4.49.*,!=4.50.*,!=4.51.*,!=4.52.*,!=4.53.*"},
     symptom=Symptom(
         description="batch 1 x accumulation 4 gives a loss and a weight update about 4x the loss and gradient of "
                     "the same four rows as one batch (per-micro-batch means summed, never divided)",
@@ -80,11 +82,16 @@ def trigger(ctx):
     return _compare(ctx)
 
 
-@case.fix("model.accepts_loss_kwargs = False before building the Trainer (it then divides by accumulation)")
+# Both fixes are for the mechanism of 4.54 on (a model whose forward takes **kwargs makes the Trainer stop
+# dividing). 4.46.x-4.47.x inflate the loss the same way through their first num_items_in_batch code, where
+# neither fix helps (probed at 4.46.3 and 4.47.1); the fix there is 4.48.
+@case.fix("model.accepts_loss_kwargs = False before building the Trainer (it then divides by accumulation)",
+          applies={"transformers": ">=4.54"})
 def opt_out(ctx):
     return _compare(ctx, opt_out=True)
 
 
-@case.fix("compute_loss_func that sums the loss and divides by num_items_in_batch")
+@case.fix("compute_loss_func that sums the loss and divides by num_items_in_batch",
+          applies={"transformers": ">=4.54"})
 def loss_func(ctx):
     return _compare(ctx, loss_func=True)

@@ -20,7 +20,9 @@ case = Case(
                 "huggingface/peft#2803"],
     family="save-load-merge",
     tags=["lora", "peft", "merge", "tied-embeddings", "modules-to-save", "new-tokens", "silent"],
-    affected={"peft": "<0.19.0"},  # reproduced at peft 0.17.1 (--with); the untie-on-merge code first ships in 0.19.0
+    # reproduced at peft 0.17.1 (--with); the untie-on-merge code first ships in 0.19.0. With peft held at 0.18.1,
+    # reproduced at transformers 4.57.6 and not at 5.0.0 (docs/results/bisect-tied-modules-to-save-merged-reload.json)
+    affected={"peft": "<0.19.0", "transformers": "<5.0"},
     fixed_in="peft 0.19.0",
     symptom=Symptom(description="the merged model saved with save_pretrained and reloaded with from_pretrained gives "
                                 "other logits than the trained adapter model", observed="reload_differs"),

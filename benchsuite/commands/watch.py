@@ -11,4 +11,4 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    return engine.main(args)
+    return engine.main(engine.WatchOptions.from_args(args))

@@ -16,9 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .. import strictjson
+from .. import __version__, strictjson
+from ..catalogue import watch_known_cases, watch_lines
 from .cases import annotate
 from .env import (
     ENV_COMMAND,
@@ -139,8 +141,7 @@ def render(procs: list[dict], code: int, wall: float) -> str:
             lines.append(f"  its last error: {errors[-1]}")
     for s in stepping:
         lines.extend(_render_process(s))
-    # -- known cases (issue 15, benchsuite/doctor.py): catalogue cases whose explains= covers an open finding
-    from benchsuite.doctor import watch_lines
+    # -- known cases (benchsuite/catalogue.py): catalogue cases whose explains= covers an open finding
     lines.extend(watch_lines(stepping))
     return "\n".join(lines)
 
@@ -259,7 +260,27 @@ def _closing_line(procs: list[dict], code: int, script_code: int) -> str:
             f"end (--policy raise could not stop it earlier)")
 
 
-def main(args) -> int:
+@dataclass
+class WatchOptions:
+    """What `benchsuite watch` runs and how: the command line's options, as the engine takes them."""
+    command: list[str]
+    policy: str = "warn"
+    every: int = 1
+    confirm: int = 3
+    replica_every: int = 10
+    rl: bool = False
+    traceback: bool = False
+    log: str | None = None
+    json: str | None = None
+    signature: str | None = None
+    signature_step: int = 1
+
+    @classmethod
+    def from_args(cls, args) -> WatchOptions:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def main(args: WatchOptions) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -337,8 +358,8 @@ def main(args) -> int:
     return code
 
 
-def _write_json(args, command: list, code: int, script_code: int, wall: float, procs: list[dict]) -> None:
-    from benchsuite import __version__
+def _write_json(args: WatchOptions, command: list, code: int, script_code: int, wall: float,
+                procs: list[dict]) -> None:
     doc = {"benchsuite_version": __version__, "command": command, "exit_code": code,
            "script_exit_code": script_code,
            "wall_seconds": wall, "policy": args.policy, "every": args.every, "confirm": args.confirm, "rl": args.rl,
@@ -347,8 +368,8 @@ def _write_json(args, command: list, code: int, script_code: int, wall: float, p
            "processes": [s for s in procs if s.get("optimizer_steps")],
            "other_processes": [{"pid": s["pid"], "argv": s.get("argv"), "error": s.get("error")}
                                for s in procs if not s.get("optimizer_steps")]}
-    from benchsuite.doctor import watch_known_cases  # issue 15: the same data as the "known cases" lines
-    doc["known_cases"] = watch_known_cases(procs)
+    doc["known_cases"] = watch_known_cases(procs)  # the same data as the "known cases" lines
+    assert args.json is not None  # called only with --json
     try:
         if args.json == "-":
             print(strictjson.dumps(doc, indent=2))

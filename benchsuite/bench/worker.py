@@ -11,6 +11,7 @@ from ..case import Context
 from ..checkpointing import RecomputeCounter, decoder_layers
 from ..gradscan import GradScanHook, named_trainable
 from ..gradscan.signature import signatures
+from ..models import write_chatglm
 from .estimate import estimate, shape_of
 
 MODELS = ("tiny-llama", "tiny-qwen2", "tiny-chatglm")
@@ -43,7 +44,6 @@ def build_model(name: str, workdir: str):
     if name == "tiny-chatglm":
         from transformers import AutoModelForCausalLM
 
-        from ..models import write_chatglm
         path = write_chatglm(os.path.join(workdir, "chatglm"), num_layers=4, hidden_size=256, ffn_hidden_size=688,
                              kv_channels=64, num_attention_heads=4, padded_vocab_size=2048, seq_length=4096)
         return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)

@@ -20,6 +20,8 @@ included); max |x| and the sum of squares cover finite values only.
 """
 from __future__ import annotations
 
+import sys
+
 from ._records import ALL_ZERO, NO_GRADIENT, NON_FINITE, ParamRecord, Problem, ScanReport
 
 # Everything that needs torch (or transformers) is imported on first use: the package's pure parts
@@ -51,3 +53,17 @@ __all__ = [
     "GradientProblemError", "ParamRecord", "Problem", "ScanReport", "named_trainable", "native_available",
     "scan", "scan_tensors", "tensor_stats", "compare", "CompareReport",
 ]
+
+
+class _Package(type(sys.modules[__name__])):
+    """``benchsuite.gradscan.compare`` is the function (the API above), also after the submodule of the same
+    name was imported: the import system then sets the package's attribute to the module, which would
+    shadow the function for ``from benchsuite.gradscan import compare``. The module stays in sys.modules."""
+
+    def __setattr__(self, name, value):
+        if name == "compare" and isinstance(value, type(sys)):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

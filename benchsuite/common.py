@@ -3,6 +3,7 @@
 This module imports nothing else from benchsuite, so anything can import it without a cycle."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -13,6 +14,23 @@ from pathlib import Path
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def case_module_name(path: str | os.PathLike) -> str:
+    """The module name a case file is imported under (its id with - as _)."""
+    return f"benchsuite_case_{Path(path).stem.replace('-', '_')}"
+
+
+def import_case_file(path: str | os.PathLike):
+    """Import a case file as the module ``case_module_name(path)`` (registered in sys.modules)."""
+    name = case_module_name(path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path}: not a Python file that can be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def envelope(kind: str, fields: dict) -> dict:

@@ -10,24 +10,20 @@ from ..harness.discover import case_files, default_cases_dir, load_case, select
 JSON_HELP = "write the result as JSON to PATH (- for stdout); every JSON carries benchsuite_version"
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {v}")
-    return v
+def _whole_number(minimum: int, words: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be {words}, not {v}")
+        return v
+    return parse
 
 
-def nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {v}")
-    return v
+positive_int = _whole_number(1, "at least 1")
+nonneg_int = _whole_number(0, "0 or more")
 
 
 def _positive_number(what: str, allow_zero: bool = False):

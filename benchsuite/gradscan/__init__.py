@@ -21,6 +21,7 @@ included); max |x| and the sum of squares cover finite values only.
 from __future__ import annotations
 
 import sys
+import types
 
 from ._records import ALL_ZERO, NO_GRADIENT, NON_FINITE, ParamRecord, Problem, ScanReport
 
@@ -55,13 +56,13 @@ __all__ = [
 ]
 
 
-class _Package(type(sys.modules[__name__])):
+class _Package(types.ModuleType):
     """``benchsuite.gradscan.compare`` is the function (the API above), also after the submodule of the same
     name was imported: the import system then sets the package's attribute to the module, which would
     shadow the function for ``from benchsuite.gradscan import compare``. The module stays in sys.modules."""
 
     def __setattr__(self, name, value):
-        if name == "compare" and isinstance(value, type(sys)):
+        if name == "compare" and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

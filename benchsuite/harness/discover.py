@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import ast
 import difflib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 from ..case import Case
+from ..common import import_case_file
 from .report import UsageError
 
 
@@ -44,13 +43,7 @@ def resolve(ids: list[str], cases_dir: Path) -> tuple[list[Path], list[tuple[str
 
 def load_case(path: Path):
     """Import a case file and return its ``case`` object (a benchsuite.case.Case)."""
-    name = f"benchsuite_case_{path.stem.replace('-', '_')}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{path}: not a Python file that can be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    module = import_case_file(path)
     case = getattr(module, "case", None)
     if not isinstance(case, Case):
         raise TypeError(f"{path.name} defines no `case = Case(...)` object")

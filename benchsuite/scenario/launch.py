@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import builtins
 import functools
-import importlib.util
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ import traceback
 import uuid
 from pathlib import Path
 
-from ..common import die_with_parent
+from ..common import case_module_name, die_with_parent, import_case_file
 from .result import TrainResult
 
 COLLECTIVE_TIMEOUT_S = 60
@@ -49,17 +48,10 @@ def backend_for(nproc: int) -> str:
 def _function(file: str, name: str):
     """The case file's function: from the module the harness loaded (the ranks are forked from the
     scenario process), else loaded from the file."""
-    mod_name = f"benchsuite_case_{Path(file).stem.replace('-', '_')}"
-    loaded = sys.modules.get(mod_name)
+    loaded = sys.modules.get(case_module_name(file))
     if loaded is not None and getattr(loaded, "__file__", None) == file and hasattr(loaded, name):
         return getattr(loaded, name)
-    spec = importlib.util.spec_from_file_location(mod_name, file)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{file}: not a Python file that can be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, name)
+    return getattr(import_case_file(file), name)
 
 
 def _rank(context_cls: type, spec_path: str) -> None:

@@ -10,6 +10,9 @@ import pytest
 # fixture_cases) live here, beside this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from durations import configure as record_durations  # noqa: E402
+from durations import mark_slow  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -34,6 +37,7 @@ def pytest_configure(config):
     # their own thread counts.
     import torch
     torch.set_num_threads(1)
+    record_durations(config)
 
 
 def _cuda() -> bool:
@@ -45,6 +49,7 @@ def _cuda() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    mark_slow(items)
     if _cuda():
         return
     skip = pytest.mark.skip(reason="no CUDA GPU on this machine")

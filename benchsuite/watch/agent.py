@@ -149,8 +149,10 @@ class Watcher:
         except Exception:
             m.hook = None
 
-    def end_model(self, m: ModelState, announce: bool = True) -> None:
-        """The model's training is over: its final verdicts (the last update compared, what was never seen)."""
+    def end_model(self, m: ModelState, announce: bool = True, stop: bool = True) -> None:
+        """The model's training is over: its final verdicts (the last update compared, what was never seen).
+        ``stop=False`` at the process's exit: there is nothing left to stop, so a finding is announced, not
+        raised (`benchsuite watch` turns it into exit code 3 under --policy raise)."""
         if m.ended or not m.tracker.scans:
             m.ended = True
             return
@@ -170,7 +172,7 @@ class Watcher:
         new = m.evaluate("end", final=True, scaler_seen=self.feed.scaler_seen)
         self._safe_save()
         if new and announce:
-            self._announce(m, "end", new)
+            self._announce(m, "end", new, stop=stop)
 
     # -- the hook
     def optimizer_pre_step(self, optimizer) -> None:
@@ -306,7 +308,7 @@ class Watcher:
         m.tracker.note(V.FROZEN_ADAPTER, S.frozen_adapter(root) if named else [], step)
 
     # -- output
-    def _announce(self, m: ModelState, step, new) -> None:
+    def _announce(self, m: ModelState, step, new, stop: bool = True) -> None:
         new = sorted(new, key=lambda kn: K.ORDER.index(kn[0]) if kn[0] in K.ORDER else len(K.ORDER))
         lines = [output.finding_text(m, kind, names) for kind, names in new]
         where = f"step {step}" if step != "end" else f"the end of {m.label}'s training"
@@ -316,7 +318,7 @@ class Watcher:
             for text in lines:
                 sys.stderr.write(f"{PREFIX} rank {self.rank} {where}{about}: {text}\n")
             sys.stderr.flush()
-        if self.policy == "raise":
+        if self.policy == "raise" and stop:
             kind, names = new[0]
             message = output.stop_message(self, m, where, kind, names, about)
             if self.stopped is None:
@@ -339,9 +341,7 @@ class Watcher:
         if not self.disabled:
             for m in self.models:
                 try:
-                    self.end_model(m, announce=self.policy != "record")
-                except WatchProblemError:
-                    pass  # too late to stop anything: `benchsuite watch` turns it into its exit code
+                    self.end_model(m, announce=self.policy != "record", stop=False)
                 except Exception as exc:
                     self.notes.append(f"final check failed: {exc}")
         self._safe_save()

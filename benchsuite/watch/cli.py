@@ -124,7 +124,7 @@ def render(procs: list[dict], code: int, wall: float) -> str:
     stepping = [s for s in procs if s.get("optimizer_steps")]
     stopped = stopped_processes(procs)
     how = f"watch stopped the run at {stopped[0]['stopped']['where']} (--policy raise)" if stopped and code \
-        else f"exit code {code}"
+        else f"the script exited {code}"
     lines = [f"{PREFIX} summary: {how} after {wall:.1f} s; {_plural(len(procs), 'Python process')} "
              f"attached, {len(stepping)} ran optimizer steps"]
     if not procs:

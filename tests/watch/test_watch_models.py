@@ -12,7 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from messages import empty_fields
 
+from benchsuite.watch.env import PREFIX
 from benchsuite.watch.stop import STOPPED_EXIT
 
 SCRIPTS = Path(__file__).parent.parent / "watch_scripts"
@@ -203,3 +205,10 @@ def test_trl_broken_variants(trl_runs, variant):
     assert f"stopping at {where}" in proc.stderr
     if variant == "dpo-chosen-equals-rejected":
         assert "loss-log2" in f[kind]["signs"] and "trl-dpo-prompt-fills-max-length" in f[kind]["cases"]
+
+
+def test_no_message_has_an_empty_field(runs, trl_runs):
+    # issue 32: every line watch printed in the runs above (each kind of finding, its stop, its closing line,
+    # the per-model summary), rendered with the values of a real run, has every field filled
+    bad = {name: empty_fields(proc.stderr, PREFIX) for name, (proc, _) in {**runs, **trl_runs}.items()}
+    assert not {name: lines for name, lines in bad.items() if lines}, bad

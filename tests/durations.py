@@ -1,0 +1,72 @@
+"""The quick subset, chosen by measured time (issue 30): `pytest -m "not slow"`.
+
+A test is slow when its setup and call took at least SLOW_SECONDS in the last recorded full run
+(tests/durations.json), or when it uses a module- or session-wide fixture whose setup took that long in some
+test (the first test to use a fixture pays for it; the others would pay in a run without it). A test the
+file does not know yet is quick until the next recording. Record again after adding or speeding up tests:
+
+    BENCHSUITE_RECORD_DURATIONS=tests/durations.json python -m pytest -p no:randomly
+
+Explicit `@pytest.mark.slow` marks stay and always count.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SLOW_SECONDS = 2.0
+FILE = Path(__file__).with_name("durations.json")
+
+
+def _wide_fixtures(item) -> list[str]:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}) or {}
+    return sorted(name for name, d in defs.items() if d and d[-1].scope != "function")
+
+
+def mark_slow(items) -> None:
+    try:
+        measured = json.loads(FILE.read_text())
+    except (OSError, ValueError):
+        return
+    expensive = {f for m in measured.values() if m["setup"] >= SLOW_SECONDS for f in m["wide"]}
+    for item in items:
+        m = measured.get(item.nodeid)
+        if (m and m["setup"] + m["call"] >= SLOW_SECONDS) or expensive & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
+class Recorder:
+    """Writes each test's setup and call seconds and its wide fixtures to BENCHSUITE_RECORD_DURATIONS."""
+
+    def __init__(self, path: str):
+        self.path, self.seen, self.wide = Path(path), {}, {}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items):
+        self.wide = {item.nodeid: _wide_fixtures(item) for item in items}
+
+    def pytest_runtest_logreport(self, report):
+        entry = self.seen.setdefault(report.nodeid, {"setup": 0.0, "call": 0.0,
+                                                     "wide": self.wide.get(report.nodeid, [])})
+        if report.when in ("setup", "call"):
+            entry[report.when] = round(report.duration, 2)
+
+    def pytest_sessionfinish(self):
+        old = {}
+        if self.path.exists():
+            try:
+                old = json.loads(self.path.read_text())
+            except ValueError:
+                old = {}
+        old.update(self.seen)
+        self.path.write_text(json.dumps(dict(sorted(old.items())), indent=0) + "\n")
+
+
+def configure(config) -> None:
+    path = os.environ.get("BENCHSUITE_RECORD_DURATIONS")
+    if path:
+        config.pluginmanager.register(Recorder(path), "benchsuite-durations")

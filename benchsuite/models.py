@@ -7,9 +7,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .remote.chatglm.configuration_chatglm import ChatGLMConfig
-from .remote.chatglm.modeling_chatglm import ChatGLMForConditionalGeneration
-
 CHATGLM_DIR = Path(__file__).parent / "remote" / "chatglm"
 CHATGLM_FILES = ("configuration_chatglm.py", "modeling_chatglm.py")
 
@@ -42,6 +39,9 @@ def write_chatglm(folder: str | os.PathLike, seed: int = 0, **config) -> str:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    # the vendored remote code imports torch and transformers: lazily, as they are (`benchsuite --help` stays fast)
+    from .remote.chatglm.configuration_chatglm import ChatGLMConfig
+    from .remote.chatglm.modeling_chatglm import ChatGLMForConditionalGeneration
     cfg = ChatGLMConfig(**config)
     model = ChatGLMForConditionalGeneration(cfg)
     model.save_pretrained(folder, safe_serialization=True)

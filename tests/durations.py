@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 
-SLOW_SECONDS = 2.0
+SLOW_SECONDS = 3.0
 FILE = Path(__file__).with_name("durations.json")
 
 
 def _wide_fixtures(item) -> list[str]:
     info = getattr(item, "_fixtureinfo", None)
     defs = getattr(info, "name2fixturedefs", {}) or {}
-    return sorted(name for name, d in defs.items() if d and d[-1].scope != "function")
+    return sorted(name for name, d in defs.items() if d and d[-1].scope != "function"
+                  and not getattr(d[-1].func, "__module__", "").startswith(("_pytest", "pytest")))  # the project's
 
 
 def mark_slow(items) -> None:
@@ -63,7 +64,8 @@ class Recorder:
             except ValueError:
                 old = {}
         old.update(self.seen)
-        self.path.write_text(json.dumps(dict(sorted(old.items())), indent=0) + "\n")
+        lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(old.items())]
+        self.path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
 
 
 def configure(config) -> None:

@@ -7,9 +7,9 @@ import statistics
 import time
 from typing import Any
 
+from .. import gradscan  # the package loads its torch modules on first use
 from ..case import Context
 from ..checkpointing import RecomputeCounter, decoder_layers
-from ..gradscan import GradScanHook, named_trainable
 from ..gradscan.signature import signatures
 from ..models import write_chatglm
 from .estimate import estimate, shape_of
@@ -139,8 +139,8 @@ class _Steps:
         self.micro = cfg["batch"] // cfg["accumulation"]
         self.batch["micro_labelled"] = [sum(self.batch["labelled"][k * self.micro:(k + 1) * self.micro])
                                         for k in range(cfg["accumulation"])]
-        self.hook = GradScanHook(model, policy="record", keep=False) if cfg.get("scan") else None
-        self.pairs = named_trainable(model)
+        self.hook = gradscan.GradScanHook(model, policy="record", keep=False) if cfg.get("scan") else None
+        self.pairs = gradscan.named_trainable(model)
         self.sig_seconds = 0.0
         self.first = True
 

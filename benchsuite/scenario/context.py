@@ -8,7 +8,7 @@ import tempfile
 import warnings
 from typing import Any, Callable
 
-from ..gradscan import scan
+from .. import gradscan  # the package loads its torch modules on first use
 from ..models import tiny_llama, write_chatglm
 from .launch import backend_for, launch, raise_rank_error
 from .result import TrainResult, _current_result
@@ -292,7 +292,7 @@ class Context:
         micro: list[float] = []  # this optimizer step's micro-batch losses
 
         def pre_step(opt, args, kwargs):
-            result.reports.append(scan(model, step=step[0]))
+            result.reports.append(gradscan.scan(model, step=step[0]))
             step[0] += 1
             return None
 
@@ -358,7 +358,7 @@ class Context:
                 scaler.unscale_(opt)  # scan the true gradients; raises for fp16 trainable weights
             else:
                 loss.backward()
-            result.reports.append(scan(model, step=step))
+            result.reports.append(gradscan.scan(model, step=step))
             result.losses.append(float(loss.detach()))
             if scaler is not None:
                 scaler.step(opt)

@@ -170,7 +170,7 @@ def _render_process(s: dict) -> list[str]:
     if len(models) > 1:
         out.append(f"    {len(models)} models trained in this process, each judged alone:")
         for m in models:
-            out.extend(_render_model(m, [f for f in s["findings"] if f.get("model") == m["label"]], "      ", True))
+            out.extend(_render_model(m, [f for f in s["findings"] if f.get("model") == m["label"]], "        ", True))
     else:
         out.extend(_render_model(models[0] if models else {"scans": s["scans"], "params": params,
                                                            "zero_gradient_steps": s.get("zero_gradient_steps")},

@@ -9,6 +9,22 @@ from typing import Any
 from .matrix import SHORT
 
 
+def _skipped_everywhere(cases: list[dict], envs: list[str], by: dict) -> list[str]:
+    """The cases no column judged, and what they need that the machine the matrix ran on lacks."""
+    out = []
+    for c in cases:
+        cells = [by.get((c["id"], e)) for e in envs]
+        ran = [x for x in cells if x is not None]
+        if not ran or any(x["status"] != "skipped" for x in ran):
+            continue
+        needs = (["a CUDA GPU (hardware the matrix machine lacks)"] if c.get("requires_cuda") else []) \
+            + list(c.get("requires") or [])
+        reasons = list(dict.fromkeys(x.get("reason") for x in ran if x.get("reason")))
+        why = f"needs {', '.join(needs)}" if needs else "; ".join(reasons) or "no reason recorded"
+        out.append(f"`{c['id']}` ({why})")
+    return ["", "Skipped in every column: " + "; ".join(out) + "."] if out else []
+
+
 def render(cases: list[dict], matrix: dict | None = None, matrix_path: str | None = None) -> str:
     cells = (matrix or {}).get("cells", [])
     envs = list(dict.fromkeys(c["env"] for c in cells))
@@ -30,6 +46,7 @@ def render(cases: list[dict], matrix: dict | None = None, matrix_path: str | Non
                 row.append("-" if cell is None else SHORT.get(cell["status"], cell["status"])
                            + (" (!)" if not cell["agrees"] else ""))
             lines.append(f"| [`{c['id']}`](#{c['id']}) | {c.get('family') or '-'} | " + " | ".join(row) + " |")
+        lines += _skipped_everywhere(cases, envs, by)
         if matrix and matrix.get("command"):
             lines += ["", f"Matrix command: `{matrix['command']}` ({matrix.get('duration_s', '?')} s)."]
         lines.append("")

@@ -6,7 +6,7 @@ import datetime
 import json
 import textwrap
 
-from benchsuite.harness import bisect, envs
+from benchsuite.harness import bisect, catalogue_doc, envs
 from benchsuite.harness.discover import case_files, default_cases_dir, load_case
 from benchsuite.harness.execute import combine_runs
 
@@ -112,3 +112,19 @@ def test_combined_runs_are_flaky_when_a_fix_verdict_differs():
     flaky = combine_runs([run(True), run(False)])
     assert flaky["status"] == "flaky" and "run 2: reproduced (f:no" in flaky["reason"]
     assert "basis" not in flaky
+
+
+def test_the_catalogue_page_names_the_cases_no_column_judged_and_what_they_need():
+    # issue 27: no case is skipped in every column unless it needs what the matrix machine lacks, and the page
+    # says which; a case judged in one column at least is not listed
+    paths = case_files(default_cases_dir())
+    cases = [load_case(paths[i]).metadata() for i in ("zero3-peft-nonreentrant", "bf16-unsupported-hardware",
+                                                      "lora-loaded-frozen")]
+    cells = [{"case": c["id"], "env": e, "status": "skipped", "agrees": True} for c in cases for e in ("a", "b")]
+    cells[-1]["status"] = "reproduced"
+    for cell in cells[2:4]:
+        cell["reason"] = "needs a CUDA GPU (none visible)"
+    text = catalogue_doc.render(cases, {"cells": cells})
+    line = next(x for x in text.splitlines() if x.startswith("Skipped in every column:"))
+    assert "`zero3-peft-nonreentrant` (needs a CUDA GPU (hardware the matrix machine lacks), deepspeed)" in line
+    assert "`bf16-unsupported-hardware` (needs a CUDA GPU" in line and "lora-loaded-frozen" not in line

@@ -3,6 +3,11 @@
 PeftModel.from_pretrained defaults to is_trainable=False, so the adapter handed to the trainer has no
 trainable parameter. trl's maintainers traced the GRPOTrainer report (trl#6700) to this default and
 pointed to is_trainable=True; this case runs the same continuation through SFTTrainer.
+
+Silent since trl turned gradient checkpointing on by default in SFTConfig (the PEFT model's inputs then
+require grad, so the loss has a grad_fn and backward runs with nothing to train). With an older SFTConfig
+the same frozen adapter fails loudly at the first backward ("element 0 of tensors does not require grad
+and does not have a grad_fn"): the same root cause, counted here as reproduced too.
 """
 from benchsuite.case import Case, Symptom
 
@@ -16,8 +21,9 @@ case = Case(
     requires=["trl", "datasets"],
     affected={},  # PeftModel.from_pretrained(is_trainable=False) is peft's default in every release
     symptom=Symptom(description="the model the SFTTrainer trains has no trainable parameter; the steps run "
-                                "(losses are logged) and no LoRA weight changes",
-                    no_trainable=True, observed="lora_unchanged"),
+                                "(losses are logged) and no LoRA weight changes (with trl's older SFTConfig, "
+                                "without gradient checkpointing, the first backward raises instead)",
+                    observed="nothing_trains"),
 )
 
 
@@ -68,10 +74,17 @@ def _train(ctx, **load_kwargs):
             super().__init__(args=config, processing_class=_tokenizer(), **kwargs)
 
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
-    result = ctx.trainer_train(model, Dataset.from_dict({"text": text}), trainer_class=SFT)
+    frozen = not any(p.requires_grad for p in model.parameters())
+    try:
+        result = ctx.trainer_train(model, Dataset.from_dict({"text": text}), trainer_class=SFT)
+    except RuntimeError as exc:
+        if frozen and "does not require grad" in str(exc):  # the loud form (no gradient checkpointing)
+            return ctx.observed(nothing_trains=True, loud=f"RuntimeError: {exc}")
+        raise
     after = dict(model.named_parameters())
     # measured after training too: the trainer could have unfrozen the adapter after ctx counted it
-    result.extra["lora_unchanged"] = all(torch.equal(v, after[n].detach()) for n, v in lora.items())
+    unchanged = all(torch.equal(v, after[n].detach()) for n, v in lora.items())
+    result.extra.update(lora_unchanged=unchanged, nothing_trains=unchanged and not result.trainable)
     return result
 
 

@@ -45,11 +45,11 @@ from .catalogue import (  # noqa: F401 (re-exported: doctor's API before the cat
 from .common import envelope
 from .diagnose import logs, ranking
 from .diagnose import report as symptom_report
+from .harness import executor
 from .harness.discover import case_files, check_model_path, load_case, select
 from .harness.envs import EnvError, ensure, parse_pins
 from .harness.execute import skip_reason
 from .harness.report import UsageError, check_output, write_atomic
-from .harness.run import run_cases
 from .harness.versions import environment, is_affected
 
 PROBE_MARK = "@@benchsuite-doctor@@"
@@ -286,7 +286,7 @@ def main(*, cases_dir: Path, with_: list[str], run_cases: bool = False, model: s
            "python": python, "cases_dir": str(cases_dir), "model": model, "ran": bool(run_cases), "all": bool(show_all),
            "environment": data["environment"], "cases": data["cases"]})
     if run_cases:
-        _run(doc, python, model, jobs=jobs, timeout=timeout)
+        _run(doc, model, jobs=jobs, timeout=timeout)
     doc["duration_s"] = round(time.perf_counter() - t0, 1)
     quiet = "-" in (json_path, markdown_path)
     text = render(doc)
@@ -346,8 +346,8 @@ def _answer_symptom(symptom: dict, data: dict, pins: dict, python: str, cases_di
     return 0
 
 
-def _run(doc: dict, python: str, model: str | None, *, jobs: int, timeout: float) -> None:
-    """Run the applying cases there (the run harness): on the model where they support it."""
+def _run(doc: dict, model: str | None, *, jobs: int, timeout: float) -> None:
+    """Run the applying cases there (the executor, in doctor's environment): on the model where they support it."""
     rows = {r["id"]: r for r in doc["cases"] if r.get("category") == "applies"}
     groups = [([Path(r["file"]) for r in rows.values() if r.get("on_model")], model),
               ([Path(r["file"]) for r in rows.values() if not r.get("on_model")], None)]
@@ -356,14 +356,15 @@ def _run(doc: dict, python: str, model: str | None, *, jobs: int, timeout: float
             continue
         print(f"running {len(paths)} case(s)" + (f" on {m}" if m else "") + " ...", file=sys.stderr, flush=True)
 
-        def done(r: dict, m=m) -> bool:
+        def done(r: dict, cell: dict, m=m) -> bool:
             if r["id"] in rows:
                 rows[r["id"]]["run"] = {k: r.get(k) for k in ("status", "reason", "basis", "duration_s",
                                                                "symptom_seen", "fixes")}
                 rows[r["id"]]["run"]["on_model"] = bool(m)
             print(f"  {r['id']}: {r.get('status')}", file=sys.stderr, flush=True)
             return False
-        run_cases(paths, python=python, jobs=jobs, timeout=timeout, model=m, on_result=done)
+        executor.run_local(paths, [doc["pins"]], jobs=jobs, timeout=timeout, model=m, on_result=done,
+                           progress_lines=False, log=lambda message: print(message, file=sys.stderr, flush=True))
 
 
 def _probe_main(argv: list[str]) -> int:

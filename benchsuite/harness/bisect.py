@@ -16,13 +16,12 @@ from packaging.version import InvalidVersion, Version
 
 from .. import strictjson
 from ..common import envelope
-from . import rayexec, report
+from . import executor, rayexec, report
 from .declared import rewrite_affected, write_range  # noqa: F401 (re-exported)
 from .discover import load_case, resolve
-from .envs import EnvError, ensure, index_versions, parse_pins
+from .envs import EnvError, index_versions, parse_pins
 from .raytasks import TaskStream
 from .report import UsageError, check_output
-from .run import run_cases
 
 USABLE = {"reproduced", "not-reproduced", "fix-failed"}
 
@@ -58,12 +57,18 @@ class Prober:
             if version in self.seen:
                 continue
             t0 = time.perf_counter()
-            try:
-                python = str(ensure(self.pins(version), log=self.log))
-                entry = self.entry(run_cases([self.path], python=python, jobs=1, timeout=self.timeout)[0])
-            except EnvError as exc:
-                entry = {"status": "unusable", "reason": f"cannot be installed: {str(exc)[:300]}"}
+            entry = self._probe(version)
             self.record(version, entry, time.perf_counter() - t0)
+
+    def _probe(self, version: str) -> dict:
+        """The case run once with package==version (the executor's run_local): its entry."""
+        got: dict = {}
+        executor.run_local([self.path], [self.pins(version)], jobs=1, timeout=self.timeout, log=self.log,
+                           progress_lines=False, on_result=lambda r, cell: got.setdefault("result", r),
+                           on_env_error=lambda label, exc: got.setdefault("env_error", exc))
+        if "env_error" in got:
+            return {"status": "unusable", "reason": f"cannot be installed: {str(got['env_error'])[:300]}"}
+        return self.entry(got["result"])
 
     @staticmethod
     def entry(r: dict) -> dict:

@@ -2,8 +2,9 @@
 
 Two implementations give the same cells ({case, env, pins, status, expected, agrees, reason, fixes,
 environment, duration_s}): ``run_local`` (each environment built here, its cases run by the local runner)
-and ``run_on_ray`` (tasks on a Ray cluster, rayexec.py). ``benchsuite matrix`` runs either; refresh and
-bisect's probes use the same ones. A cell's shape, the result of an environment that cannot be built, and
+and ``run_on_ray`` (tasks on a Ray cluster, rayexec.py). ``benchsuite run`` is a one-environment run_local;
+``matrix`` and ``refresh`` run either; ``doctor --run`` and bisect's probes run run_local (bisect's Ray probes
+are TaskStream tasks, as run_on_ray's). A cell's shape, the result of an environment that cannot be built, and
 the progress line are defined here once.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from . import rayexec, report
 from .discover import load_case
 from .envs import EnvError, ensure
 from .raytasks import TaskStream
-from .run import run_cases
+from .runner import run_cases
 
 
 def failed_cells(ids: list[str], label: str, pins: list[str], reason: str) -> list[dict]:
@@ -49,11 +50,18 @@ def make_cell(r: dict, label: str, pins: list[str]) -> dict:
 
 
 def run_local(paths: list[Path], envs: list[list[str]], *, jobs: int, timeout: float, log=print,
-               on_env_done=None, cells: list[dict] | None = None, repeat: int = 1) -> list[dict]:
-    """Cells {case, env, pins, status, expected, agrees, reason, environment}, env by env.
+              on_cell=None, cells: list[dict] | None = None, repeat: int = 1, model: str | None = None,
+              on_result=None, on_env_error=None, progress_lines: bool = True) -> list[dict]:
+    """Cells {case, env, pins, status, expected, agrees, reason, environment}, env by env: each environment
+    built here (an empty pin list is this one), its cases run by the local runner (runner.run_cases).
 
-    ``cells`` (when given) is filled in place as each case finishes, so that an interrupted matrix keeps
-    the finished cases of the environment in progress; ``on_env_done(cells)`` is called after each case."""
+    ``cells`` (when given) is filled in place as each case finishes, so that an interrupted run keeps the
+    finished cases of the environment in progress; ``on_cell(cells)`` is called after each case.
+    ``on_result(result, cell)`` gets each case's full run result (an environment that cannot be built
+    gives each of its cases an ``error`` result); when it returns True nothing more is run (--maxfail).
+    ``on_env_error(label, exc)`` replaces the log line of an environment that cannot be built.
+    ``progress_lines``: the progress line per case and the summary line per environment (a caller that
+    prints its own passes False). ``model``: a local checkpoint the cases that support one run on."""
     cells = [] if cells is None else cells
     for n_env, pins in enumerate(envs, 1):
         label = env_label(pins)
@@ -61,31 +69,58 @@ def run_local(paths: list[Path], envs: list[list[str]], *, jobs: int, timeout: f
         try:
             python = str(ensure(pins, log=log)) if pins else sys.executable
         except EnvError as exc:
-            log(f"[{label}] environment could not be built: {exc}")
-            cells += failed_cells([p.stem for p in paths], label, pins, f"environment could not be built: {exc}")
-            if on_env_done:
-                on_env_done(cells)
+            _env_failed(paths, label, pins, exc, cells, log, on_cell, on_result, on_env_error)
             continue
         build_s = time.perf_counter() - t0
-        on_result = _recorder(cells, f"env {n_env}/{len(envs)} {label}", label, pins, len(paths), log, on_env_done)
-        results = run_cases(paths, python=python, jobs=jobs, timeout=timeout, on_result=on_result, repeat=repeat)
-        log(f"[{label}] {len(results)} case(s) in {time.perf_counter() - t0:.0f} s "
-            f"(environment ready in {build_s:.0f} s)")
+        where = f"env {n_env}/{len(envs)} {label}" if progress_lines else None
+        record = _Recorder(cells, where, label, pins, len(paths), log, on_cell, on_result)
+        results = run_cases(paths, python=python, jobs=jobs, timeout=timeout, on_result=record,
+                            repeat=repeat, model=model)
+        if progress_lines:
+            log(f"[{label}] {len(results)} case(s) in {time.perf_counter() - t0:.0f} s "
+                f"(environment ready in {build_s:.0f} s)")
+        if record.stopped:
+            break
     return cells
 
 
-def _recorder(cells: list[dict], where: str, label: str, pins: list[str], total: int, log, on_env_done):
-    """The runner's on_result for one environment: the cell kept, the progress line, the caller told."""
-    done = [0]
-
-    def on_result(r: dict) -> None:
-        cell = make_cell(r, label, pins)
+def _env_failed(paths: list[Path], label: str, pins: list[str], exc: EnvError, cells: list[dict], log,
+                on_cell, on_result, on_env_error) -> None:
+    """An environment that cannot be built: each of its cases an ``error`` cell (and result)."""
+    reason = f"environment could not be built: {exc}"
+    if on_env_error:
+        on_env_error(label, exc)
+    else:
+        log(f"[{label}] {reason}")
+    for cell in failed_cells([p.stem for p in paths], label, pins, reason):
         cells.append(cell)
-        done[0] += 1
-        log(progress(where, done[0], total, r, cell["agrees"]))
-        if on_env_done:
-            on_env_done(cells)
-    return on_result
+        if on_result:
+            on_result({"id": cell["case"], "status": "error", "expected": None, "reason": reason}, cell)
+    if on_cell:
+        on_cell(cells)
+
+
+class _Recorder:
+    """The runner's on_result for one environment: the cell kept, the progress line, the caller told."""
+
+    def __init__(self, cells: list[dict], where: str | None, label: str, pins: list[str], total: int, log,
+                 on_cell, on_result):
+        self.cells, self.where, self.label, self.pins, self.total = cells, where, label, pins, total
+        self.log, self.on_cell, self.on_result = log, on_cell, on_result
+        self.done = 0
+        self.stopped = False
+
+    def __call__(self, r: dict) -> bool:
+        cell = make_cell(r, self.label, self.pins)
+        self.cells.append(cell)
+        self.done += 1
+        if self.where:
+            self.log(progress(self.where, self.done, self.total, r, cell["agrees"]))
+        if self.on_cell:
+            self.on_cell(self.cells)
+        if self.on_result and self.on_result(r, cell):
+            self.stopped = True
+        return self.stopped
 
 
 def _gpu_skipped(ids: list[str], pins: list[str], repeat: int) -> list[dict]:

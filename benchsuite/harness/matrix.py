@@ -158,7 +158,7 @@ def main(*, cases_dir: Path, ids: list[str], with_: list[str], keyword: str | No
             executor.run_on_ray(paths, envs, cluster, timeout=timeout, repeat=repeat, log=log,
                                 on_cell=save, cells=cells, executor=meta["executor"])
         else:
-            executor.run_local(paths, envs, jobs=jobs, timeout=timeout, log=log, on_env_done=save, cells=cells,
+            executor.run_local(paths, envs, jobs=jobs, timeout=timeout, log=log, on_cell=save, cells=cells,
                                repeat=repeat)
     except KeyboardInterrupt:
         interrupted = True

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .envs import EnvError, cache_root, ensure
 from .report import UsageError, version
-from .run import iter_results
+from .runner import iter_results
 
 INSTALL = ("--ray needs Ray, an optional extra of benchsuite: pip install 'benchsuite[ray]' "
            "(or pip install 'ray>=2.9' next to benchsuite)")

@@ -1,101 +1,15 @@
-"""`benchsuite run`: start a runner in the target environment, stream its results, write reports."""
+"""`benchsuite run`: the cases in one environment (the executor's run_local), a verdict per case, reports."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from ..common import UsageError, check_outputs
-from . import report
+from . import executor, report
 from .discover import check_model_path, resolve, select
-from .envs import EnvError, ensure, parse_pins
-from .server import MARK
-
-
-def run_cases(paths: list[Path], *, python: str = sys.executable, jobs: int = 2, timeout: float = 300.0,
-              model: str | None = None, on_result=None, repeat: int = 1, threads: int | None = None) -> list[dict]:
-    """Run case files in a fresh runner process; returns results in the order they finished.
-
-    ``on_result(result)`` is called as each case finishes; when it returns True the remaining cases are
-    not run (--maxfail). ``repeat``: runs of each case, each in fresh processes (a case whose verdicts
-    differ between runs is ``flaky``); ``timeout`` is per run. ``threads``: torch threads per case (default:
-    the machine's CPUs shared among ``jobs``). The runner's work folder (results, logs, the cases' temporary
-    files) is removed whatever happens, Ctrl-C and killed cases included.
-    """
-    results: list[dict] = []
-    stream = iter_results(paths, python=python, jobs=jobs, timeout=timeout, model=model, repeat=repeat,
-                          threads=threads)
-    try:
-        for result in stream:
-            results.append(result)
-            if on_result and on_result(result):
-                break
-    finally:
-        stream.close()  # stops the runner (and its cases) when the caller stopped early or was interrupted
-    return results
-
-
-def iter_results(paths: list[Path], *, python: str = sys.executable, jobs: int = 2, timeout: float = 300.0,
-                 model: str | None = None, repeat: int = 1, threads: int | None = None):
-    """The results of run_cases, yielded as each case finishes. Closing the generator early (or an
-    exception while it waits) kills the runner and its cases; a runner that dies yields an ``error``
-    result for every case it never reported."""
-    if not paths:
-        return
-    work = tempfile.mkdtemp(prefix="benchsuite-run-")
-    cmd = [python, "-m", "benchsuite.harness.server", "--jobs", str(jobs), "--timeout", str(timeout),
-           "--workdir", work]
-    if repeat > 1:
-        cmd += ["--repeat", str(repeat)]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    if model:
-        cmd += ["--model", str(Path(model).resolve())]
-    cmd += [str(p.resolve()) for p in paths]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # torch makes an (empty) compile cache folder in $TMPDIR when transformers/peft are imported; keep it
-    # inside the work folder unless the user chose one.
-    env.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(work, "torchinductor"))
-    done: set[str] = set()
-    finished = False
-    try:
-        with tempfile.TemporaryFile(mode="w+") as err:
-            # cwd: the work folder, so that `-m` cannot put a checkout on sys.path ahead of the environment's
-            # benchsuite (a pinned environment would import the checkout's package without its built core)
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=work,
-                                    start_new_session=True)
-            try:
-                assert proc.stdout is not None  # stdout=PIPE
-                for line in proc.stdout:
-                    if line.startswith(MARK):
-                        result = json.loads(line[len(MARK):])
-                        done.add(result["id"])
-                        yield result
-                proc.wait()
-                finished = True
-            finally:
-                if not finished:  # stopped early (--maxfail), interrupted, or the consumer went away
-                    try:
-                        os.killpg(proc.pid, 9)
-                    except ProcessLookupError:
-                        pass
-                    proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
-            err.seek(0)
-            stderr = err.read()[-3000:]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    for p in paths:  # the runner itself died: the cases it never reported are errors, not lost
-        if p.stem not in done:
-            yield {"id": p.stem, "status": "error", "expected": None,
-                   "reason": f"the runner ({python}) stopped before reporting this case (exit {proc.returncode})",
-                   "log_tail": stderr}
+from .envs import parse_pins
 
 
 def counts_line(results: list[dict], seconds: float | None = None) -> str:
@@ -151,13 +65,15 @@ def main(*, cases_dir: Path, ids: list[str], last_failed: str | None = None, key
         _say(f"benchsuite run: {msg}")
         results.append({"id": uid, "status": "error", "expected": None, "reason": msg})
     t0 = time.perf_counter()
-    python, paths = _environment(pins, paths, results, meta)
+    if pins:
+        meta["label"] = "with " + " ".join(pins.values())
+        meta["pins"] = pins
     report.write_all(results, meta, **outputs, final=False)
     _say(f"running {len(paths)} case(s) from {cases_dir} ({meta['label']}, {jobs} at a time, timeout {timeout:.0f} s"
          + (f", {repeat} runs each" if repeat > 1 else "") + ")")
     maxfail = 1 if exitfirst else maxfail
-    failed, interrupted = _run_all(paths, results, meta, outputs, len(unknown), maxfail,
-                                   python=python, jobs=jobs, timeout=timeout, model=model, repeat=repeat)
+    failed, interrupted = _run_all(paths, list(pins.values()), results, meta, outputs, len(unknown), maxfail,
+                                   jobs=jobs, timeout=timeout, model=model, repeat=repeat)
     # Rows in the order the cases were asked for (the catalogue's order by default), not finishing order.
     results.sort(key=lambda r: order.get(r["id"], -1))
     not_run = len(paths) - (len(results) - len(unknown)) if paths else 0
@@ -176,28 +92,16 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _environment(pins: dict[str, str], paths: list[Path], results: list[dict], meta: dict) -> tuple[str, list[Path]]:
-    """(python, paths to run): the pinned environment built (or this one); when it cannot be built every
-    case is an error result and nothing is left to run."""
-    if not pins:
-        return sys.executable, paths
-    meta["label"] = "with " + " ".join(pins.values())
-    meta["pins"] = pins
-    try:
-        return str(ensure(list(pins.values()), log=_say)), paths
-    except EnvError as exc:
-        _say(f"benchsuite run: environment [{' '.join(pins.values())}] could not be built: {exc}")
-        results += [{"id": p.stem, "status": "error", "expected": None,
-                     "reason": f"environment could not be built: {exc}"} for p in paths]
-        return sys.executable, []
-
-
-def _run_all(paths: list[Path], results: list[dict], meta: dict, outputs: dict, n_unknown: int,
+def _run_all(paths: list[Path], pins: list[str], results: list[dict], meta: dict, outputs: dict, n_unknown: int,
              maxfail: int | None, **options) -> tuple[int, bool]:
-    """Run the cases, each result kept and the reports rewritten as it comes: (disagreements, interrupted)."""
+    """Run the cases (a one-environment run of the executor), each result kept and the reports rewritten as
+    it comes: (disagreements, interrupted)."""
     state = {"failed": 0}
 
-    def on_result(r: dict) -> bool:
+    def env_failed(label: str, exc: Exception) -> None:
+        _say(f"benchsuite run: environment [{label}] could not be built: {exc}")
+
+    def on_result(r: dict, cell: dict) -> bool:
         results.append(r)
         report.write_all(results, meta, **outputs, final=False)
         ok = report.agrees(r)
@@ -207,7 +111,8 @@ def _run_all(paths: list[Path], results: list[dict], meta: dict, outputs: dict, 
         return bool(maxfail and state["failed"] >= maxfail)
 
     try:
-        run_cases(paths, on_result=on_result, **options)
+        executor.run_local(paths, [pins], on_result=on_result, on_env_error=env_failed, progress_lines=False,
+                           log=_say, **options)
     except KeyboardInterrupt:
         _say("\ninterrupted: the results of finished cases are kept")
         return state["failed"], True

@@ -36,7 +36,6 @@ MARKED = ("{% for m in messages %}{% if m['role'] == 'user' %}{{ 'w0 ' + m['cont
 
 
 def _train(ctx, template=PLAIN):
-    import torch
     from transformers import DataCollatorForSeq2Seq
 
     tokenizer = ctx.tokenizer(chat_template=template)

@@ -19,9 +19,10 @@ import math
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    import torch
 
 from . import strictjson
 from .bench.grid import check_device
@@ -58,6 +59,7 @@ LISTS: dict[str, Callable[[], list[tuple[int, ...]]]] = {
 
 
 def make_tensors(shapes, dtype, device, seed: int = 0) -> list[torch.Tensor]:
+    import torch
     g = torch.Generator(device="cpu").manual_seed(seed)
     out = []
     for s in shapes:
@@ -72,6 +74,7 @@ def make_tensors(shapes, dtype, device, seed: int = 0) -> list[torch.Tensor]:
 
 
 def loop_stats(tensors: list[torch.Tensor]) -> list[list[float]]:
+    import torch
     rows = []
     for t in tensors:
         x = t.detach()
@@ -85,6 +88,7 @@ def loop_stats(tensors: list[torch.Tensor]) -> list[list[float]]:
 
 
 def foreach_stats(tensors: list[torch.Tensor]) -> list[list[float]]:
+    import torch
     out: list[list[float]] = [[] for _ in tensors]
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, t in enumerate(tensors):
@@ -108,12 +112,14 @@ def fused_stats(tensors: list[torch.Tensor]) -> list[list[float]]:
 
 
 def amp_check(tensors: list[torch.Tensor]) -> None:
+    import torch
     found = torch.zeros((), device=tensors[0].device)
     inv = torch.ones((), device=tensors[0].device)
     torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, inv)
 
 
 def _time(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> dict:
+    import torch
     for _ in range(warmup):
         fn()
     times, host = [], []
@@ -140,6 +146,7 @@ def _time(fn: Callable[[], object], device: torch.device, reps: int, warmup: int
 
 
 def bench_list(name: str, dtype: torch.dtype, device: torch.device, reps: int, log=None) -> dict:
+    import torch
     shapes = LISTS[name]()
     tensors = make_tensors(shapes, dtype, device)
     nbytes = sum(t.numel() * t.element_size() for t in tensors)
@@ -176,6 +183,7 @@ def bench_list(name: str, dtype: torch.dtype, device: torch.device, reps: int, l
 
 
 def run(lists: list[str], dtypes: list[str], device: str, reps: int, log=None) -> dict:
+    import torch
     dev = torch.device(device)
     out: dict[str, Any] = {"machine_info": collect(), "benchmarks": []}
     total, n = len(lists) * len(dtypes), 0
@@ -197,6 +205,7 @@ def host_cost(counts=(291, 1000), reps: int = 300, scan_module=None) -> list[dic
     per-step work around the kernel), the native scan alone (subtracted: "excluding the kernel"), and the
     tensor table's upkeep. Medians of ``reps`` calls. ``scan_module``: another ``gradscan._scan`` to time
     (an older version, for a before/after)."""
+    import torch
 
     mod = scan_module or importlib.import_module("benchsuite.gradscan._scan")
 
@@ -283,6 +292,7 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
 
 def main(*, device: str | None = None, lists: str | None = None, dtypes: str | None = None,
          json_path: str | None = None, reps: int = 10, host_cost_only: bool = False) -> int:
+    import torch
     device = check_device(device)
     list_names = [x.strip() for x in lists.split(",") if x.strip()] if lists else (
         ["gpt2-124m", "llama-7b", "1000-small"] if device.startswith("cuda") else ["gpt2-124m", "1000-small"])

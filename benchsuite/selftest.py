@@ -5,8 +5,10 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    pass
 
 from . import info as info_mod
 from .gradscan import _cuda, _native
@@ -16,6 +18,7 @@ from .gradscan._probes import rows as probe_rows
 
 
 def _backend_rows(name: str, suite: Suite) -> tuple[list[tuple] | None, str | None]:
+    import torch
     if name == "cpu-core":
         if not _native.available():
             return None, f"benchsuite._core is not available ({_native.IMPORT_ERROR})"
@@ -37,6 +40,7 @@ def _backend_rows(name: str, suite: Suite) -> tuple[list[tuple] | None, str | No
 
 def run_selftest(quick: bool = False) -> dict:
     """The planted suite on every backend present, each against the NumPy reference."""
+    import torch
     suite = probe_suite() if quick else full_suite()
     want = [reference(t) for t in suite.tensors]
     backends = ["cpu-core", "torch-cpu"]

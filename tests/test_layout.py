@@ -3,6 +3,8 @@ functions), no source file over 400 lines, no function over 80, and the command 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "benchsuite"
@@ -119,3 +121,14 @@ def test_cli_only_assembles_the_commands():
         tree = ast.parse((PACKAGE / "commands" / f"{name}.py").read_text())
         defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         assert {"register", "run"} <= defined, f"commands/{name}.py needs register(sub) and run(args)"
+
+
+def test_the_cli_starts_without_the_heavy_packages():
+    """The CLI builds its parser without importing torch, transformers, peft, trl or ray: a usage error, --help,
+    list and doctor --error answer without them, and `watch`'s own process leaves them to the watched script.
+    Modules that need them import them where they are used."""
+    code = ("import sys, benchsuite.cli; print(' '.join(m for m in ('torch', 'transformers', 'peft', 'trl', 'ray', "
+            "'matplotlib') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"imported at the CLI's start-up: {proc.stdout.strip()}"

@@ -19,8 +19,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    import torch
 
 from . import _native, _probes
 from ._native import _core, warn_once
@@ -117,6 +119,7 @@ def load_kernel(index: int) -> DeviceState:
 
 def device_state(index: int, check: bool = True) -> DeviceState:
     """The kernel's state on device ``index``: loaded and self-checked at the first call of a process."""
+    import torch
     with _lock:
         st = _devices.get(index)
         if st is None:
@@ -154,6 +157,7 @@ def launch(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     """Enqueue one scan of ``tensors`` (dense, non-empty, on ``device``) on the current stream. Returns the
     device slice of n*6 words (counts, then stats) that holds the results once the stream reaches it; the
     caller enqueues its copy back before the next scan on this stream (which zeroes that slice)."""
+    import torch
     index = device.index if device.index is not None else torch.cuda.current_device()
     handle = int(torch.cuda.current_stream(index).cuda_stream)
     key = (index, handle)
@@ -183,6 +187,7 @@ def launch(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
 
 def split(words: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(counts int64 [n,4], stats float64 [n,2]) views of a host copy of n*6 result words."""
+    import torch
     return words[: n * 4].view(n, 4), words[n * 4:].view(torch.float64).view(n, 2)
 
 
@@ -191,6 +196,7 @@ def split(words: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def cuda_rows(views: list[torch.Tensor], device: torch.device) -> list[tuple]:
     """Run the kernel itself over ``views`` (all on ``device``) and read the results back."""
+    import torch
     dense = [v for v in views if v.numel()]
     words = launch(dense, device).cpu() if dense else torch.zeros(0, dtype=torch.int64)
     return _probes.rows(views, *split(words, len(dense)))

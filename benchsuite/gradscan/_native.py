@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import threading
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    import torch
 
 from ..notices import ScannerWarning
 
@@ -15,8 +17,15 @@ except ImportError as exc:  # pragma: no cover - exercised by the fallback test 
     _core = None
     IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 
-# Dtype codes understood by the core (csrc/gradscan.h).
-DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+_DTYPE_CODES: dict = {}
+
+
+def dtype_codes() -> dict[torch.dtype, int]:
+    """Dtype codes understood by the core (csrc/gradscan.h), built on first use (torch is imported then)."""
+    if not _DTYPE_CODES:
+        import torch
+        _DTYPE_CODES.update({torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3})
+    return _DTYPE_CODES
 
 _warned: set[str] = set()
 
@@ -45,7 +54,8 @@ class TableCache:
 
     def update(self, tensors: list[torch.Tensor]) -> bool:
         """Bring the table up to date for ``tensors``; True when it was rebuilt (and checked)."""
-        codes = DTYPE_CODES
+        import torch
+        codes = dtype_codes()
         rows = [(t.data_ptr(), t.numel(), codes[t.dtype]) for t in tensors]
         if rows == self.rows:
             return False
@@ -66,6 +76,7 @@ _cpu_tables: dict[int, TableCache] = {}
 
 def scan_cpu(tensors: list[torch.Tensor], num_threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Counts int64 [n,4] and stats float64 [n,2] of dense host tensors (contiguous spans)."""
+    import torch
     n = len(tensors)
     counts = torch.zeros((n, 4), dtype=torch.int64)
     stats = torch.zeros((n, 2), dtype=torch.float64)

@@ -9,9 +9,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    pass
 
 from ..common import cache_root
 from . import _native
@@ -78,6 +79,7 @@ def nvidia_driver_release() -> str | None:
 # NVRTC.
 
 def _torch_cuda_major() -> int | None:
+    import torch
     v = torch.version.cuda
     return int(v.split(".")[0]) if v else None
 

@@ -1,7 +1,10 @@
 """The pure-torch scanner: the fallback when the native core is missing, and the tests' oracle."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    import torch
 
 # (nan, posinf, neginf, zero, sumsq, absmax)
 Stats = tuple
@@ -9,6 +12,7 @@ Stats = tuple
 
 def tensor_stats(x: torch.Tensor) -> Stats:
     """Statistics of a dense real tensor, computed with plain torch ops in float64."""
+    import torch
     x = x.detach()
     if x.numel() == 0:
         return (0, 0, 0, 0, 0.0, 0.0)

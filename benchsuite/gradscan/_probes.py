@@ -7,20 +7,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    import torch
 
 CHUNK = 1 << 16   # kCudaChunkElems (csrc/gradscan_abi.h)
 THREADS = 256     # kCudaThreads
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-_INT = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
-        torch.float64: torch.int64}
+
+
+def dtypes() -> list[torch.dtype]:
+    """The dtypes the scanner reads (csrc/gradscan.h's codes 0-3)."""
+    import torch
+    return [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+def _int_type(dtype: torch.dtype) -> torch.dtype:
+    """The integer dtype of the same width (a view of the raw bits)."""
+    import torch
+    return {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
+            torch.float64: torch.int64}[dtype]
 
 
 def bits(values: list[int], dtype: torch.dtype) -> torch.Tensor:
     """A tensor from raw bit patterns (NaN payloads, subnormals, signed zeros)."""
-    itype = _INT[dtype]
+    import torch
+    itype = _int_type(dtype)
     width = torch.iinfo(itype).bits
     signed = [v - (1 << width) if v >= 1 << (width - 1) else v for v in values]
     return torch.tensor(signed, dtype=itype).view(dtype)
@@ -28,6 +42,7 @@ def bits(values: list[int], dtype: torch.dtype) -> torch.Tensor:
 
 def specials(dtype: torch.dtype) -> dict[str, list[int]]:
     """Bit patterns of each kind of special value of ``dtype``."""
+    import torch
     if dtype == torch.float16:
         return dict(nan=[0x7e00, 0xfe00, 0x7c01, 0xffff], inf=[0x7c00], ninf=[0xfc00], max=[0x7bff, 0xfbff],
                     sub=[0x0001, 0x8001, 0x03ff, 0x0200], zero=[0x0000, 0x8000])
@@ -47,6 +62,7 @@ def specials(dtype: torch.dtype) -> dict[str, list[int]]:
 
 def planted(n: int, dtype: torch.dtype, g: torch.Generator, scale: float = 3.0) -> torch.Tensor:
     """Random values with specials at the first, last and random positions."""
+    import torch
     x = (torch.randn(n, generator=g, dtype=torch.float64) * scale).to(dtype)
     if n == 0:
         return x
@@ -62,6 +78,7 @@ def planted(n: int, dtype: torch.dtype, g: torch.Generator, scale: float = 3.0) 
 
 
 def vec(dtype: torch.dtype) -> int:
+    import torch
     return 16 // (torch.finfo(dtype).bits // 8)
 
 
@@ -88,6 +105,7 @@ class Suite:
 
     def placed(self, device: torch.device | str = "cpu") -> list[torch.Tensor]:
         """The tensors on ``device``, each a view ``offset`` elements into a fresh buffer."""
+        import torch
         out = []
         for t, off in zip(self.tensors, self.offsets):
             buf = torch.empty(t.numel() + off, dtype=t.dtype, device=device)
@@ -99,10 +117,11 @@ class Suite:
 
 def full_suite(seed: int = 1, offsets=(0, 1, 2, 3)) -> Suite:
     """Every dtype; sizes at vector, unrolled-block and chunk edges; offsets 0-3; special tensors."""
+    import torch
     g = torch.Generator().manual_seed(seed)
     s = Suite()
     s.add(torch.zeros(0), label="empty at start")
-    for dtype in DTYPES:
+    for dtype in dtypes():
         sp = specials(dtype)
         for n in boundary_sizes(dtype):
             x = planted(n, dtype, g)
@@ -131,9 +150,10 @@ def full_suite(seed: int = 1, offsets=(0, 1, 2, 3)) -> Suite:
 def probe_suite() -> Suite:
     """The small probe of the first-use self-check: each dtype over several chunks (so several blocks),
     offset by one element, every special value, an empty tensor between."""
+    import torch
     g = torch.Generator().manual_seed(20261201)
     s = Suite()
-    for dtype in DTYPES:
+    for dtype in dtypes():
         s.add(planted(2 * CHUNK + 2 * THREADS * vec(dtype) + 3, dtype, g), 1, f"{dtype} planted, offset 1")
         s.add(torch.zeros(0, dtype=dtype), label=f"{dtype} empty")
         sp = specials(dtype)
@@ -143,7 +163,8 @@ def probe_suite() -> Suite:
 
 def reference(t: torch.Tensor) -> tuple:
     """(nan, posinf, neginf, zero, sumsq, absmax) in NumPy float64 from the raw bits."""
-    raw = t.detach().cpu().contiguous().view(_INT[t.dtype]).numpy()
+    import torch
+    raw = t.detach().cpu().contiguous().view(_int_type(t.dtype)).numpy()
     with np.errstate(invalid="ignore"):  # NaN payloads widen to NaN, which is the point
         if t.dtype == torch.bfloat16:
             x = (raw.astype(np.uint16).astype(np.uint32) << 16).view(np.float32).astype(np.float64)

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    import torch
 
 from . import _cuda, _native, _zero
 from ._oracle import tensor_stats
 from ._records import ParamRecord, ScanReport, find_problems
 
-Named = Iterable[tuple[str, torch.Tensor]]
-Source = Union[torch.nn.Module, Mapping[str, torch.Tensor], Named]
+# torch's types by name: the aliases are importable (callback.py) without importing torch
+Named = Iterable[tuple[str, "torch.Tensor"]]
+Source = Union["torch.nn.Module", Mapping[str, "torch.Tensor"], Named]
 
 def named_trainable(source: Source) -> list[tuple[str, torch.Tensor]]:
     """(name, parameter) pairs with requires_grad=True from a module, a mapping or pairs."""
+    import torch
     pairs: list[tuple[str, torch.Tensor]]
     if isinstance(source, torch.nn.Module):
         pairs = list(source.named_parameters())
@@ -49,6 +52,7 @@ def _dense_view(name: str, g: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
     other floating types go to the torch path; a non-contiguous tensor is scanned as one span when it
     is a permutation of a dense block, else through a contiguous copy.
     """
+    import torch
     if g.is_complex():
         raise ValueError(
             f"parameter {name!r} has a complex gradient ({g.dtype}); the scanner reads real floating-point "
@@ -63,7 +67,7 @@ def _dense_view(name: str, g: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
         g = values
     elif g.layout != torch.strided:
         g = g.to_dense()
-    if g.dtype not in _native.DTYPE_CODES:
+    if g.dtype not in _native.dtype_codes():
         return g, implicit_zeros, False
     if not g.is_contiguous():
         # A permuted but dense tensor occupies one contiguous span: statistics ignore element order.
@@ -136,6 +140,7 @@ def launch(pairs: Sequence[tuple[str, Any]], *, backend: str = "auto", grads: bo
     On CUDA nothing here waits for the GPU: the kernel and the copy of its results back to pinned host
     memory are enqueued on each device's current stream (with ``asynchronous``, an event per device
     marks when they land; ``finish`` waits on those events only)."""
+    import torch
     if backend not in ("auto", "native", "torch"):
         raise ValueError(f"backend must be 'auto', 'native' or 'torch', not {backend!r}")
     use_native = backend != "torch" and _native.available()
@@ -150,7 +155,7 @@ def launch(pairs: Sequence[tuple[str, Any]], *, backend: str = "auto", grads: bo
     # Dense gradients the core reads, by device index (-1: the CPU), then everything else by device.
     fast: dict[int, list[tuple[int, torch.Tensor, int]]] = {}
     groups: dict[torch.device, list[tuple[int, torch.Tensor, int]]] = {}
-    codes = _native.DTYPE_CODES
+    codes = _native.dtype_codes()
     dtype_names = _DTYPE_NAMES
     strided = torch.strided
     for name, t in pairs:
@@ -206,6 +211,7 @@ def _launch_cuda(pending: Pending, device: torch.device, items: list[tuple[int, 
                  asynchronous: bool) -> bool:
     """Enqueue the kernel over ``items`` on ``device`` and the copy of its results; False when the
     kernel is not usable there (the reason was said once)."""
+    import torch
     index = device.index if device.index is not None else torch.cuda.current_device()
     if not _cuda.device_state(index).ready:
         return False
@@ -246,6 +252,7 @@ def scan(source: Source, *, backend: str = "auto", step: int | None = None,
     counts of NaN, +Inf, -Inf and exact zeros, the sum of squares and the max |x| of the finite values.
     ``backend``: "auto" (native core when built, else torch), "native" or "torch".
     """
+    import torch
     pairs = named_trainable(source)
     report = launch(pairs, backend=backend, step=step, num_threads=num_threads).finish()
     mark_expected_zero(report, pairs, source if isinstance(source, torch.nn.Module) else None)
@@ -285,6 +292,7 @@ def _all_zero(tensors: list[torch.Tensor]) -> list[bool]:
 def scan_tensors(tensors: Mapping[str, torch.Tensor] | Iterable[torch.Tensor | tuple[str, torch.Tensor]], *,
                  backend: str = "auto", num_threads: int | None = None) -> ScanReport:
     """Scan the tensors themselves (not their gradients): benchmarks and tests use this."""
+    import torch
     if isinstance(tensors, Mapping):
         pairs = list(tensors.items())
     else:
@@ -333,6 +341,7 @@ class AsyncScanner:
         return self._structure[1], self._structure[2]
 
     def launch(self, step: int | None = None) -> None:
+        import torch
         pairs = named_trainable(self.source)
         module = self.source if isinstance(self.source, torch.nn.Module) else None
         groups, biases = self._groups(module, pairs)

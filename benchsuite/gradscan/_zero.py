@@ -21,11 +21,12 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    import torch
 
-Named = list[tuple[str, torch.Tensor]]
+    Named = list[tuple[str, torch.Tensor]]
 
 _PAIR = re.compile(r"(lora_(?:embedding_)?)([AB])(?=[._]|$)")
 
@@ -93,6 +94,7 @@ def explained_zero(zero_grad: set[str], groups: list[Named],
 
 def bias_weight_pairs(module: torch.nn.Module) -> dict[str, str]:
     """{bias name: weight name} for every layer of ``module`` that has both as parameters."""
+    import torch
     out: dict[str, str] = {}
     for prefix, m in module.named_modules():
         bias, weight = getattr(m, "bias", None), getattr(m, "weight", None)

@@ -34,9 +34,10 @@ import math
 import random
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    import torch
 
 from . import signature as _sig
 from ._scan import named_trainable
@@ -202,6 +203,7 @@ def _judge(name: str, numel: int, rtol: float, none_a: bool, none_b: bool, bad_a
 
 
 def _finite_f64(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    import torch
     x = t.detach().reshape(-1).to(torch.float64)
     fin = torch.isfinite(x)
     bad = int(x.numel() - fin.sum())
@@ -257,6 +259,7 @@ class _RNG:
     """Every generator a forward/backward may draw from, captured and restored."""
 
     def __init__(self):
+        import torch
         self.cpu = torch.get_rng_state()
         cuda_live = torch.cuda.is_available() and torch.cuda.is_initialized()
         self.cuda = torch.cuda.get_rng_state_all() if cuda_live else None
@@ -265,6 +268,7 @@ class _RNG:
         self.np = np.random.get_state() if np is not None else None
 
     def restore(self) -> None:
+        import torch
         torch.set_rng_state(self.cpu)
         if self.cuda is not None:
             torch.cuda.set_rng_state_all(self.cuda)
@@ -275,6 +279,7 @@ class _RNG:
 
 
 def _module_of(result, which: str) -> torch.nn.Module:
+    import torch
     if not isinstance(result, torch.nn.Module):
         raise TypeError(f"compare(): {which} must return the module whose gradients to read (a torch.nn.Module), "
                         f"not {type(result).__name__}")
@@ -289,6 +294,7 @@ def compare(run_a: Callable[[], torch.nn.Module], run_b: Callable[[], torch.nn.M
     ``rtol``: the relative-error bound (default: ``TOLERANCES[precision]``; precision is run_b's:
     "fp32", "bf16" or "fp16"). ``method``: "exact" or "signature" (see the module's docstring).
     """
+    import torch
     if isinstance(run_a, torch.nn.Module) or isinstance(run_b, torch.nn.Module):
         raise TypeError("compare(run_a, run_b) takes two zero-argument callables that run one forward and backward "
                         "and return the module, not the module itself")

@@ -13,7 +13,6 @@ from __future__ import annotations
 from ._cuda import self_check  # noqa: F401 (re-exported: the first-use check lives with the CUDA route)
 from ._probes import (  # noqa: F401 (re-exported for the tests and the emulator)
     CHUNK,
-    DTYPES,
     THREADS,
     Suite,
     bits,
@@ -26,3 +25,6 @@ from ._probes import (  # noqa: F401 (re-exported for the tests and the emulator
     specials,
     vec,
 )
+from ._probes import dtypes as _dtypes
+
+DTYPES = _dtypes()  # the scanner's dtypes, as the tests and the emulator iterate them (imports torch)

@@ -42,8 +42,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+    import torch
 
 from . import _cuda
 
@@ -123,6 +125,7 @@ def signature(t: torch.Tensor | None, *, scale: float = 1.0, k: int = K, numel: 
     """The signature of tensor ``t`` (a gradient) times ``scale``; ``t=None`` gives a "no gradient" one.
     ``chunk``: elements read at a time (a multiple of 65536; default ``CHUNK``): its transient memory is
     about 30 bytes per element."""
+    import torch
     if k != K:
         raise ValueError(f"the signature has {K} buckets, not {k}")
     chunk = CHUNK if chunk is None else chunk
@@ -185,6 +188,7 @@ def signatures(pairs, *, scale: float = 1.0, k: int = K, chunk: int | None = Non
 
 
 def _on_cuda_kernel(pairs, scale: float) -> dict[str, Signature]:
+    import torch
     if os.environ.get("BENCHSUITE_SIGNATURE", "").lower() == "torch" or not torch.cuda.is_available():
         return {}
     by_device: dict[int, list] = {}
@@ -238,6 +242,7 @@ def _metrics(na2: float, nb2: float, d2: float) -> tuple[float, float]:
 def launch_signatures(tensors: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Scan ``tensors`` (dense, non-empty, on ``device``) with the signature pass and wait for it: (host n*6
     result words, host float64 [n, SIG_K] signature buckets)."""
+    import torch
     index = device.index if device.index is not None else torch.cuda.current_device()
     handle = int(torch.cuda.current_stream(index).cuda_stream)
     tables = _cuda._native.TableCache()
@@ -254,6 +259,7 @@ def launch_signatures(tensors: list[torch.Tensor], device: torch.device) -> tupl
 def _sig_probe(device: torch.device) -> list[torch.Tensor]:
     """Every path of the signature pass: the vector loop (aligned fp32/bf16/fp16 over a chunk boundary, a
     partial last chunk, NaN and Inf in a vector), the scalar path (an offset view, fp64), tiny tensors."""
+    import torch
     g = torch.Generator().manual_seed(19)
     base = [torch.randn(70_001, generator=g), torch.randn(66_000, generator=g).bfloat16(),
             torch.randn(3_001, generator=g).half(), torch.randn(1_500, generator=g).double(),
@@ -268,6 +274,7 @@ def _sig_probe(device: torch.device) -> list[torch.Tensor]:
 def sig_probe_errors(probe: list[torch.Tensor], buckets: torch.Tensor) -> list[float]:
     """Per probe tensor: the largest difference between the kernel's buckets (host [n, SIG_K]) and
     benchsuite.gradscan.signature's, over the typical bucket size sqrt(sum of squares / K)."""
+    import torch
     out = []
     for i, t in enumerate(probe):
         ref = signature(t)
@@ -282,6 +289,7 @@ _sig_checked: dict[int, str | None] = {}
 def signature_kernel_error(index: int) -> str | None:
     """None when the signature pass can be used on device ``index`` (loaded, self-checked, and its first
     result agrees with benchsuite.gradscan.signature on a probe); else why not (warned once)."""
+    import torch
     with _cuda._lock:
         if index in _sig_checked:
             return _sig_checked[index]

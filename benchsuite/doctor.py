@@ -286,7 +286,7 @@ def main(*, cases_dir: Path, with_: list[str], run_cases: bool = False, model: s
            "python": python, "cases_dir": str(cases_dir), "model": model, "ran": bool(run_cases), "all": bool(show_all),
            "environment": data["environment"], "cases": data["cases"]})
     if run_cases:
-        _run(doc, model, jobs=jobs, timeout=timeout)
+        _run(doc, model, jobs=jobs, timeout=timeout, log=log)
     doc["duration_s"] = round(time.perf_counter() - t0, 1)
     quiet = "-" in (json_path, markdown_path)
     text = render(doc)
@@ -346,7 +346,7 @@ def _answer_symptom(symptom: dict, data: dict, pins: dict, python: str, cases_di
     return 0
 
 
-def _run(doc: dict, model: str | None, *, jobs: int, timeout: float) -> None:
+def _run(doc: dict, model: str | None, *, jobs: int, timeout: float, log) -> None:
     """Run the applying cases there (the executor, in doctor's environment): on the model where they support it."""
     rows = {r["id"]: r for r in doc["cases"] if r.get("category") == "applies"}
     groups = [([Path(r["file"]) for r in rows.values() if r.get("on_model")], model),
@@ -364,7 +364,7 @@ def _run(doc: dict, model: str | None, *, jobs: int, timeout: float) -> None:
             print(f"  {r['id']}: {r.get('status')}", file=sys.stderr, flush=True)
             return False
         executor.run_local(paths, [doc["pins"]], jobs=jobs, timeout=timeout, model=m, on_result=done,
-                           progress_lines=False, log=lambda message: print(message, file=sys.stderr, flush=True))
+                           progress_lines=False, log=log)
 
 
 def _probe_main(argv: list[str]) -> int:

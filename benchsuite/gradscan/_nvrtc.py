@@ -9,10 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
-    pass
+from typing import Any
 
 from ..common import cache_root
 from . import _native

@@ -28,9 +28,11 @@ def failed_cells(ids: list[str], label: str, pins: list[str], reason: str) -> li
              "reason": reason} for cid in ids]
 
 
-def progress(where: str, done: int, total: int, r: dict, agrees: bool, suffix: str = "") -> str:
-    """One line per finished case: "[where] [3/12] ok id: reproduced (expected reproduced) 2.1s"."""
-    return (f"[{where}] [{done}/{total}] {'ok ' if agrees else '!! '}{r['id']}: {r.get('status')} "
+def progress(where: str | None, done: int, total: int, r: dict, agrees: bool, suffix: str = "") -> str:
+    """One line per finished case: "[where] [3/12] ok id: reproduced (expected reproduced) 2.1s" (no
+    "[where] " when ``where`` is None: `benchsuite run`'s one environment)."""
+    prefix = f"[{where}] " if where else ""
+    return (f"{prefix}[{done}/{total}] {'ok ' if agrees else '!! '}{r['id']}: {r.get('status')} "
             f"(expected {r.get('expected') or '-'}) {r.get('duration_s', 0):.1f}s{suffix}")
 
 

@@ -106,8 +106,7 @@ def _run_all(paths: list[Path], pins: list[str], results: list[dict], meta: dict
         report.write_all(results, meta, **outputs, final=False)
         ok = report.agrees(r)
         state["failed"] += not ok
-        _say(f"[{len(results) - n_unknown}/{len(paths)}] {'ok ' if ok else '!! '}{r['id']}: {r.get('status')} "
-             f"(expected {r.get('expected') or '-'}) {r.get('duration_s', 0):.1f}s")
+        _say(executor.progress(None, len(results) - n_unknown, len(paths), r, ok))
         return bool(maxfail and state["failed"] >= maxfail)
 
     try:

@@ -124,20 +124,14 @@ def test_two_pins_of_one_package_are_a_usage_error_for_run_and_two_environments_
 
 
 @pytest.mark.network
-def test_with_accepts_a_pep508_range_resolved_to_one_release(tmp_path):
+def test_with_accepts_a_pep508_range_resolved_to_one_release():
     from packaging.specifiers import SpecifierSet
 
     from benchsuite.harness.envs import parse_pins
     pin = parse_pins(["transformers>=4.57,<5"])["transformers"]
     name, ver = pin.split("==")
     assert name == "transformers" and ver in SpecifierSet(">=4.57,<5") and ver.count(".") == 2
-    out = tmp_path / "r.json"  # 4.57.6 is the last 4.57 release: the environment other tests build
-    proc = cli("run", "lora-loaded-frozen", "--with", "transformers>=4.57.6,<4.58", "--json", out, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert "transformers>=4.57.6,<4.58 -> transformers==4.57.6" in proc.stderr
-    doc = strict_loads(out.read_text())
-    assert doc["pins"] == {"transformers": "transformers==4.57.6"}
-    assert doc["results"][0]["environment"]["transformers"] == "4.57.6"
+    # a run with a range, in the environment it resolves to: tests/harness/test_harness.py (pinned seed cases)
 
 
 # ---------------------------------------------------------------- 6. bisect over an undeclared package

@@ -57,6 +57,12 @@ def test_refresh_write_corrects_a_planted_wrong_range(tmp_path):
     doc = strict_loads(out.read_text())
     rel = doc["releases"][0]
     assert rel["contradictions"] == ["transformers-v5-nonreentrant-default"]
+    # the bisection over real pinned releases (what `benchsuite bisect` runs; on Ray in tests/harness/test_ray.py)
+    (bisected,) = rel["bisected"]
+    assert bisected["bisected"] and bisected["range"] == ["4.57.6", "5.0.0"]
+    result = bisected["result"]
+    assert result["found"] and result["last"] == "4.57.6" and result["first"] == "5.0.0"
+    assert result["last_status"] == "not-reproduced" and result["first_status"] == "reproduced"
     assert "transformers 5.0.0: 0 of 1 as declared; transformers-v5-nonreentrant-default: range written" in r.stdout
     fixed = (cases / "transformers-v5-nonreentrant-default.py").read_text()
     assert 'affected={"transformers": ">=5.0.0"}' in fixed, fixed[:1500]

@@ -129,7 +129,10 @@ def test_seed_cases_in_current_environment(tmp_path):
 @pytest.mark.network
 def test_seed_cases_in_pinned_transformers_4_57(tmp_path):
     out = tmp_path / "r.json"
-    run_cli("run", *SEEDS, "--with", "transformers==4.57.6", "--json", str(out))
+    # a PEP 508 range is resolved to one release (4.57.6 is the last 4.57 one): the environment is named by it
+    proc = run_cli("run", *SEEDS, "--with", "transformers>=4.57.6,<4.58", "--json", str(out))
+    assert "transformers>=4.57.6,<4.58 -> transformers==4.57.6" in proc.stderr
+    assert strict_loads(out.read_text())["pins"] == {"transformers": "transformers==4.57.6"}
     res = results_by_id(out)
     assert {r["environment"]["transformers"] for r in res.values()} == {"4.57.6"}
     check_seed_verdicts(res, "4.57.6")

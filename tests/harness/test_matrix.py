@@ -1,7 +1,8 @@
-"""Matrix and bisection: the search itself, and real runs over pinned transformers releases."""
+"""Matrix and bisection: the search itself, and a cell whose environment cannot be built. The real runs over
+pinned releases: the two-version matrix, plain and on Ray, in test_ray.py; a real bisection in test_refresh.py
+(refresh --write bisects a contradiction) and, on Ray, in test_ray.py."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -62,39 +63,6 @@ def test_expand_and_table():
 
 
 @pytest.mark.network
-@pytest.mark.xdist_group("ray")
-def test_two_version_matrix_of_the_seed_cases_and_the_same_on_a_local_ray_cluster(tmp_path):
-    """Issue 16's command: `--ray local` gives the verdicts of the plain matrix and says Ray ran it."""
-    args = ["matrix", "reentrant-checkpoint-frozen-inputs", "lora-loaded-frozen",
-            "--with", "transformers==4.57.6,5.23.0"]
-    out = tmp_path / "m.json"
-    md = tmp_path / "m.md"
-    proc = subprocess.run(CLI + args + ["--json", str(out), "--markdown", str(md)],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    plain = strict_loads(out.read_text())
-    cells = {(c["case"], c["env"]): c for c in plain["cells"]}
-    assert cells[("reentrant-checkpoint-frozen-inputs", "transformers==4.57.6")]["status"] == "reproduced"
-    assert cells[("reentrant-checkpoint-frozen-inputs", "transformers==5.23.0")]["status"] == "not-reproduced"
-    cell = cells[("reentrant-checkpoint-frozen-inputs", "transformers==4.57.6")]
-    assert cell["environment"]["transformers"] == "4.57.6"
-    assert "reentrant-checkpoint-frozen-inputs" in md.read_text()
-    assert plain["executor"]["kind"] == "local"
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("the ray extra is not installed: pip install 'benchsuite[ray]'")
-    on_ray = tmp_path / "ray.json"
-    proc = subprocess.run(CLI + args + ["--ray", "local", "--json", str(on_ray)], capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    doc = strict_loads(on_ray.read_text())
-    verdicts = lambda d: {(c["case"], c["env"]): (c["status"], c["expected"], c["agrees"], c["fixes"],  # noqa: E731
-                                                  c["environment"]) for c in d["cells"]}
-    assert verdicts(doc) == verdicts(plain) and len(doc["cells"]) == 4
-    executor = doc["executor"]
-    assert executor["kind"] == "ray" and executor["address"] == "local" and executor["local_cluster"]
-
-
-@pytest.mark.network
 def test_matrix_cell_for_an_environment_that_cannot_be_built(tmp_path):
     out = tmp_path / "m.json"
     proc = subprocess.run(CLI + ["matrix", "lora-loaded-frozen", "--with", "transformers==0.0.0.404",
@@ -102,16 +70,3 @@ def test_matrix_cell_for_an_environment_that_cannot_be_built(tmp_path):
     assert proc.returncode == 1
     cell = strict_loads(out.read_text())["cells"][0]
     assert cell["status"] == "error" and "could not be built" in cell["reason"]
-
-
-@pytest.mark.network
-def test_bisect_over_a_short_range(tmp_path):
-    out = tmp_path / "b.json"
-    proc = subprocess.run(CLI + ["bisect", "reentrant-checkpoint-frozen-inputs", "--package", "transformers",
-                                 "--from", "4.57.6", "--to", "5.0.0", "--json", str(out)],
-                          capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    data = strict_loads(out.read_text())
-    assert data["result"]["found"]
-    assert data["result"]["last_status"] == "reproduced" and data["result"]["first"] == "5.0.0"
-    assert data["result"]["first_status"] == "not-reproduced"

@@ -3,8 +3,7 @@
 The cluster is benchsuite's own local cluster (rayexec.Cluster("local")), started in this process; the
 commands under test connect to it by its address, as they would to any existing cluster. One test runs
 `--ray local` itself (a cluster of its own) and checks that it leaves nothing behind. The issue's own
-command (two cases x two transformers releases, `--ray local` against a plain run) is in
-tests/harness/test_matrix.py, beside the plain matrix it compares with (it needs the package index).
+command (two cases x two transformers releases, on Ray against a plain run) needs the package index.
 """
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from fixture_cases import write_cases
 from procs import processes_with
+from strict import strict_loads
 
 from benchsuite.harness.bisect import bisect, bisect_parallel
 
@@ -77,26 +77,38 @@ def _verdicts(doc: dict) -> dict:
             for c in doc["cells"]}
 
 
-def test_matrix_on_ray_gives_the_verdicts_of_a_plain_run(tmp_path, cluster):
+@pytest.mark.network
+def test_two_version_matrix_gives_the_same_verdicts_on_ray_as_a_plain_run(tmp_path, cluster):
+    """Issue 16's command: two seed cases x two transformers releases, run plainly and on Ray (the module's
+    cluster, reached by its address as any existing cluster is): the same verdicts, and each says how it ran."""
+    args = ["matrix", *SEEDS, "--with", "transformers==4.57.6,5.23.0"]
     plain, on_ray = tmp_path / "plain.json", tmp_path / "ray.json"
-    p = subprocess.run(CLI + ["matrix", *SEEDS, "--json", str(plain)], capture_output=True, text=True, timeout=600)
+    p = subprocess.run(CLI + args + ["--json", str(plain), "--markdown", str(tmp_path / "plain.md")],
+                       capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
-    r = subprocess.run(CLI + ["matrix", *SEEDS, "--ray", _address(cluster), "--json", str(on_ray), "--markdown",
-                              str(tmp_path / "ray.md"), "--junit", str(tmp_path / "ray.xml")],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(CLI + args + ["--ray", _address(cluster), "--json", str(on_ray), "--markdown",
+                                     str(tmp_path / "ray.md"), "--junit", str(tmp_path / "ray.xml")],
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
-    a, b = json.loads(plain.read_text()), json.loads(on_ray.read_text())
-    assert _verdicts(b) == _verdicts(a) and len(b["cells"]) == 2
-    assert [c["case"] for c in b["cells"]] == [c["case"] for c in a["cells"]]  # the same order
+    a, b = strict_loads(plain.read_text()), strict_loads(on_ray.read_text())
+    cells = {(c["case"], c["env"]): c for c in a["cells"]}
+    old, new = ("reentrant-checkpoint-frozen-inputs", "transformers==4.57.6"), \
+        ("reentrant-checkpoint-frozen-inputs", "transformers==5.23.0")
+    assert cells[old]["status"] == "reproduced" and cells[new]["status"] == "not-reproduced"
+    assert cells[old]["environment"]["transformers"] == "4.57.6"
+    assert "reentrant-checkpoint-frozen-inputs" in (tmp_path / "plain.md").read_text()
+    assert _verdicts(b) == _verdicts(a) and len(b["cells"]) == 4
+    assert [(c["case"], c["env"]) for c in b["cells"]] == [(c["case"], c["env"]) for c in a["cells"]]  # same order
     assert a["executor"]["kind"] == "local" and a["executor"]["jobs"] == 2 and a["executor"]["cells_per_minute"] > 0
     ex = b["executor"]
     assert ex["kind"] == "ray" and ex["address"] == _address(cluster) and not ex["local_cluster"]
-    assert ex["nodes"] == 1 and ex["cpus"] == 2 and ex["workers"] == 2 and sum(ex["cells_by_node"].values()) == 2
+    assert ex["nodes"] == 1 and ex["cpus"] == 2 and ex["workers"] == 2 and sum(ex["cells_by_node"].values()) == 4
     assert b["benchsuite_version"] == a["benchsuite_version"] and b["kind"] == "matrix"
     assert set(b) - {"executor"} == set(a) - {"executor"}
     assert "Run on Ray" in (tmp_path / "ray.md").read_text()
-    suite = ET.parse(tmp_path / "ray.xml").getroot().find("testsuite")
-    assert suite.get("tests") == "2" and suite.get("failures") == "0" and suite.get("errors") == "0"
+    suites = ET.parse(tmp_path / "ray.xml").getroot().findall("testsuite")  # one per environment
+    assert [s.get("tests") for s in suites] == ["2", "2"]
+    assert all(s.get("failures") == "0" and s.get("errors") == "0" for s in suites)
     assert "on Ray (1 node(s), 2 at a time)" in r.stderr
 
 

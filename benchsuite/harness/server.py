@@ -36,9 +36,8 @@ _NEEDS_LIBRARIES = re.compile(r"\b(transformers|peft|trl|accelerate)\b"
                               r"|backend|model_path)\b)\w+")
 
 
-def _needs_libraries(paths: list[Path], model: str | None) -> bool:
-    if model:
-        return True
+def _needs_libraries(paths: list[Path]) -> bool:
+    """(A user's --model is loaded by the cases that use it, with ctx helpers or transformers by name.)"""
     for path in paths:
         try:
             if _NEEDS_LIBRARIES.search(path.read_text(errors="replace")):
@@ -123,7 +122,7 @@ def serve(paths: list[Path], jobs: int, timeout: float, model: str | None, workd
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
-    _warm_imports(_needs_libraries(paths, model))
+    _warm_imports(_needs_libraries(paths))
     env = environment()
     work_dir = Path(workdir)
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))

@@ -52,8 +52,21 @@ def test_trigger_that_returns_nothing_is_an_error(tmp_path):
     assert "basis" not in res  # no verdict, so nothing claims to be its basis
 
 
+FORGOT_RETURN_TORCH = """
+    from benchsuite.case import Case, Symptom
+    case = Case(id="forgot-return", title="probe", references=["x/y#1"],
+                symptom=Symptom(description="flag", observed="flag"))
+
+    @case.trigger
+    def trigger(ctx):
+        import torch
+        lin = torch.nn.Linear(3, 1)
+        ctx.train(lin, batch=torch.randn(4, 3), loss_fn=lambda m, b: m(b).pow(2).mean(), steps=1)  # no return
+"""
+
+
 def test_trigger_that_returns_nothing_fails_the_run(tmp_path):
-    write(tmp_path, "forgot-return", FORGOT_RETURN)
+    write(tmp_path, "forgot-return", FORGOT_RETURN_TORCH)  # torch only: the runner starts without transformers
     proc = subprocess.run([sys.executable, "-m", "benchsuite", "run", "forgot-return", "--cases-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout + proc.stderr

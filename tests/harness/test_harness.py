@@ -1,6 +1,7 @@
 """The harness end to end: the seed cases' verdicts, and bad input that must not spoil a run."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -116,13 +117,19 @@ def check_seed_verdicts(res: dict, transformers_version: str):
 def test_seed_cases_in_current_environment(tmp_path):
     import transformers
     out = tmp_path / "r.json"
-    run_cli("run", *SEEDS, "--json", str(out), "--junit", str(tmp_path / "r.xml"), "--markdown", str(tmp_path / "r.md"))
+    # and fp16-overflow-nan, whose NaN losses make the report's strict JSON name them (in the same runner)
+    run_cli("run", *SEEDS, "fp16-overflow-nan", "--json", str(out), "--junit", str(tmp_path / "r.xml"), "--markdown",
+            str(tmp_path / "r.md"))
     res = results_by_id(out)
     check_seed_verdicts(res, transformers.__version__)
     env = res[SEEDS[0]]["environment"]
     assert env["transformers"] == transformers.__version__ and env["torch"] and env["device"] == "cpu"
     suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
-    assert suite.get("tests") == "3" and suite.get("failures") == "0" and suite.get("errors") == "0"
+    assert suite.get("tests") == "4" and suite.get("failures") == "0" and suite.get("errors") == "0"
+    assert res["fp16-overflow-nan"]["status"] == res["fp16-overflow-nan"]["expected"]
+    doc = strict_loads(out.read_text())
+    assert any(".losses[" in k and v in ("NaN", "Infinity") for k, v in doc["nonfinite"].items())
+    json.loads(out.read_text())  # and Python's reader still reads it
     assert all(c in (tmp_path / "r.md").read_text() for c in SEEDS)
 
 

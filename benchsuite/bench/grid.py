@@ -142,13 +142,13 @@ def main(**options) -> int:
     """The grid run as `benchsuite bench` runs it; options as Options names them (a usage error is
     raised before the first configuration)."""
     args = Options(**options)
+    if args.budget_gib is not None and not args.budget_gib > 0:  # (before check_device imports torch: at once)
+        raise UsageError(f"--budget {args.budget_gib:g}: a memory budget in GiB, more than 0")
     device = check_device(args.device)
     grid = parse_grid(args.grid, device, args.batch)
     model = args.model if args.model in MODELS else check_model_path(args.model)
     for opt, path in (("--json", args.json_path), ("--markdown", args.markdown_path), ("--plot", args.plot_path)):
         check_output(path, opt)
-    if args.budget_gib is not None and not args.budget_gib > 0:
-        raise UsageError(f"--budget {args.budget_gib:g}: a memory budget in GiB, more than 0")
     if args.plot_path == "-":
         raise UsageError("--plot needs a file name (a PNG cannot go to stdout)")
     if args.plot_path:

@@ -149,11 +149,13 @@ def render(procs: list[dict], code: int, wall: float) -> str:
 def _render_process(s: dict) -> list[str]:
     ov = s.get("overhead") or {}
     params = s.get("params") or {}
+    models = [m for m in s.get("models") or [] if m.get("scans")]
     steps = f"steps {s['first_step']}-{s['last_step']}" if s.get("last_step") not in (None, s.get("first_step")) \
         else f"step {s.get('first_step')}"
+    if len(models) > 1:  # each model numbers its own steps (a Trainer starts at 1): their ranges are listed below
+        steps = f"{len(models)} models"
     head = (f"  rank {s['rank']} (pid {s['pid']}): {_plural(s['optimizer_steps'], 'optimizer step')} ({steps}), "
             f"{s['scans']} scanned")
-    models = [m for m in s.get("models") or [] if m.get("scans")]
     if params and len(models) <= 1:
         missing = params["trainable"] - params["in_optimizers"]
         head += (f"; {_plural(params['trainable'], 'trainable parameter')}, "

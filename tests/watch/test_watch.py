@@ -1,10 +1,14 @@
 """`benchsuite watch` on unmodified scripts, as a user runs them.
 
-Every healthy variant must end with exit 0 and no finding under --policy raise (a false alarm stops a
-healthy run); every broken one must be stopped, or reported, with its cause named.
+Every healthy variant must end with no finding and no stop under --policy raise (a false alarm stops a
+healthy run); every broken one must be stopped, or reported, with its cause named. Each process pays the imports of
+torch, transformers and peft (most of a test's time), so the variants run in turn in a few processes
+(watch_scripts/in_turn.py), as a sweep trains them, each judged on its own model; what is about a whole process (a
+stop, an exit code, a crash, torchrun) runs in a process of its own.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -28,6 +32,8 @@ TRAINER = str(SCRIPTS / "trainer_lora.py")
 RL = str(SCRIPTS / "rl_loop.py")
 DDP = str(SCRIPTS / "ddp_loop.py")
 TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+IN_TURN = str(SCRIPTS / "in_turn.py")
+RAISE = ["--policy", "raise"]
 
 
 def watch(tmp_path, *script_args, options=(), timeout=300, log=True, env=None):
@@ -66,6 +72,37 @@ def steps_log(tmp_path, name="steps.jsonl"):
     return [json.loads(x) for x in (tmp_path / name).read_text().splitlines()]
 
 
+def in_turn(commands: dict) -> list[str]:
+    """One process that runs the variants' scripts in turn (watch_scripts/in_turn.py): {name: script and args}."""
+    args = [IN_TURN]
+    for k, (name, command) in enumerate(commands.items()):
+        args += [";;"] * bool(k) + [a.replace("{tmp}", "{tmp}/" + name) for a in command]
+    return args
+
+
+def variant_of(run, names: list[str], name: str):
+    """The variant `name` of a process that ran the scripts of `names` in turn, its script run to its end: (its
+    model, its open findings, watch's summary lines about that model, its step-log lines). Each script trains one
+    model, so the k-th model is the k-th script's."""
+    folder, (proc, summary) = run
+    k = names.index(name)
+    done = proc.stdout.count("in_turn: finished ")
+    assert f"in_turn: finished {k + 1}/{len(names)} " in proc.stdout, proc.stderr[-3000:]
+    models = summary["processes"][0]["models"]
+    assert len(models) in (done, done + 1) and len(models) > k, [m["label"] for m in models]  # one per script
+    m = models[k]
+    lines = proc.stderr.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith(f"      model {m['order']}: {m['label']} ("))
+    block = []
+    for ln in lines[head + 1:]:
+        if not ln.startswith(" " * 8):
+            break
+        block.append(ln)
+    f = {x["kind"]: x for x in summary["processes"][0]["findings"]
+         if x["status"] == "open" and x["model"] == m["label"]}
+    return m, f, "\n".join(block), [ln for ln in steps_log(folder) if ln["model"] == m["label"]]
+
+
 # ---------------------------------------------------------------- healthy runs: no false alarm
 
 HEALTHY = {
@@ -86,21 +123,23 @@ HEALTHY = {
 }
 
 
-@pytest.fixture(scope="module")
-def healthy_runs(tmp_path_factory):
-    return watch_all(tmp_path_factory, {v: (args, ["--policy", "raise"]) for v, args in HEALTHY.items()})
+TRL_TESTED = ["grpo"]  # also runs with "sft" and "dpo"
+TRL_TRAINERS = TRL_TESTED if importlib.util.find_spec("trl") else []
+# the variants run in turn in one process under --policy raise; the TRL ones first of the Trainers (their labels)
+HEALTHY_PROC = {**{v: a for v, a in HEALTHY.items() if v != "trainer-causal-warmup-cosine-accum"},
+                **{f"trl-{t}": [str(SCRIPTS / "trl_trainers.py"), "--trainer", t, "--out", "{tmp}"]
+                   for t in TRL_TRAINERS},
+                "trainer-causal-warmup-cosine-accum": HEALTHY["trainer-causal-warmup-cosine-accum"]}
 
 
 @pytest.mark.parametrize("variant", list(HEALTHY))
-def test_healthy_runs_pass_under_raise(healthy_runs, variant):
-    tmp_path, (proc, summary) = healthy_runs[variant]
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert summary["verdict"] == "healthy"
-    assert findings(summary) == {}
-    assert "healthy: no finding" in proc.stderr and "WatchProblemError" not in proc.stderr
-    p = summary["processes"][0]
-    assert p["scans"] == p["optimizer_steps"] >= 4
-    log = steps_log(tmp_path)
+def test_healthy_runs_pass_under_raise(runs, variant):
+    proc = runs["healthy"][1][0]
+    m, f, lines, log = variant_of(runs["healthy"], list(HEALTHY_PROC), variant)
+    # its script ran to its end under --policy raise (not stopped) and its model has no finding
+    assert f == {} and m["stopped_at"] is None and "WatchProblemError" not in proc.stderr
+    assert f"healthy: no finding in {m['scans']} scans" in lines, lines
+    assert m["scans"] == m["optimizer_steps"] == len(log) >= 4
     if variant == "gan-two-optimizers-one-module":  # each optimizer judges its own parameters at its steps
         assert [ln["step"] for ln in log][:7] == [1, 2, 3, 4, 5, 1, 6]
         assert {(ln["scanned"], ln["trainable"], ln["in_optimizers"]) for ln in log} == {(4, 8, 4), (4, 8, 8)}
@@ -108,21 +147,23 @@ def test_healthy_runs_pass_under_raise(healthy_runs, variant):
     assert [ln["step"] for ln in log] == list(range(1, len(log) + 1))  # as the Trainer numbers its steps
     assert all(ln["scanned"] == ln["trainable"] == ln["in_optimizers"] > 0 for ln in log)
     if variant == "rl-zero-advantage-steps":
-        assert p["zero_gradient_steps"] == [3, 10]
-        assert "2 steps with a gradient of exactly zero everywhere" in proc.stderr
+        assert m["zero_gradient_steps"] == [3, 10]
+        assert "2 steps with a gradient of exactly zero everywhere" in lines
 
 
-@pytest.mark.parametrize("trainer", ["grpo"])  # also runs with "sft" and "dpo" (35 s each here)
-def test_trl_trainers_healthy_under_raise(tmp_path, trainer):
+@pytest.mark.parametrize("trainer", TRL_TESTED)
+def test_trl_trainers_healthy_under_raise(runs, trainer):
     pytest.importorskip("trl")
-    proc, summary = watch(tmp_path, str(SCRIPTS / "trl_trainers.py"), "--trainer", trainer, "--out",
-                          str(tmp_path / "out"), options=["--policy", "raise"])
-    assert proc.returncode == 0 and "training finished" in proc.stdout, proc.stderr[-3000:]
-    assert summary["verdict"] == "healthy" and findings(summary) == {}
+    proc, summary = runs["healthy"][1]
+    m, f, lines, _ = variant_of(runs["healthy"], list(HEALTHY_PROC), f"trl-{trainer}")
+    assert "training finished" in proc.stdout and "WatchProblemError" not in proc.stderr
+    assert f == {} and m["stopped_at"] is None and "healthy: no finding in 4 scans" in lines, lines
     p = summary["processes"][0]
-    assert p["trainers"] == 1 and p["scans"] == 4 and p["params"]["trainable"] == 8
+    # every Trainer the process made trained one model (it made one per script)
+    assert p["trainers"] == len([x for x in p["models"] if x["trainer_class"]])
+    assert m["scans"] == 4 and m["params"]["trainable"] == 8
     # GRPO is recognised as RL: a step with zero advantage everywhere would be counted, not judged (issue 31)
-    assert p["models"][0]["rl"] is True and p["models"][0]["label"] == "GRPOTrainer #1"
+    assert m["rl"] is True and m["label"] == "GRPOTrainer #1"
 
 
 def test_ddp_two_ranks_healthy_then_nan_on_one_rank(tmp_path):
@@ -138,9 +179,8 @@ def test_ddp_two_ranks_healthy_then_nan_on_one_rank(tmp_path):
 
 # ---------------------------------------------------------------- broken runs: stopped, cause named
 
-def test_reentrant_lora_without_input_hook_stopped_under_raise(tmp_path):
-    proc, summary = watch(tmp_path, TRAINER, "--out", str(tmp_path / "out"), "--broken", "--steps", "6",
-                          options=["--policy", "raise"])
+def test_reentrant_lora_without_input_hook_stopped_under_raise(runs):
+    tmp_path, (proc, summary) = runs["reentrant"]
     assert proc.returncode == STOPPED_EXIT and "training finished" not in proc.stdout
     f = findings(summary)
     assert set(f) == {"no-gradient"}  # the score head trains: that is why the Trainer's grad_norm looks healthy
@@ -157,8 +197,8 @@ def test_reentrant_lora_without_input_hook_stopped_under_raise(tmp_path):
 
 
 BROKEN = [
-    # nothing else trains, so the loss stays exactly constant: stopped at step 5 (issue 31), before the parameters in
-    # no optimizer are confirmed (step 10); the summary names them at the end
+    # nothing else trains, so the loss stays exactly constant: confirmed at step 5 (issue 31), before the parameters
+    # in no optimizer are (step 10)
     ("optimizer-before-get_peft_model", ["--optimizer-before-peft", "--steps", "12"], "loss-flat", 5,
      "nothing trains"),
     ("full-fine-tune-lr-0", ["--full", "--lr", "0"], "lr-zero", 3, "learning rate was 0"),
@@ -169,44 +209,66 @@ BROKEN = [
 ]
 
 
+# the broken variants run in turn in one process under the default policy (warn): each model is reported, none
+# stopped (a stop is tested in processes of its own: the reentrant run above and issue 32's below)
+BROKEN_PROC = {**{v: [LOOP, "--steps", "6", *args] for v, args, *_ in BROKEN},
+               "lora-alpha-0-alone": [LOOP, "--lora-alpha", "0", "--steps", "6"],
+               "adapters-loaded-frozen": [LOOP, "--frozen"]}
+NAN_AT_STEP_2 = [LOOP, "--nan-at", "1", "--steps", "6"]  # the loop counts from 0: its second optimizer step
+
+
 @pytest.fixture(scope="module")
-def broken_runs(tmp_path_factory):
-    return watch_all(tmp_path_factory, {v: ([LOOP, "--steps", "6", *args], ["--policy", "raise"])
-                                        for v, args, *_ in BROKEN})
+def runs(tmp_path_factory):
+    """Every single-machine watched process of this module, 3 at a time: the variants run in turn where they can,
+    and the processes that prove something about a whole process (a stop, an exit code) alone."""
+    return watch_all(tmp_path_factory, {
+        "healthy": (in_turn(HEALTHY_PROC), RAISE),
+        "broken": (in_turn(BROKEN_PROC), []),
+        "reentrant": ([TRAINER, "--out", "{tmp}", "--broken", "--steps", "6"], RAISE),
+        "end": ([LOOP, "--lora-alpha", "0", "--steps", "2"], RAISE),
+        "stop-plain": (NAN_AT_STEP_2, RAISE),
+        "stop-traceback": (NAN_AT_STEP_2, [*RAISE, "--traceback"]),
+        "stop-caught": ([*NAN_AT_STEP_2, "--catch"], RAISE),
+        "crash": ([LOOP, "--crash-before-step"], []),
+        "no-such-flag": ([LOOP, "--no-such-flag"], []),
+    })
 
 
 @pytest.mark.parametrize("variant,args,kind,step,cause", BROKEN)
-def test_broken_runs_stopped_with_cause(broken_runs, variant, args, kind, step, cause):
-    _, (proc, summary) = broken_runs[variant]
-    assert proc.returncode == STOPPED_EXIT, proc.stderr[-3000:]
+def test_broken_runs_stopped_with_cause(runs, variant, args, kind, step, cause):
+    proc = runs["broken"][1][0]
+    m, f, lines, _ = variant_of(runs["broken"], list(BROKEN_PROC), variant)
     assert "Traceback" not in proc.stderr and "benchsuite/watch/" not in proc.stderr  # issue 32: no crash look
-    f = findings(summary)
     assert kind in f and f[kind]["confirmed_at"] == step, f
-    assert f"stopping at step {step} (--policy raise)" in proc.stderr and cause in proc.stderr
+    # said at that step (where --policy raise stops), about its model (the first model's lines name none: it was the
+    # only one yet); its cause named in the summary
+    about = f" ({m['label']})" if m["order"] > 1 else ""
+    assert f"rank 0 step {step}{about}: " in proc.stderr
+    assert cause in f[kind]["cause"] and cause in lines, lines
     if variant == "bf16-weights-updates-round-away":
         assert all("norm" in n for n in f[kind]["names"])  # the matrices move; the norm weights (~1.0) do not
-    if variant == "optimizer-before-get_peft_model":  # named at the stop, not judged (issue 32)
-        assert "not-in-optimizer" not in f and "in no optimizer param group yet" in proc.stderr
+    if variant == "optimizer-before-get_peft_model":  # not stopped: the parameters in no optimizer at step 10
+        assert f["not-in-optimizer"]["confirmed_at"] == 10 and f["not-in-optimizer"]["count"] == 8
+        assert all("lora_" in n for n in f["not-in-optimizer"]["names"])
     if variant == "lora-alpha-0-head-trains":
         assert all("lora_B" in n for n in f[kind]["names"])  # lora_A is excused: its lora_B is still zero
 
 
-def test_lora_alpha_0_alone_nothing_trains(tmp_path):
+def test_lora_alpha_0_alone_nothing_trains(runs):
     # Every trainable gradient is zero at every step. Outside RL (where zero advantage could explain a step) that
     # is confirmed like any all-zero gradient, within 3 steps (issue 31); the loss stays exactly constant too.
-    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0", "--steps", "6")
-    f = findings(summary)
-    assert proc.returncode == 0 and set(f) == {"zero-everywhere", "loss-flat"}, f
+    m, f, lines, _ = variant_of(runs["broken"], list(BROKEN_PROC), "lora-alpha-0-alone")
+    assert runs["broken"][1][0].returncode == 0 and set(f) == {"zero-everywhere", "loss-flat"}, f
     assert f["zero-everywhere"]["confirmed_at"] == 3 and f["loss-flat"]["confirmed_at"] == 5
-    assert summary["verdict"] == "findings" and "lora_alpha=0" in proc.stderr
+    assert "lora_alpha=0" in lines
     assert "grad-norm-zero" in f["zero-everywhere"]["signs"] and f["zero-everywhere"]["cases"]
 
 
-def test_a_finding_confirmed_at_the_end_fails_the_run_under_raise(tmp_path):
+def test_a_finding_confirmed_at_the_end_fails_the_run_under_raise(runs):
     # issue 31: under --policy raise a run whose finding is confirmed only at its end must not exit 0 (a CI
     # gate built on raise would pass it); the script's own exit code is kept in the JSON. Two steps of
     # lora_alpha=0 are too few to confirm anything before the end.
-    proc, summary = watch(tmp_path, LOOP, "--lora-alpha", "0", "--steps", "2", options=["--policy", "raise"])
+    proc, summary = runs["end"][1]
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert summary["exit_code"] == 3 and summary["script_exit_code"] == 0
     assert "exit code 3: the script exited 0, but findings were confirmed at its end" in proc.stderr
@@ -214,19 +276,8 @@ def test_a_finding_confirmed_at_the_end_fails_the_run_under_raise(tmp_path):
 
 # ---------------------------------------------------------------- issue 32: a stop is watch's, not a crash
 
-NAN_AT_STEP_2 = [LOOP, "--nan-at", "1", "--steps", "6"]  # the loop counts from 0: its second optimizer step
-
-
-@pytest.fixture(scope="module")
-def stop_runs(tmp_path_factory):
-    raise_ = ["--policy", "raise"]
-    return watch_all(tmp_path_factory, {"plain": (NAN_AT_STEP_2, raise_),
-                                        "traceback": (NAN_AT_STEP_2, [*raise_, "--traceback"]),
-                                        "caught": ([*NAN_AT_STEP_2, "--catch"], raise_)})
-
-
-def test_a_stop_ends_with_watchs_message_and_exit_code(stop_runs):
-    _, (proc, summary) = stop_runs["plain"]
+def test_a_stop_ends_with_watchs_message_and_exit_code(runs):
+    _, (proc, summary) = runs["stop-plain"]
     err = proc.stderr
     assert proc.returncode == STOPPED_EXIT == summary["exit_code"], err[-3000:]
     assert summary["script_exit_code"] == 1 and summary["stopped"] is True
@@ -244,8 +295,8 @@ def test_a_stop_ends_with_watchs_message_and_exit_code(stop_runs):
     assert summary["processes"][0]["stopped"]["uncaught"] is True
 
 
-def test_a_stop_with_traceback_shows_the_scripts_own_frames(stop_runs):
-    _, (proc, summary) = stop_runs["traceback"]
+def test_a_stop_with_traceback_shows_the_scripts_own_frames(runs):
+    _, (proc, summary) = runs["stop-traceback"]
     err = proc.stderr
     assert proc.returncode == STOPPED_EXIT, err[-3000:]
     assert "the script's traceback, down to the call that was stopped" in err
@@ -254,10 +305,10 @@ def test_a_stop_with_traceback_shows_the_scripts_own_frames(stop_runs):
     assert "stopping at step 2 (--policy raise)" in err and set(findings(summary)) == {"non-finite"}
 
 
-def test_a_stop_the_script_catches_is_its_own(stop_runs):
+def test_a_stop_the_script_catches_is_its_own(runs):
     # WatchProblemError stays an exception raised in the script (a RuntimeError): the script's own try/except
     # catches it and the script ends as it chooses; under raise the finding still fails the run (exit code 3).
-    _, (proc, summary) = stop_runs["caught"]
+    _, (proc, summary) = runs["stop-caught"]
     assert "caught WatchProblemError at step 1; the script ends on its own" in proc.stdout, proc.stderr[-3000:]
     assert "train loop" in proc.stdout
     assert proc.returncode == 3 and summary["script_exit_code"] == 0 and summary["stopped"] is False
@@ -279,9 +330,8 @@ def test_ddp_stop_on_one_rank_stops_the_job(tmp_path):
     assert "optimizer_pre_step" not in proc.stderr and "raise WatchProblemError" not in proc.stderr
 
 
-def test_adapters_loaded_frozen(tmp_path):
-    proc, summary = watch(tmp_path, LOOP, "--frozen")
-    f = findings(summary)
+def test_adapters_loaded_frozen(runs):
+    _, f, _, _ = variant_of(runs["broken"], list(BROKEN_PROC), "adapters-loaded-frozen")
     assert set(f) == {"frozen-adapter"} and f["frozen-adapter"]["confirmed_at"] == 1
     assert all("lora_" in n for n in f["frozen-adapter"]["names"])
 
@@ -299,16 +349,16 @@ def test_ddp_not_wrapped_replicas_differ(tmp_path):
 
 # ---------------------------------------------------------------- lifecycle: what watch says when nothing ran
 
-def test_script_dying_before_first_step(tmp_path):
-    proc, summary = watch(tmp_path, LOOP, "--crash-before-step")
+def test_script_dying_before_first_step(runs):
+    proc, summary = runs["crash"][1]
     assert proc.returncode == 1 and summary["verdict"] == "no-optimizer-step"
     assert "exited with code 1 before its first optimizer step" in proc.stderr
     assert "its last error: ValueError: the dataset has no 'text' column" in proc.stderr
     assert "healthy" not in proc.stderr and "is the command" not in proc.stderr
 
 
-def test_script_failing_argument_parsing(tmp_path):
-    proc, summary = watch(tmp_path, LOOP, "--no-such-flag")
+def test_script_failing_argument_parsing(runs):
+    proc, summary = runs["no-such-flag"][1]
     assert proc.returncode == 2 and summary["verdict"] == "no-optimizer-step" and summary["attached"] == 1
     assert "exited with code 2 before its first optimizer step" in proc.stderr and "healthy" not in proc.stderr
 

@@ -67,13 +67,14 @@ def _probe_range(package: str, recorded: dict[str, Version], new: str) -> list[s
     return bisect_mod.released_versions(package, lo, new)
 
 
-def _bisect_contradiction(path: Path, package: str, recorded: dict[str, Version], new: str, timeout: float,
-                          write: bool, log) -> dict:
+def _bisect_contradiction(path: Path, package: str, recorded: dict[str, Version], new: str, cell: dict,
+                          timeout: float, write: bool, log) -> dict:
     case = load_case(path)
     versions = _probe_range(package, recorded, new)
     if len(versions) < 2:
         return {"case": case.id, "bisected": False, "why": f"no earlier recorded {package} release to bisect from"}
     prober = bisect_mod.Prober(path, package, [], timeout, log)
+    prober.record(new, prober.entry(cell), cell.get("duration_s") or 0.0)  # just run: not probed again
     result = bisect_mod.bisect(prober, versions)
     fix = bisect_mod.correction(case.affected, package, result, prober.seen, versions[0], versions[-1])
     out = {"case": case.id, "bisected": True, "range": [versions[0], versions[-1]], "result": result,
@@ -114,7 +115,8 @@ def refresh(paths: list[Path], releases: list[tuple[str, str]], recorded: dict[s
         bisected = []
         for c in contradictions:
             log(f"{package} {version}: {c['case']} is {c['status']}, declared {c['expected']}: bisecting {package}")
-            bisected.append(_bisect_contradiction(by_id[c["case"]], package, recorded, version, timeout, write, log))
+            bisected.append(_bisect_contradiction(by_id[c["case"]], package, recorded, version, c, timeout, write,
+                                                  log))
         line = _summary_line(package, version, cells, bisected)
         doc["releases"].append({"package": package, "version": version, "cells": cells,
                                 "contradictions": [c["case"] for c in contradictions], "bisected": bisected,

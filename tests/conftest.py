@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from durations import configure as record_durations  # noqa: E402
-from durations import mark_slow  # noqa: E402
+from durations import mark_slow, order_for_workers  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -38,6 +38,12 @@ def pytest_configure(config):
     import torch
     torch.set_num_threads(1)
     record_durations(config)
+    # `pytest -n 2` (pytest-xdist): tests marked xdist_group share a worker (the Ray tests one local cluster; the
+    # tests of a module-wide fixture its one run, tests/durations.py), and the units go out in the order
+    # durations.py gives them, longest first, not reordered by xdist.
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", None) == "load":
+        config.option.dist = "loadgroup"
+        config.option.loadscopereorder = False
 
 
 def _cuda() -> bool:
@@ -48,8 +54,11 @@ def _cuda() -> bool:
         return False
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     mark_slow(items)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        order_for_workers(items)
     if _cuda():
         return
     skip = pytest.mark.skip(reason="no CUDA GPU on this machine")

@@ -194,6 +194,12 @@ def test_reentrant_lora_without_input_hook_stopped_under_raise(runs):
     assert [ln["step"] for ln in log] == [1, 2, 3] and log[0]["source"] == "trainer"
     assert log[0]["trainable"] == log[0]["scanned"] == log[0]["in_optimizers"] == 9
     assert log[2]["confirmed"][0]["kind"] == "no-gradient" and log[1]["confirmed"] == []
+    # the finding names its catalogue case and the case's verified fix (benchsuite/catalogue.py, as doctor does)
+    seed = "reentrant-checkpoint-frozen-inputs"
+    assert f"no gradient -> {seed}" in proc.stderr
+    assert "fix: model.enable_input_require_grads() after enabling checkpointing (verified: worked with" in proc.stderr
+    assert summary["processes"][0]["versions"]["transformers"]  # the watched process's versions
+    assert summary["known_cases"][0]["cases"][0]["id"] == seed
 
 
 BROKEN = [

@@ -129,7 +129,8 @@ def test_a_test_run_leaves_the_users_home_and_cache_untouched(tmp_path):
            "BENCHSUITE_TEST_CACHE": str(test_cache), "XDG_CACHE_HOME": str(home / ".cache")}
     env.pop("MPLCONFIGDIR", None)
     env.pop("BENCHSUITE_CUDAEMU_CACHE", None)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+                           str(tmp_path / "basetemp"),  # not pytest's default /tmp/pytest-of-USER, left behind
                            "tests/harness/test_cache.py::test_the_tests_use_their_own_cache",
                            "tests/harness/test_cache.py::test_hard_linked_files_count_once_and_prune_frees_only_what_goes",
                            "tests/bench/test_bench.py::test_plot_shows_only_the_series_that_ran"],

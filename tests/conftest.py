@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from durations import configure as record_durations  # noqa: E402
-from durations import mark_slow, order_for_workers  # noqa: E402
+from durations import mark_slow, measured, order_for_workers  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -56,9 +56,10 @@ def _cuda() -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    mark_slow(items)
+    times = measured()
+    mark_slow(items, times)
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        order_for_workers(items)
+        order_for_workers(items, times)
     if _cuda():
         return
     skip = pytest.mark.skip(reason="no CUDA GPU on this machine")

@@ -9,9 +9,10 @@ file does not know yet is quick until the next recording. Record again after add
 
 Explicit `@pytest.mark.slow` marks stay and always count.
 
-On two workers (`pytest -n 2 --dist loadgroup`, the README's command) the same figures order the work: the tests
-that share a module-wide fixture of the project's go to one worker as one unit (the fixture then runs once, not
-once per worker), and the units start longest first, so that no long test is left to run alone at the end.
+On two workers (`pytest -n 2`; tests/conftest.py makes xdist's loadgroup the default there) the same figures order
+the work: the tests that share a module-wide fixture of the project's go to one worker as one unit (the fixture then
+runs once, not once per worker), and the units start longest first, so that no long test is left to run alone at
+the end.
 """
 from __future__ import annotations
 
@@ -32,15 +33,15 @@ def _wide_fixtures(item) -> list[str]:
                   and not getattr(d[-1].func, "__module__", "").startswith(("_pytest", "pytest")))  # the project's
 
 
-def _measured() -> dict:
+def measured() -> dict:
+    """tests/durations.json: nodeid -> {"setup", "call", "wide"}; {} when missing or unreadable."""
     try:
         return json.loads(FILE.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def mark_slow(items) -> None:
-    measured = _measured()
+def mark_slow(items, measured: dict) -> None:
     if not measured:
         return
     expensive = {f for m in measured.values() if m["setup"] >= SLOW_SECONDS for f in m["wide"]}
@@ -55,21 +56,19 @@ def _group(item) -> str | None:
     return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default")) if mark else None
 
 
-def order_for_workers(items) -> None:
-    """Under pytest-xdist: group the tests of a module-wide fixture, then put the units longest first (in place).
-    The order is computed from the collection and tests/durations.json alone, so every worker collects the
-    same order, as xdist requires."""
+def order_for_workers(items, measured: dict) -> None:
+    """Under pytest-xdist: group the tests of a module-wide fixture, then put the units longest first (in place;
+    the sort is stable). The order is computed from the collection and tests/durations.json alone, so every
+    worker collects the same order, as xdist requires."""
     for item in items:
         if _group(item) is None and _wide_fixtures(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    measured = _measured()
-    seconds = lambda item: sum((measured.get(item.nodeid) or {}).get(k, 0.0) for k in ("setup", "call"))  # noqa: E731
+    unit = {item.nodeid: _group(item) or item.nodeid for item in items}
     weight: dict[str, float] = {}
     for item in items:
-        unit = _group(item) or item.nodeid
-        weight[unit] = weight.get(unit, 0.0) + seconds(item)
-    position = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (-weight[_group(item) or item.nodeid], position[id(item)]))
+        m = measured.get(item.nodeid) or {}
+        weight[unit[item.nodeid]] = weight.get(unit[item.nodeid], 0.0) + m.get("setup", 0.0) + m.get("call", 0.0)
+    items.sort(key=lambda item: -weight[unit[item.nodeid]])
 
 
 class Recorder:

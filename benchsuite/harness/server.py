@@ -37,7 +37,8 @@ _NEEDS_LIBRARIES = re.compile(r"\b(transformers|peft|trl|accelerate)\b"
 
 
 def _needs_libraries(paths: list[Path]) -> bool:
-    """(A user's --model is loaded by the cases that use it, with ctx helpers or transformers by name.)"""
+    """Whether one of these case files needs the Hugging Face libraries (_NEEDS_LIBRARIES). A --model alone is no
+    reason: the cases that load it name transformers or use ctx's model helpers."""
     for path in paths:
         try:
             if _NEEDS_LIBRARIES.search(path.read_text(errors="replace")):

@@ -18,7 +18,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import in_turn_runs
 import pytest
+from in_turn_runs import in_turn
 
 from benchsuite.gradscan import ParamRecord
 from benchsuite.gradscan import verdicts as V
@@ -32,7 +34,6 @@ TRAINER = str(SCRIPTS / "trainer_lora.py")
 RL = str(SCRIPTS / "rl_loop.py")
 DDP = str(SCRIPTS / "ddp_loop.py")
 TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
-IN_TURN = str(SCRIPTS / "in_turn.py")
 RAISE = ["--policy", "raise"]
 
 
@@ -72,35 +73,12 @@ def steps_log(tmp_path, name="steps.jsonl"):
     return [json.loads(x) for x in (tmp_path / name).read_text().splitlines()]
 
 
-def in_turn(commands: dict) -> list[str]:
-    """One process that runs the variants' scripts in turn (watch_scripts/in_turn.py): {name: script and args}."""
-    args = [IN_TURN]
-    for k, (name, command) in enumerate(commands.items()):
-        args += [";;"] * bool(k) + [a.replace("{tmp}", "{tmp}/" + name) for a in command]
-    return args
-
-
 def variant_of(run, names: list[str], name: str):
-    """The variant `name` of a process that ran the scripts of `names` in turn, its script run to its end: (its
-    model, its open findings, watch's summary lines about that model, its step-log lines). Each script trains one
-    model, so the k-th model is the k-th script's."""
+    """in_turn_runs.variant_of for a run of watch_all: (its model, its open findings, its summary lines, its
+    step-log lines)."""
     folder, (proc, summary) = run
-    k = names.index(name)
-    done = proc.stdout.count("in_turn: finished ")
-    assert f"in_turn: finished {k + 1}/{len(names)} " in proc.stdout, proc.stderr[-3000:]
-    models = summary["processes"][0]["models"]
-    assert len(models) in (done, done + 1) and len(models) > k, [m["label"] for m in models]  # one per script
-    m = models[k]
-    lines = proc.stderr.splitlines()
-    head = next(i for i, ln in enumerate(lines) if ln.startswith(f"      model {m['order']}: {m['label']} ("))
-    block = []
-    for ln in lines[head + 1:]:
-        if not ln.startswith(" " * 8):
-            break
-        block.append(ln)
-    f = {x["kind"]: x for x in summary["processes"][0]["findings"]
-         if x["status"] == "open" and x["model"] == m["label"]}
-    return m, f, "\n".join(block), [ln for ln in steps_log(folder) if ln["model"] == m["label"]]
+    m, f, lines = in_turn_runs.variant_of(proc, summary, names, name)
+    return m, f, lines, [ln for ln in steps_log(folder) if ln["model"] == m["label"]]
 
 
 # ---------------------------------------------------------------- healthy runs: no false alarm

@@ -15,7 +15,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import in_turn_runs
 import pytest
+from in_turn_runs import in_turn
 from messages import empty_fields
 
 from benchsuite.watch.env import PREFIX
@@ -28,7 +30,6 @@ RL = str(SCRIPTS / "rl_loop.py")
 REGRESS = str(SCRIPTS / "regress_loop.py")
 MULTI = str(SCRIPTS / "multi_trainer.py")
 TRL = str(SCRIPTS / "trl_trainers.py")
-IN_TURN = str(SCRIPTS / "in_turn.py")
 
 
 def watch(folder: Path, args: list[str], options: list[str]):
@@ -52,32 +53,8 @@ def open_findings(summary, model=None) -> dict:
     return {f["kind"]: f for f in proc["findings"] if f["status"] == "open" and (model is None or f["model"] == model)}
 
 
-def in_turn(commands: dict) -> list[str]:
-    """One process that runs the variants' scripts in turn (watch_scripts/in_turn.py): {name: script and args}."""
-    args = [IN_TURN]
-    for k, (name, command) in enumerate(commands.items()):
-        args += [";;"] * bool(k) + [a.replace("{tmp}", "{tmp}/" + name) for a in command]
-    return args
-
-
 def variant_of(result, names: list[str], name: str, finished: bool = True):
-    """The variant `name` of a process that ran the scripts of `names` in turn: (its model, its open findings, watch's
-    summary lines about that model). Each script trains one model, so the k-th model is the k-th script's."""
-    proc, summary = result
-    k = names.index(name)
-    done = proc.stdout.count("in_turn: finished ")
-    assert (f"in_turn: finished {k + 1}/{len(names)} " in proc.stdout) == finished, proc.stderr[-3000:]
-    models = summary["processes"][0]["models"]
-    assert len(models) in (done, done + 1) and len(models) > k, [m["label"] for m in models]  # one per script
-    m = models[k]
-    lines = proc.stderr.splitlines()
-    head = next(i for i, ln in enumerate(lines) if ln.startswith(f"      model {m['order']}: {m['label']} ("))
-    block = []
-    for ln in lines[head + 1:]:
-        if not ln.startswith(" " * 8):
-            break
-        block.append(ln)
-    return m, open_findings(summary, m["label"]), "\n".join(block)
+    return in_turn_runs.variant_of(*result, names, name, finished)
 
 
 RAISE = ["--policy", "raise"]

@@ -98,7 +98,7 @@ def finding_text(m, kind: str, names: list[str]) -> str:
 def stop_message(w, m, where: str, kind: str, names: list[str], about: str) -> str:
     outputs = [x for x in (os.environ.get(ENV_JSON) and "the summary (--json)", w.log_path and "the step log (--log)")
                if x]
-    listed = (" and ".join(outputs) + " list every name") if outputs else \
+    listed = (" and ".join(outputs) + (" list" if len(outputs) > 1 else " lists") + " every name") if outputs else \
         "run with --json PATH or --log PATH for every name"
     listed = "" if kind in K.RUN_LEVEL else f"; {listed}"
     d = m.tracker.details.get(kind) or {}

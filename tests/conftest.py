@@ -27,6 +27,9 @@ os.environ["BENCHSUITE_CACHE"] = str(TEST_CACHE)
 os.environ["UV_CACHE_DIR"] = str(TEST_CACHE / "uv")
 os.environ.setdefault("BENCHSUITE_CUDAEMU_CACHE", str(TEST_CACHE / "cudaemu"))  # a knob of the tests' own
 os.environ["MPLCONFIGDIR"] = str(TEST_CACHE / "matplotlib")
+# torch makes /tmp/torchinductor_<user> when torch._dynamo is imported (this process, the scripts watch runs); the
+# harness and bench keep it in their work folders themselves, which test_cli checks without this
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(TEST_CACHE / "torchinductor"))
 
 
 def pytest_configure(config):
@@ -44,6 +47,15 @@ def pytest_configure(config):
     if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", None) == "load":
         config.option.dist = "loadgroup"
         config.option.loadscopereorder = False
+    # A worker learns the mode from its command line alone (`-n 2` says "load"), so it would not tag its tests with
+    # their group and the controller would spread them: the controller tells it (pytest_configure_node below).
+    if getattr(config, "workerinput", {}).get("benchsuite_loadgroup"):
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):  # pytest-xdist's hook, on the controller, once per worker it starts
+    node.workerinput["benchsuite_loadgroup"] = node.config.getvalue("dist") == "loadgroup"
 
 
 def _cuda() -> bool:

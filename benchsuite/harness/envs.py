@@ -7,6 +7,7 @@ environment sees through a .pth file (the core links no libtorch, so it serves e
 """
 from __future__ import annotations
 
+import compileall
 import datetime
 import fcntl
 import hashlib
@@ -272,12 +273,20 @@ def overlay() -> Path:
             shutil.copy2(f, target)
         for f in extra:
             shutil.copy2(f, tmp / "benchsuite" / f.name)
+        compileall.compile_dir(tmp, quiet=2)  # its bytecode, once (see managed())
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, dest)
         except OSError:  # another process made it first
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def managed(prefix: str | os.PathLike = sys.prefix) -> bool:
+    """Whether this interpreter runs in one of the pinned environments (built here, RESOLUTION_FILE). Their
+    bytecode is kept in the cache even under PYTHONDONTWRITEBYTECODE, which only means "not beside my
+    sources": without it every process there compiled torch and transformers again, 15 s a start here."""
+    return (Path(prefix) / RESOLUTION_FILE).exists()
 
 
 def _site_packages(venv: Path) -> Path:

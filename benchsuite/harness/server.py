@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ..common import die_with_parent
+from .envs import managed
 from .execute import execute
 from .versions import environment
 
@@ -49,6 +50,17 @@ def _needs_libraries(paths: list[Path]) -> bool:
 
 
 def _warm_imports(libraries: bool = True) -> None:
+    """Import what the cases share, once. In a pinned environment the bytecode of what this imports is written
+    to the environment's folder in the cache (envs.managed), so only the first runner there compiles it."""
+    keep = sys.dont_write_bytecode
+    sys.dont_write_bytecode = keep and not managed()
+    try:
+        _import_shared(libraries)
+    finally:
+        sys.dont_write_bytecode = keep  # a case's own files: as the user set it
+
+
+def _import_shared(libraries: bool) -> None:
     # torch._dynamo: the first optimizer a process builds imports it (2.5 s here), so every case would pay it
     for name in ("torch", "torch._dynamo", *(("transformers", "peft", "accelerate") if libraries else ())):
         try:

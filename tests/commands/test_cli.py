@@ -290,7 +290,8 @@ def test_ctrl_c_in_bench_writes_table_and_plot_for_finished_configurations(tmp_p
 
 # ---------------------------------------------------------------- 10. nothing left behind
 
-def test_runs_leave_nothing_in_tmpdir_even_when_a_case_is_killed(tmp_path):
+def test_runs_leave_nothing_in_tmpdir_even_when_a_case_is_killed(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")  # the tests' own (conftest): here the commands must keep it
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     cases = write_cases(tmp_path / "cases", ["quick-ok", "hangs"])

@@ -144,6 +144,12 @@ def test_seed_cases_in_pinned_transformers_4_57(tmp_path):
     assert {r["environment"]["transformers"] for r in res.values()} == {"4.57.6"}
     check_seed_verdicts(res, "4.57.6")
     assert all(r["status"] == "reproduced" for r in res.values())
+    # the environment keeps the bytecode of what its runner imported (this suite sets PYTHONDONTWRITEBYTECODE
+    # where CI does), so the next process there does not compile torch and transformers again
+    [env] = [p.parent for p in (Path(os.environ["BENCHSUITE_CACHE"]) / "envs").glob("*/.ready")
+             if "transformers==4.57.6\n" in p.read_text()]
+    for package in ("torch", "transformers"):
+        assert list(env.glob(f"lib/python3*/site-packages/{package}/__pycache__/__init__.*.pyc")), package
 
 
 def test_pinned_environment_that_cannot_be_built(tmp_path):

@@ -9,9 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-if TYPE_CHECKING:  # torch is imported where it is used: the CLI loads this module at start-up
+if TYPE_CHECKING:  # torch and NumPy are imported where they are used: the CLI loads this module at start-up
     import torch
 
 CHUNK = 1 << 16   # kCudaChunkElems (csrc/gradscan_abi.h)
@@ -163,6 +161,7 @@ def probe_suite() -> Suite:
 
 def reference(t: torch.Tensor) -> tuple:
     """(nan, posinf, neginf, zero, sumsq, absmax) in NumPy float64 from the raw bits."""
+    import numpy as np
     import torch
     raw = t.detach().cpu().contiguous().view(_int_type(t.dtype)).numpy()
     with np.errstate(invalid="ignore"):  # NaN payloads widen to NaN, which is the point

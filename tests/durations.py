@@ -5,14 +5,14 @@ A test is slow when its setup and call took at least SLOW_SECONDS in the last re
 test (the first test to use a fixture pays for it; the others would pay in a run without it). A test the
 file does not know yet is quick until the next recording. Record again after adding or speeding up tests:
 
-    BENCHSUITE_RECORD_DURATIONS=tests/durations.json python -m pytest -p no:randomly
+    BENCHSUITE_RECORD_DURATIONS=tests/durations.json python -m pytest -n 0
 
 Explicit `@pytest.mark.slow` marks stay and always count.
 
-On two workers (`pytest -n 2`; tests/conftest.py makes xdist's loadgroup the default there) the same figures order
-the work: the tests that share a module-wide fixture of the project's go to one worker as one unit (the fixture then
-runs once, not once per worker), and the units start longest first, so that no long test is left to run alone at
-the end.
+On two workers (`pytest -n 2`, the README's command; tests/conftest.py makes xdist's loadgroup the default there) the
+same figures order the work: the tests that share a module-wide fixture of the project's go to one worker as one unit
+(the fixture then runs once, not once per worker), and the units start longest first, so that no long test is left to
+run alone at the end. The figures are recorded on one process: beside another worker each test takes longer.
 """
 from __future__ import annotations
 
@@ -101,5 +101,8 @@ class Recorder:
 
 def configure(config) -> None:
     path = os.environ.get("BENCHSUITE_RECORD_DURATIONS")
+    if path and getattr(config.option, "numprocesses", None):
+        # each test would take longer beside another worker's, and the slow marks would follow
+        raise pytest.UsageError("BENCHSUITE_RECORD_DURATIONS: record on one process (add -n 0)")
     if path:
         config.pluginmanager.register(Recorder(path), "benchsuite-durations")

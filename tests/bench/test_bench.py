@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -47,12 +48,16 @@ def test_checkpointing_without_recompute_is_flagged():
 
 def test_small_real_grid(tmp_path):
     out, md, png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
+    tmp = tmp_path / "tmp"  # its $TMPDIR, left empty (torch's inductor folder included: not the tests' own here)
+    tmp.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}, "TMPDIR": str(tmp)}
     proc = subprocess.run(CLI + ["--grid", "checkpointing=off,non-reentrant", "--grid", "accumulation=1,2",
                                  "--grid", "precision=fp32", "--grid", "adapter=lora", "--seq-len", "64",
                                  "--batch", "2", "--steps", "1", "--warmup", "0", "--scan", "--json", str(out),
                                  "--markdown", str(md), "--plot", str(png)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr  # (an unknown precision is a usage error: tests/commands/test_cli.py)
+    assert list(tmp.iterdir()) == []
     results = json.loads(out.read_text())["results"]
     assert len(results) == 4
     ok = [r for r in results if r["status"] == "ok"]

@@ -201,7 +201,7 @@ def test_interrupted_run_keeps_finished_results(tmp_path):
 
 
 def test_list_shows_catalogue_and_broken_files(tmp_path, capsys):
-    # in this process: the command's own code, without an interpreter's start-up (CI runs `benchsuite info` itself)
+    # in this process: the command's own code, without an interpreter's start-up
     from benchsuite.cli import main
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
@@ -213,7 +213,7 @@ def test_list_shows_catalogue_and_broken_files(tmp_path, capsys):
 
 
 def test_info_shows_build_facts(capsys):
-    from benchsuite.cli import main
+    from benchsuite.cli import main  # in this process, as above (.ci/run starts `benchsuite info` itself)
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "extension benchsuite._core" in out and "transformers" in out

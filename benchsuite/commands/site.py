@@ -39,8 +39,8 @@ def build(folder: Path, cases_dir: Path, matrices: list[Path], run: Path | None)
     for m in [*matrices, *([run] if run else [])]:
         if not m.is_file():
             raise UsageError(f"{m}: no such file")
-    if not matrices and run is None:
-        matrices, run = _defaults(cases_dir)
+    default_matrices, default_run = _defaults(cases_dir)  # each default on its own (refresh --write names the matrix)
+    matrices, run = matrices or default_matrices, run or default_run
     cases, broken = _options.load_selected(cases_dir)
     for cid, error in broken:
         print(f"{cid}: BROKEN CASE FILE, left out: {error}", file=sys.stderr)

@@ -100,4 +100,14 @@ def _link(ref: str) -> str:
 
 def write(cases: list[dict], out: str, matrix_path: str | None) -> None:
     matrix = json.loads(Path(matrix_path).read_text()) if matrix_path else None
-    Path(out).write_text(render(cases, matrix, matrix_path), encoding="utf-8")
+    Path(out).write_text(render(cases, matrix, _from_root(matrix_path, Path(out))), encoding="utf-8")
+
+
+def _from_root(matrix_path: str | None, page: Path) -> str | None:
+    """The matrix as the page's header names it: from the folder above the page's own (the checkout, where the
+    header's command runs) when it lies there. The page is committed: a path of the machine that wrote it (refresh
+    --write passes an absolute one) would not mean anything elsewhere."""
+    if not matrix_path:
+        return None
+    root, path = page.resolve().parent.parent, Path(matrix_path).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else matrix_path

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from strict import strict_loads
 
+from benchsuite.commands import site as site_command
 from benchsuite.harness.discover import case_files, default_cases_dir
 from benchsuite.publish.osv import _events, reference
 
@@ -91,3 +92,12 @@ def test_the_site_opens_in_a_browser_with_one_row_per_case_and_links_that_work(t
     page = _dom(browser, (site / link.group(1)).as_uri(), tmp_path)
     assert f"<h1>{link.group(2)}</h1>" in page and f"benchsuite run {link.group(2)}" in page
     assert "Trigger" in page and "References" in page
+
+
+def test_a_site_of_a_named_matrix_still_shows_the_last_run(tmp_path):
+    # refresh --write rebuilds the site naming its matrix: the case pages keep the recorded run's evidence
+    # (docs/results/catalogue-run.json, the --run default), as `benchsuite site DIR` alone shows it
+    results = default_cases_dir().resolve().parent / "docs" / "results"
+    assert site_command.build(tmp_path, default_cases_dir(), [results / "matrix-all.json"], None) == 0
+    page = (tmp_path / "cases" / "lora-loaded-frozen.html").read_text()
+    assert "No run result was given" not in page and "Status <b>reproduced</b>" in page

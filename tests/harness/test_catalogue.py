@@ -128,3 +128,19 @@ def test_the_catalogue_page_names_the_cases_no_column_judged_and_what_they_need(
     line = next(x for x in text.splitlines() if x.startswith("Skipped in every column:"))
     assert "`zero3-peft-nonreentrant` (needs a CUDA GPU (hardware the matrix machine lacks), deepspeed)" in line
     assert "`bf16-unsupported-hardware` (needs a CUDA GPU" in line and "lora-loaded-frozen" not in line
+
+
+def test_the_catalogue_page_names_its_matrix_from_the_checkout(tmp_path):
+    # refresh --write passes the matrix's absolute path: the committed page names it as its command is run, from the
+    # checkout's root; a matrix elsewhere keeps the path it was given
+    case = load_case(case_files(default_cases_dir())["lora-loaded-frozen"]).metadata()
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    inside, outside = tmp_path / "docs" / "results" / "m.json", tmp_path.parent / f"{tmp_path.name}-m.json"
+    cell = {"case": case["id"], "env": "e", "status": "reproduced", "agrees": True}
+    for path in (inside, outside):
+        path.write_text(json.dumps({"cells": [cell]}))
+    page = tmp_path / "docs" / "catalogue.md"
+    for path, shown in ((inside, "docs/results/m.json"), (outside, str(outside))):
+        catalogue_doc.write([case], str(page), str(path))
+        assert f"--matrix {shown}` from the case files" in page.read_text()
+    outside.unlink()

@@ -77,8 +77,9 @@ class Watcher:
         self.log_path = output.rank_path(os.environ.get(ENV_LOG), self.rank, self.world)
         self.sig_path = output.rank_path(os.environ.get(ENV_SIGNATURE), self.rank, self.world, default_ext=".json")
         self.sig_step = _int_env(ENV_SIGNATURE_STEP, 1)
-        self.signature: dict | None = None
-        self._sig_counts: dict[int, int] = {}
+        self.signature: dict | None = None    # the first signature (or why there is none): the summary's "signature"
+        self.signatures: list[dict] = []      # one per optimizer that reached --signature-step, in order
+        self._sig_counts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> steps; None: signed
         self.lock = threading.Lock()
         self.torch = False
         self.feed = LossFeed()
@@ -176,28 +177,32 @@ class Watcher:
 
     # -- the hook
     def optimizer_pre_step(self, optimizer) -> None:
-        if self.sig_path and self.signature is None:
-            self._signature(optimizer)
-        if self.disabled:
-            return
         try:
-            self._step(optimizer)
+            if not self.disabled:
+                self._step(optimizer)
         except WatchProblemError:
             raise
         except Exception as exc:  # the watcher's own failure must not stop the run
             self._fail(f"the scan failed ({type(exc).__name__}: {exc})")
+        finally:  # after the scan, which names the step's model; also at a stop under --policy raise
+            if self.sig_path:
+                self._signature(optimizer)
 
     def _signature(self, optimizer) -> None:
+        """--signature: each optimizer's gradients at its N-th step, once (the models of a sweep each get a file)."""
+        count = self._sig_counts.get(optimizer, 0)
+        if count is None:
+            return
         m = self.trainer_opts.get(id(optimizer))
-        if m is not None:
-            step = m.trainer[1].global_step + 1
-        else:
-            step = self._sig_counts[id(optimizer)] = self._sig_counts.get(id(optimizer), 0) + 1
+        step = self._sig_counts[optimizer] = m.trainer[1].global_step + 1 if m is not None else count + 1
         if step < self.sig_step:
             return
-        root = m.trainer[0] if m is not None else None
-        output.write_signature(self, optimizer, step, root, self.trainer_args.get(id(optimizer)),
-                               json.loads(os.environ.get(ENV_COMMAND) or "null"))
+        self._sig_counts[optimizer] = None
+        o = self.opts.get(id(optimizer))
+        model = o.model if o is not None and o.ref() is optimizer else m
+        output.write_signature(self, optimizer, step, m.trainer[0] if m is not None else None,
+                               self.trainer_args.get(id(optimizer)), json.loads(os.environ.get(ENV_COMMAND) or "null"),
+                               model.label if model is not None else None)
         self._safe_save()
 
     def _fail(self, what: str) -> None:

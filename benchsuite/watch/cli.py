@@ -67,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signature", default=None, metavar="PATH",
                    help="write every trainable parameter's gradient signature at the run's first optimizer step "
                         "(after unscaling, clipping and accumulation, before the update) to PATH as JSON, one file "
-                        "per rank; compare two runs with `benchsuite compare-grads A.json B.json`")
+                        "per rank and per model (PATH.model2.json: a sweep's second); compare two runs with "
+                        "`benchsuite compare-grads A.json B.json`")
     p.add_argument("--signature-step", type=int, default=1, metavar="N",
                    help="with --signature: take it at the N-th optimizer step instead (default 1)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
@@ -177,15 +178,17 @@ def _render_process(s: dict) -> list[str]:
         out.extend(_render_model(models[0] if models else {"scans": s["scans"], "params": params,
                                                            "zero_gradient_steps": s.get("zero_gradient_steps")},
                                  s["findings"], "    ", False))
-    sig = s.get("signature") or {}
-    if sig.get("error"):
-        out.append(f"    no gradient signatures: {sig['error']}")
-    elif sig.get("path"):
-        none = f", {sig['none']} without a gradient" if sig.get("none") else ""
-        out.append(f"    gradient signatures of step {sig['step']} ({_plural(sig['parameters'], 'parameter')}{none}): "
-                   f"{sig['path']}")
+    sigs = s.get("signatures") or ([s["signature"]] if s.get("signature") else [])
+    for sig in sigs:
+        about = f", {sig['model']}" if len(sigs) > 1 and sig.get("model") else ""
+        if sig.get("error"):
+            out.append(f"    no gradient signatures{about}: {sig['error']}")
+        else:
+            none = f", {sig['none']} without a gradient" if sig.get("none") else ""
+            out.append(f"    gradient signatures of step {sig['step']}{about} "
+                       f"({_plural(sig['parameters'], 'parameter')}{none}): {sig['path']}")
     for note in s.get("notes") or []:
-        if not (sig.get("error") and note.startswith("gradient signatures not written")):
+        if not (any(sig.get("error") for sig in sigs) and note.startswith("gradient signatures not written")):
             out.append(f"    note: {note}")
     return out
 

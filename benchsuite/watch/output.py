@@ -23,6 +23,14 @@ def rank_path(path: str | None, rank: int, world: int, default_ext: str = ".json
     return f"{root}.rank{rank}{ext or default_ext}"
 
 
+def model_path(path: str, order: int) -> str:
+    """--signature of the order-th model of a process: PATH itself for the first, PATH.model<k>.ext after it."""
+    if order == 1:
+        return path
+    root, ext = os.path.splitext(path)
+    return f"{root}.model{order}{ext or '.json'}"
+
+
 class StepLog:
     """--log: one JSON line per scan. A write that fails is said once; the run goes on."""
 
@@ -58,9 +66,11 @@ def _number(v):
     return v if v == v and v not in (float("inf"), float("-inf")) else str(v)
 
 
-def write_signature(w, optimizer, step: int, root, trainer_args, command) -> None:
-    """--signature: the signature of every trainable parameter's gradient at this step. Any failure is said
-    once; the run goes on."""
+def write_signature(w, optimizer, step: int, root, trainer_args, command, model: str | None) -> None:
+    """--signature: the signature of every trainable parameter's gradient at this step, to the path of the
+    process's next signature (model_path). Any failure is said once; the run goes on."""
+    order = len(w.signatures) + 1
+    path = model_path(w.sig_path, order)
     try:
         from .signatures import document, write
         group_params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -75,14 +85,17 @@ def write_signature(w, optimizer, step: int, root, trainer_args, command) -> Non
                        source="trainer" if trainer_args is not None else "optimizer",
                        optimizer=type(optimizer).__name__, command=command, argv=sys.argv, versions=versions(),
                        trainer=trainer_args)
-        write(w.sig_path, doc)
-        w.signature = {"path": w.sig_path, "step": step, "parameters": len(doc["signatures"]),
-                       "none": sum(1 for d in doc["signatures"].values() if d["none"])}
+        doc["model"] = {"order": order, "label": model}
+        write(path, doc)
+        entry = {"path": path, "step": step, "parameters": len(doc["signatures"]),
+                 "none": sum(1 for d in doc["signatures"].values() if d["none"]), "model": model}
     except Exception as exc:  # never harms the run
-        w.signature = {"error": f"{type(exc).__name__}: {exc}", "path": w.sig_path}
-        w.notes.append(f"gradient signatures not written to {w.sig_path}: {type(exc).__name__}: {exc}")
-        sys.stderr.write(f"{PREFIX} cannot write the gradient signatures {w.sig_path} "
+        entry = {"error": f"{type(exc).__name__}: {exc}", "path": path, "model": model}
+        w.notes.append(f"gradient signatures not written to {path}: {type(exc).__name__}: {exc}")
+        sys.stderr.write(f"{PREFIX} cannot write the gradient signatures {path} "
                          f"({type(exc).__name__}: {exc}); the run goes on\n")
+    w.signatures.append(entry)
+    w.signature = w.signature or entry
 
 
 def finding_text(m, kind: str, names: list[str]) -> str:
@@ -126,7 +139,7 @@ def summary(w) -> dict:
            "models": models, "findings": [f for s in models for f in s["findings"]],
            "zero_gradient_steps": [z for s in models for z in s["zero_gradient_steps"]],
            "error": w.error, "notes": w.notes, "log": w.log_path, "finished": w._finished,
-           "signature": w.signature, "stopped": w.stopped,
+           "signature": w.signature, "signatures": w.signatures, "stopped": w.stopped,
            # the libraries' versions, for the catalogue cases watch names (benchsuite.doctor, issue 15)
            "versions": versions() if w.steps else None}
     if len(models) == 1:

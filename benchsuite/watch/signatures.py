@@ -1,18 +1,19 @@
 """Gradient signature files: what `benchsuite watch --signature PATH` writes and `benchsuite compare-grads` reads.
 
-One file per rank: at the watched run's N-th optimizer step (``--signature-step``, default 1), in the
-optimizer's step pre-hook, so after GradScaler's unscale, after gradient clipping, with the whole
-accumulated gradient, before the update, the signature (``benchsuite.gradscan.signature``: exact sum of
-squares, non-finite count and a 128-number sketch) of every trainable parameter's ``.grad``, named as the
-watcher names parameters (``compare.normalise_name``: wrappers' segments dropped). A ``.grad`` that is
-None is recorded as such.
+One file per rank and per model (a process that trains several in turn writes PATH, PATH.model2.json, ...): at
+each optimizer's N-th step (``--signature-step``, default 1), in the optimizer's step pre-hook, so after
+GradScaler's unscale, after gradient clipping, with the whole accumulated gradient, before the update, the
+signature (``benchsuite.gradscan.signature``: exact sum of squares, non-finite count and a 128-number sketch) of
+every trainable parameter's ``.grad``, named as the watcher names parameters (``compare.normalise_name``: wrappers'
+segments dropped). A ``.grad`` that is None is recorded as such.
 
     {"benchsuite_version": ..., "kind": "gradient-signatures", "format": 1,
      "step": 1, "rank": 0, "world_size": 1, "pid": ..., "source": "trainer" | "optimizer",
      "optimizer": "AdamW", "command": [...], "argv": [...], "versions": {"torch": ..., ...},
      "trainer_args": {...} | null, "dtypes": {"parameters": {"float32": 18}, "gradients": {...}},
      "parameters": {name: {"shape": [...], "dtype": "float32", "grad_dtype": "float32" | null}},
-     "signatures": {name: Signature.to_dict()}}
+     "signatures": {name: Signature.to_dict()},
+     "model": {"order": 1, "label": "Trainer #1" | null}}   (added after format 1's first files: may be absent)
 
 Two files are compared parameter by parameter (b against the reference a) by
 ``compare.compare_signatures``; see :func:`main` for the command.
@@ -135,6 +136,8 @@ def _describe(meta: dict) -> str:
     where = f"step {meta.get('step')}"
     if (meta.get("world_size") or 1) > 1:
         where += f", rank {meta.get('rank')} of {meta.get('world_size')}"
+    if (meta.get("model") or {}).get("label"):  # which model of the process (a sweep writes one file per model)
+        where += f" of {meta['model']['label']}"
     cmd = meta.get("command") or meta.get("argv") or []
     text = " ".join("<code>" if "\n" in str(c) else str(c) for c in cmd)  # python -c's program as <code>
     if len(text) > 160:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from in_turn_runs import IN_TURN, in_turn
 
 SCRIPTS = Path(__file__).parent.parent / "watch_scripts"
 WATCH = [sys.executable, "-m", "benchsuite", "watch"]
@@ -58,21 +59,30 @@ def compare(*args):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Every watched run of this module, started at once (about 25 s on 2 idle cores, most of it imports)."""
+    """Every watched run of this module, started at once (most of their time is imports): the Trainer runs in turn
+    in one process and the loops in another, as a sweep trains its variants (a signature file per model)."""
     folder = tmp_path_factory.mktemp("runs")
     (folder / "doomed").mkdir()
     base = [TRAINER, "--steps", "1"]
     out = _run_all(folder, {
-        "off": (base + ["--out", str(folder / "o1"), "--ckpt", "off"],),
-        "non-reentrant": (base + ["--out", str(folder / "o2"), "--ckpt", "non-reentrant"],),
-        "broken": (base + ["--out", str(folder / "o3"), "--broken"],),
-        "full-clip": ([LOOP, "--clip", "0.01"],),
-        "accum-scaler-clip": ([LOOP, "--clip", "0.01", "--accum", "2", "--scaler"],),
-        "full-noclip": ([LOOP],),
+        # the three Trainer runs in turn in one process, as a sweep trains them: a signature file per model
+        "trainers": ([a.replace("{tmp}", str(folder)) for a in in_turn({
+                          "off": base + ["--out", "{tmp}", "--ckpt", "off"],
+                          "non-reentrant": base + ["--out", "{tmp}", "--ckpt", "non-reentrant"],
+                          "broken": base + ["--out", "{tmp}", "--broken"]})],
+                     ["--json", str(folder / "trainers-summary.json")]),
+        "loops": (in_turn({"full-clip": [LOOP, "--clip", "0.01"],
+                           "accum-scaler-clip": [LOOP, "--clip", "0.01", "--accum", "2", "--scaler"],
+                           "full-noclip": [LOOP]}),),
         "full-clip-step2": ([LOOP, "--clip", "0.01"], ["--signature-step", "2"]),
         "unwritable": ([LOOP, "--break-folder", str(folder / "doomed")], ["--json", str(folder / "summary.json")],
                        folder / "doomed" / "sig.json"),
     })
+    for proc, names in (("trainers", ("off", "non-reentrant", "broken")),
+                        ("loops", ("full-clip", "accum-scaler-clip", "full-noclip"))):
+        run = out.pop(proc)
+        for k, name in enumerate(names, 1):  # trainers.json, trainers.model2.json, ...
+            out[name] = {**run, "sig": folder / (f"{proc}.json" if k == 1 else f"{proc}.model{k}.json")}
     out["folder"] = folder
     return out
 
@@ -83,17 +93,29 @@ def _doc(path):
 
 def test_trainer_signature_file(runs):
     r = runs["off"]
-    assert r["code"] == 0 and "training finished" in r["stdout"], r["stderr"][-3000:]
+    assert r["code"] == 0 and r["stdout"].count("training finished") == 3, r["stderr"][-3000:]
     doc = _doc(r["sig"])
     assert doc["kind"] == "gradient-signatures" and doc["step"] == 1 and doc["source"] == "trainer"
     assert doc["world_size"] == 1 and doc["rank"] == 0 and doc["versions"]["torch"]
-    assert doc["command"][1:] == [TRAINER, "--steps", "1", "--out", str(r["sig"].parent / "o1"), "--ckpt", "off"]
+    folder = r["sig"].parent
+    assert doc["command"][1] == IN_TURN and doc["argv"] == [TRAINER, "--steps", "1", "--out", str(folder / "off"),
+                                                            "--ckpt", "off"]  # the watch command; the script's own
     assert doc["trainer_args"]["gradient_accumulation_steps"] == 1
     names = list(doc["signatures"])
     assert len(names) == 9 and any("lora_B" in n for n in names) and any("score" in n for n in names)
     assert doc["dtypes"] == {"parameters": {"float32": 9}, "gradients": {"float32": 9}}
     assert doc["parameters"][names[0]]["shape"] and len(doc["signatures"][names[0]]["proj"]) == 128
-    assert f"gradient signatures of step 1 (9 parameters): {r['sig']}" in r["stderr"]
+    # one file per model, each named in its file, in the summary and on the console
+    variants = ("off", "non-reentrant", "broken")
+    labels = [_doc(runs[n]["sig"])["model"]["label"] for n in variants]
+    assert [_doc(runs[n]["sig"])["model"]["order"] for n in variants] == [1, 2, 3]
+    summary = _doc(folder / "trainers-summary.json")["processes"][0]
+    assert labels == [m["label"] for m in summary["models"]] and len(set(labels)) == 3
+    assert [s["path"] for s in summary["signatures"]] == [str(runs[n]["sig"]) for n in variants]
+    assert summary["signature"] == summary["signatures"][0]
+    assert f"gradient signatures of step 1, {labels[0]} (9 parameters): {r['sig']}" in r["stderr"]
+    assert f"gradient signatures of step 1, {labels[2]} (9 parameters, 8 without a gradient): " \
+           f"{runs['broken']['sig']}" in r["stderr"]
 
 
 def test_non_reentrant_checkpointing_matches(runs):
@@ -101,6 +123,7 @@ def test_non_reentrant_checkpointing_matches(runs):
     proc = compare(a, b)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "verdict: MATCH" in proc.stdout and "9 parameters in both" in proc.stdout
+    assert f"B: {b} (step 1 of Trainer #2, 9 parameters, " in proc.stdout  # the model of the sweep it came from
     proc = subprocess.run(COMPARE + [str(a), str(b)], capture_output=True, text=True, timeout=300)  # as a command
     assert proc.returncode == 0 and "verdict: MATCH" in proc.stdout, proc.stdout + proc.stderr
 
@@ -108,7 +131,6 @@ def test_non_reentrant_checkpointing_matches(runs):
 def test_reentrant_lora_without_input_hook_differs_by_name(runs, tmp_path):
     r = runs["broken"]
     assert r["code"] == 0, r["stderr"][-3000:]
-    assert "9 parameters, 8 without a gradient" in r["stderr"]
     out = tmp_path / "cmp.json"
     proc = compare(runs["off"]["sig"], r["sig"], "--json", out)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -128,6 +150,7 @@ def test_reentrant_lora_without_input_hook_differs_by_name(runs, tmp_path):
 def test_accumulation_scaler_and_clipping_seen_at_the_step(runs):
     for name in ("full-clip", "accum-scaler-clip", "full-noclip", "full-clip-step2"):
         assert runs[name]["code"] == 0 and "done" in runs[name]["stdout"], runs[name]["stderr"]
+    assert runs["full-clip"]["stdout"].count("done") == 3  # the three loops in one process, a file each
     doc = _doc(runs["full-clip"]["sig"])
     assert doc["source"] == "optimizer" and doc["optimizer"] == "SGD" and doc["trainer_args"] is None
     assert sorted(doc["signatures"]) == ["0.bias", "0.weight", "2.bias", "2.weight"]
@@ -137,7 +160,8 @@ def test_accumulation_scaler_and_clipping_seen_at_the_step(runs):
     # Without clipping the step sees the raw norm.
     proc = compare(runs["full-clip"]["sig"], runs["full-noclip"]["sig"])
     assert proc.returncode == 1 and "relative error above 0.001 (4)" in proc.stdout, proc.stdout
-    assert _doc(runs["full-clip-step2"]["sig"])["step"] == 2
+    r = runs["full-clip-step2"]  # one model: its line names none
+    assert _doc(r["sig"])["step"] == 2 and f"gradient signatures of step 2 (4 parameters): {r['sig']}" in r["stderr"]
     proc = compare(runs["full-clip"]["sig"], runs["full-clip-step2"]["sig"], "--precision", "bf16")
     assert "the files are of different steps (1 and 2)" in proc.stdout and "rtol 0.1" in proc.stdout
 
@@ -149,6 +173,7 @@ def test_a_failed_signature_write_never_harms_the_run(runs):
     assert "no gradient signatures: " in r["stderr"] and "healthy: no finding in 2 scans" in r["stderr"]
     summary = _doc(runs["folder"] / "summary.json")
     assert summary["processes"][0]["signature"]["error"]
+    assert "gradient signatures of step" not in r["stderr"]  # one model, and its file not written
 
 
 def test_bad_input_is_exit_2_with_one_line(runs, tmp_path):

@@ -79,7 +79,7 @@ class Watcher:
         self.sig_step = _int_env(ENV_SIGNATURE_STEP, 1)
         self.signature: dict | None = None    # the first signature (or why there is none): the summary's "signature"
         self.signatures: list[dict] = []      # one per optimizer that reached --signature-step, in order
-        self._sig_counts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> steps; None: signed
+        self._sig_counts: dict[int, tuple] = {}  # id(optimizer) -> (weakref to it, its steps so far; None: signed)
         self.lock = threading.Lock()
         self.torch = False
         self.feed = LossFeed()
@@ -186,18 +186,25 @@ class Watcher:
             self._fail(f"the scan failed ({type(exc).__name__}: {exc})")
         finally:  # after the scan, which names the step's model; also at a stop under --policy raise
             if self.sig_path:
-                self._signature(optimizer)
+                try:
+                    self._signature(optimizer)
+                except Exception as exc:  # never harms the run
+                    self.sig_path = None
+                    self.notes.append(f"gradient signatures not taken: {type(exc).__name__}: {exc}")
 
     def _signature(self, optimizer) -> None:
         """--signature: each optimizer's gradients at its N-th step, once (the models of a sweep each get a file)."""
-        count = self._sig_counts.get(optimizer, 0)
+        ref, count = self._sig_counts.get(id(optimizer), (None, 0))
+        if ref is not None and ref() is not optimizer:  # another optimizer that had the same id
+            ref, count = None, 0
         if count is None:
             return
         m = self.trainer_opts.get(id(optimizer))
-        step = self._sig_counts[optimizer] = m.trainer[1].global_step + 1 if m is not None else count + 1
-        if step < self.sig_step:
+        step = m.trainer[1].global_step + 1 if m is not None else count + 1
+        signed = step >= self.sig_step
+        self._sig_counts[id(optimizer)] = (ref or weakref.ref(optimizer), None if signed else step)
+        if not signed:
             return
-        self._sig_counts[optimizer] = None
         o = self.opts.get(id(optimizer))
         model = o.model if o is not None and o.ref() is optimizer else m
         output.write_signature(self, optimizer, step, m.trainer[0] if m is not None else None,

@@ -1,5 +1,5 @@
 """The rules of issue 31 on their own: the loss series, the learning rate against its schedule, zero-everywhere
-steps in and out of RL (no script run; real torch optimizers and schedulers)."""
+steps in and out of RL; and the signatures' bookkeeping (no script run; real torch optimizers and schedulers)."""
 from __future__ import annotations
 
 import math
@@ -121,3 +121,30 @@ def test_learning_rate_rules():
     # a warmup of 1000 steps that the run never finishes (a 1000-step schedule stopped at 8): only at the end
     track, found, final = _lr_run(1000, 1000, 8)
     assert found == {} and K.LR_TINY in final
+
+
+def test_signatures_one_file_per_optimizer(tmp_path, monkeypatch):
+    # the agent in this process (no script run): models trained in turn get a file each at their own first step,
+    # also one whose optimizer class cannot be a dict key (it defines __eq__)
+    from benchsuite.watch.agent import Watcher
+    from benchsuite.watch.env import ENV_SIGNATURE
+    monkeypatch.setenv(ENV_SIGNATURE, str(tmp_path / "sig.json"))
+    w = Watcher()
+
+    class Picky(torch.optim.SGD):
+        def __eq__(self, other):
+            return self is other
+
+    for seed, kind in ((0, torch.optim.SGD), (1, torch.optim.SGD), (2, Picky)):
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(3, 2)
+        opt = kind(model.parameters(), lr=0.1)
+        for _ in range(2):
+            model(torch.ones(2, 3)).sum().backward()
+            w.optimizer_pre_step(opt)
+            opt.step()
+            opt.zero_grad()
+    assert [s["path"] for s in w.signatures] == [str(tmp_path / n) for n in ("sig.json", "sig.model2.json",
+                                                                            "sig.model3.json")]
+    assert [s["model"] for s in w.signatures] == [m.label for m in w.models] and w.signature == w.signatures[0]
+    assert all(s["step"] == 1 and s["parameters"] == 2 for s in w.signatures) and not w.notes

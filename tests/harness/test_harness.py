@@ -73,6 +73,8 @@ CATALOGUE = {
     "trl-grpo-reward-wrong-length-broadcast", "trl-grpo-zero-std-rewards", "trl-reward-model-num-labels-2",
     "trl-sft-peft-model-with-peft-config", "unfrozen-head-not-in-adapter", "use-auth-token-removed",
     "v5-default-dtype-bf16-finetune",
+    # 2026-12-08
+    "causal-collator-builds-no-labels",
 }
 
 

@@ -83,7 +83,8 @@ def score(pasted: dict, symptom: dict, title: str = "") -> tuple[float, list[str
     why: list[str] = []
     total = 0.0
     seen_classes = [c for c, _ in pasted["exceptions"]] + [c for c, _ in pasted["warnings"]]
-    if exc and any(_class_matches(exc, c) for c in seen_classes):
+    class_seen = bool(exc) and any(_class_matches(exc, c) for c in seen_classes)
+    if class_seen:
         total += 2.0
         why.append(f"{exc} is the declared exception")
     messages = [" ".join(m.split()) for _, m in pasted["exceptions"]]
@@ -91,7 +92,9 @@ def score(pasted: dict, symptom: dict, title: str = "") -> tuple[float, list[str
         if _search(msg, *messages):
             total += 4.0 + 4.0 * specificity(msg)
             why.append(f"the error message matches /{msg}/")
-        elif _search(msg, pasted["flat"], pasted["joined"]):
+        # Elsewhere in the text (a message wrapped past the parser) only when the error could be the declared one:
+        # in another exception's traceback the pattern is a coincidence of its source lines.
+        elif (class_seen or not exc or not pasted["exceptions"]) and _search(msg, pasted["flat"], pasted["joined"]):
             total += 3.0 + 4.0 * specificity(msg)
             why.append(f"the text matches the declared message /{msg}/")
     if warn and _search(warn, pasted["flat"], pasted["joined"]):

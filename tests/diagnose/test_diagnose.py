@@ -86,6 +86,12 @@ def test_a_pasted_error_names_why_and_whether_the_case_applies(rows):
 
 def test_unrelated_text_matches_nothing(rows):
     assert ranking.by_error("KeyboardInterrupt\nall good, the run finished", rows) == []
+    # another error whose traceback's source lines happen to hold a case's short pattern (r"weight", declared for a
+    # KeyError) is not that case
+    text = ('Traceback (most recent call last):\n  File "/x/torch/nn/functional.py", line 3104, in cross_entropy\n'
+            '    return torch._C._nn.cross_entropy_loss(input, target, weight, reduction, ignore_index)\n'
+            'IndexError: Target 3 is out of bounds.\n')
+    assert "trainer-removes-custom-columns" not in [m["id"] for m in ranking.by_error(text, rows)]
 
 
 def test_parse_joins_a_message_over_several_lines_and_reads_printed_warnings():

@@ -83,7 +83,7 @@ def score(pasted: dict, symptom: dict, title: str = "") -> tuple[float, list[str
     why: list[str] = []
     total = 0.0
     seen_classes = [c for c, _ in pasted["exceptions"]] + [c for c, _ in pasted["warnings"]]
-    class_seen = bool(exc) and any(_class_matches(exc, c) for c in seen_classes)
+    class_seen = bool(exc and any(_class_matches(exc, c) for c in seen_classes))
     if class_seen:
         total += 2.0
         why.append(f"{exc} is the declared exception")

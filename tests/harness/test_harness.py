@@ -74,7 +74,7 @@ CATALOGUE = {
     "trl-sft-peft-model-with-peft-config", "unfrozen-head-not-in-adapter", "use-auth-token-removed",
     "v5-default-dtype-bf16-finetune",
     # 2026-12-08
-    "causal-collator-builds-no-labels", "seqcls-default-two-labels",
+    "causal-collator-builds-no-labels", "seqcls-default-two-labels", "new-tokens-embeddings-not-resized",
 }
 
 

@@ -75,6 +75,7 @@ CATALOGUE = {
     "v5-default-dtype-bf16-finetune",
     # 2026-12-08
     "causal-collator-builds-no-labels", "seqcls-default-two-labels", "new-tokens-embeddings-not-resized",
+    "causal-labels-tokenized-separately",
 }
 
 

@@ -14,21 +14,21 @@ from .env import ENV_JSON, PREFIX
 from .names import compact
 
 
+def _tagged(path: str, tag: str, default_ext: str) -> str:
+    """PATH.<tag>.ext: one file of several (a rank's, a model's) beside the path the user gave."""
+    root, ext = os.path.splitext(path)
+    return f"{root}.{tag}{ext or default_ext}"
+
+
 def rank_path(path: str | None, rank: int, world: int, default_ext: str = ".jsonl") -> str | None:
     if not path:
         return None
-    if world <= 1:
-        return path
-    root, ext = os.path.splitext(path)
-    return f"{root}.rank{rank}{ext or default_ext}"
+    return path if world <= 1 else _tagged(path, f"rank{rank}", default_ext)
 
 
 def model_path(path: str, order: int) -> str:
     """--signature of the order-th model of a process: PATH itself for the first, PATH.model<k>.ext after it."""
-    if order == 1:
-        return path
-    root, ext = os.path.splitext(path)
-    return f"{root}.model{order}{ext or '.json'}"
+    return path if order == 1 else _tagged(path, f"model{order}", ".json")
 
 
 class StepLog:
